@@ -1,0 +1,54 @@
+"""Relay's exceptions.
+
+The exception tree:
+
+* RelayError
+  + TerminalError - invalid configuration or input; retrying cannot help, so it never is.
+    - ManifestError - `relay.yaml` is invalid; carries every problem found, not just the first.
+  + TransientError - a network-ish failure (registry, Docker engine, AWS) worth retrying.
+  + StageFailed - a stage failed on its merits: tests red, SAST findings over the threshold,
+    a health check failed. A business failure, reported and never retried.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["ManifestError", "RelayError", "StageFailed", "TerminalError", "TransientError"]
+
+
+class RelayError(Exception):
+    """Base class of every error Relay raises on purpose."""
+
+
+class TerminalError(RelayError):
+    """Invalid configuration or input: fix it and run again; never retried."""
+
+
+class ManifestError(TerminalError):
+    """The release manifest is invalid.
+
+    Attributes:
+        path: The manifest file.
+        problems: Every problem found, each one line formatted as
+            `"<file>: <field.path>: <what is wrong>; <what to write instead>"`.
+    """
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        # Both go to Exception.args so that the error survives pickling (Prefect stores it).
+        super().__init__(path, problems)
+        self.path = path
+        self.problems = problems
+
+    def __str__(self) -> str:
+        count = len(self.problems)
+        header = f"{self.path}: {count} problem{'' if count == 1 else 's'} in the release manifest"
+        return "\n".join([header, *(f"  {problem}" for problem in self.problems)])
+
+
+class TransientError(RelayError):
+    """A network-ish failure that is worth retrying."""
+
+
+class StageFailed(RelayError):
+    """A pipeline stage failed on its merits; a business failure, not retried."""

@@ -1,0 +1,134 @@
+"""The service dependency graph: cycles, build/deploy order, waves and change impact.
+
+A graph is a mapping from each service to the services it depends on (its providers), exactly
+as `depends_on` is written in `relay.yaml`:
+
+    {"gateway": ["orders"], "orders": ["inventory", "payments"], "inventory": [], "payments": []}
+
+Only the mapping's keys are nodes: an edge to a name that is not a key is ignored here (the
+manifest reports it as an unknown service). Every function is pure and deterministic.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+
+__all__ = ["dependents", "find_cycles", "topological_order", "waves"]
+
+Graph = Mapping[str, Sequence[str]]
+
+_ON_PATH = 1
+_DONE = 2
+
+
+def _providers(deps: Graph, name: str) -> list[str]:
+    """The known providers of `name`, each once, in the order they are listed."""
+    return list(dict.fromkeys(dep for dep in deps[name] if dep in deps))
+
+
+def find_cycles(deps: Graph) -> list[list[str]]:
+    """Every dependency cycle met by a depth-first walk, e.g. `[["orders", "inventory", "orders"]]`.
+
+    Each cycle lists its services in dependency order with the first repeated at the end; a
+    service that depends on itself is `["a", "a"]`. The walk follows the mapping's order and
+    each `depends_on` list's order, so cycles come out as they read in the manifest. One cycle
+    is reported per back edge: breaking each reported cycle makes the graph acyclic.
+    """
+    state: dict[str, int] = {}
+    path: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(name: str) -> None:
+        state[name] = _ON_PATH
+        path.append(name)
+        for provider in _providers(deps, name):
+            if state.get(provider) == _ON_PATH:
+                cycles.append([*path[path.index(provider) :], provider])
+            elif provider not in state:
+                visit(provider)
+        path.pop()
+        state[name] = _DONE
+
+    for name in deps:
+        if name not in state:
+            visit(name)
+    return cycles
+
+
+def _raise_cycle(deps: Graph) -> None:
+    cycle = find_cycles(deps)[0]
+    raise ValueError(f"dependency cycle {' -> '.join(cycle)}; the services cannot be ordered")
+
+
+def topological_order(deps: Graph) -> list[str]:
+    """Every service after the services it depends on; ties are broken alphabetically.
+
+    Raises:
+        ValueError: The graph has a cycle (named in the message).
+    """
+    waiting = {name: len(_providers(deps, name)) for name in deps}
+    consumers = _consumers(deps)
+    ready = [name for name, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        name = heapq.heappop(ready)
+        order.append(name)
+        for consumer in consumers[name]:
+            waiting[consumer] -= 1
+            if waiting[consumer] == 0:
+                heapq.heappush(ready, consumer)
+    if len(order) < len(waiting):
+        _raise_cycle(deps)
+    return order
+
+
+def waves(deps: Graph) -> list[list[str]]:
+    """Services grouped so that each group needs only earlier groups; each group sorted.
+
+    Wave 0 holds the services with no dependencies; wave n the services whose dependencies are
+    all in waves before n. Services of one wave can be built or deployed in parallel.
+
+    Raises:
+        ValueError: The graph has a cycle (named in the message).
+    """
+    placed: set[str] = set()
+    result: list[list[str]] = []
+    remaining = list(deps)
+    while remaining:
+        wave = sorted(n for n in remaining if all(p in placed for p in _providers(deps, n)))
+        if not wave:
+            _raise_cycle(deps)
+        result.append(wave)
+        placed.update(wave)
+        remaining = [name for name in remaining if name not in placed]
+    return result
+
+
+def _consumers(deps: Graph) -> dict[str, list[str]]:
+    """The reverse graph: for each service, the services that depend on it."""
+    consumers: dict[str, list[str]] = {name: [] for name in deps}
+    for name in deps:
+        for provider in _providers(deps, name):
+            consumers[provider].append(name)
+    return consumers
+
+
+def dependents(deps: Graph, name: str) -> set[str]:
+    """The services that depend on `name`, directly or through others; never `name` itself.
+
+    These are the services a change to `name` can affect. An unknown `name` has none.
+    """
+    if name not in deps:
+        return set()
+    consumers = _consumers(deps)
+    found: set[str] = set()
+    todo = [name]
+    while todo:
+        for consumer in consumers[todo.pop()]:
+            if consumer not in found:
+                found.add(consumer)
+                todo.append(consumer)
+    found.discard(name)
+    return found

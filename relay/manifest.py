@@ -1,0 +1,986 @@
+"""The release manifest, `relay.yaml`: what an application's services are and where they go.
+
+A complete example, with every default written out:
+
+```yaml
+app: shop                      # required; lowercase letters, digits and '-'; used in container
+                               # names, image repositories and labels
+registry: 127.0.0.1:5000       # optional; images go to <registry>/<app>/<service>
+services:                      # required, at least one; names match ^[a-z][a-z0-9-]{0,39}$
+  orders:
+    path: services/orders      # required; relative to this file's directory, inside it (no '..')
+    dockerfile: Dockerfile     # relative to path
+    port: 8002                 # required, 1024..65535: the port the service listens on; unique
+    health: /healthz           # must start with '/'
+    depends_on: [inventory, payments]   # names of other services; no cycles
+    build: "python -m compileall -q ."  # a command: a string (split like a shell does, but run
+                                        # without one) or a list of arguments
+    unit_tests: "python -m pytest -q tests/unit"
+    integration_tests: "python -m pytest -q tests/integration"
+    sast:
+      command: "bandit -r . -f json -x ./tests"
+      fail_on: high            # low | medium | high | never
+  inventory:
+    path: services/inventory
+    port: 8001
+  payments:
+    path: services/payments
+    port: 8003
+environments:                  # in promotion order; when the key is absent: dev, staging, prod
+  dev:                         # names match ^[a-z][a-z0-9-]{0,19}$
+    platform: docker           # docker | kubernetes
+    port_offset: 10000         # docker only, required there: public port = port + port_offset
+    secrets: dev-config        # AWS Secrets Manager secret id; default "<environment>-config"
+    strategy: rolling          # rolling | blue_green | canary
+    canary_steps: [10, 50, 100]   # traffic percentages: increasing, 1..100, ending at 100
+    approval:
+      required: false          # default: true for an environment named prod, else false
+      timeout_seconds: 3600    # 60..604800
+      approvers: []            # user names; [] means anyone
+      allow_self_approval: false
+  staging:
+    port_offset: 20000
+  prod:
+    platform: kubernetes
+    namespace: shop-prod       # kubernetes only, required there
+    strategy: canary
+e2e_tests: "python -m pytest -q tests/e2e"   # optional; app-level end-to-end tests, run from
+                                             # this file's directory
+```
+
+When `environments` is absent, the defaults are dev (docker, port_offset 10000), staging
+(docker, port_offset 20000) and prod (docker, port_offset 30000, strategy canary, approval
+required).
+
+`load_manifest` reports every problem in the file at once, each naming the file, the field and
+what to write instead, by raising `ManifestError`. Validation has two passes: pydantic checks
+the structure of each part, then plain functions check what spans parts (dependencies, ports,
+platform settings, files on disk). When pydantic fails, the second pass still runs over
+whatever of the raw document it can read, so one run shows all the problems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import re
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from relay.errors import ManifestError
+from relay.graph import find_cycles
+
+__all__ = [
+    "Approval",
+    "Command",
+    "Environment",
+    "Manifest",
+    "Sast",
+    "Service",
+    "ServicePorts",
+    "default_environments",
+    "load_manifest",
+    "parse_manifest",
+]
+
+# --- defaults and limits ---------------------------------------------------------------------
+
+DEFAULT_REGISTRY = "127.0.0.1:5000"
+DEFAULT_DOCKERFILE = "Dockerfile"
+DEFAULT_HEALTH = "/healthz"
+DEFAULT_BUILD = "python -m compileall -q ."
+DEFAULT_UNIT_TESTS = "python -m pytest -q tests/unit"
+DEFAULT_INTEGRATION_TESTS = "python -m pytest -q tests/integration"
+DEFAULT_SAST = "bandit -r . -f json -x ./tests"
+DEFAULT_CANARY_STEPS = (10, 50, 100)
+DEFAULT_APPROVAL_TIMEOUT = 3600
+# The default environments' port offsets, in promotion order (see `default_environments`).
+DEFAULT_PORT_OFFSETS = {"dev": 10_000, "staging": 20_000, "prod": 30_000}
+PRODUCTION = "prod"
+
+PORT_MIN = 1024
+PORT_MAX = 65535
+PORT_OFFSET_MAX = PORT_MAX - PORT_MIN
+APPROVAL_TIMEOUT_MIN = 60
+APPROVAL_TIMEOUT_MAX = 604_800
+# On docker a new container starts next to the old one on host networking, so the two cannot
+# share a port: each service has a public port (the router's) and two slot ports above it.
+BLUE_SLOT = 100
+GREEN_SLOT = 200
+
+_SERVICE_NAME = r"^[a-z][a-z0-9-]{0,39}$"
+_ENVIRONMENT_NAME = r"^[a-z][a-z0-9-]{0,19}$"
+_APP_NAME = r"^[a-z0-9][a-z0-9-]{0,39}$"
+_NAMESPACE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+# --- messages: "<what is wrong>; <what to write instead>" -------------------------------------
+
+BAD_NAME = "{value!r} is not a valid {kind} name; use {rule}, such as {example!r}"
+PATH_ABSOLUTE = "{value!r} is absolute; write a path relative to {base}, such as {example!r}"
+PATH_ESCAPES = "{value!r} goes up with '..'; write a path inside {base}, such as {example!r}"
+PATH_EMPTY = "is empty; write a path relative to {base}, such as {example!r}"
+HEALTH_NOT_ABSOLUTE = "{value!r} does not start with '/'; write a URL path such as '/healthz'"
+REGISTRY_INVALID = (
+    "{value!r} is not a registry address; write host:port without a scheme, "
+    "such as '127.0.0.1:5000'"
+)
+COMMAND_HINT = "write a command such as 'make test', or a list such as [make, test]"
+COMMAND_EMPTY = f"is empty; {COMMAND_HINT}"
+COMMAND_UNSPLITTABLE = (
+    "{value!r} cannot be split into arguments ({reason}); close the quote or write the command "
+    "as a list, such as [make, test]"
+)
+UNKNOWN_KEY_CLOSE = "unknown key; did you mean {suggestion!r}?"
+UNKNOWN_KEY = "unknown key; remove it or use one of: {allowed}"
+UNKNOWN_SERVICE = "unknown service {name!r}; write one of: {known}"
+DID_YOU_MEAN = " (did you mean {suggestion!r}?)"
+SELF_DEPENDENCY = "{name!r} depends on itself; remove it from its own depends_on"
+REPEATED_DEPENDENCY = "{name!r} is listed twice; remove the repeat"
+DEPENDENCY_CYCLE = "dependency cycle {cycle}; remove one of these depends_on entries"
+DUPLICATE_PORT = "{port} is already used by services.{other}; give each service its own port"
+SAME_ENV_PORT_CLASH = (
+    "port {port} in environments.{env} is both {first} and {second}; on docker each service "
+    f"also takes the two slot ports {BLUE_SLOT} and {GREEN_SLOT} above its public port, "
+    f"so choose service ports that are not {BLUE_SLOT} or {GREEN_SLOT} apart"
+)
+CROSS_ENV_PORT_CLASH = (
+    "port {port} is both {first} and {second}; choose port_offset values at least {gap} apart"
+)
+PORT_TOO_HIGH = (
+    "services.{service} would get port {port} in environments.{env} ({detail}), above "
+    f"{PORT_MAX}; {{fix}}"
+)
+PORT_OFFSET_MISSING = (
+    "missing; docker environments need a port_offset (public port = service port + "
+    "port_offset), such as port_offset: {example}"
+)
+NAMESPACE_MISSING = (
+    "missing; kubernetes environments need a namespace, such as namespace: {example}"
+)
+NAMESPACE_NOT_ON_DOCKER = (
+    "only kubernetes environments use a namespace; remove it, or set platform: kubernetes"
+)
+PORT_OFFSET_NOT_ON_KUBERNETES = (
+    "only docker environments use port_offset; remove it, or set platform: docker"
+)
+CANARY_EMPTY = "is empty; write increasing traffic percentages ending at 100, such as [10, 50, 100]"
+CANARY_OUT_OF_RANGE = "{value} is not a traffic weight; write a percentage from 1 to 100"
+CANARY_NOT_INCREASING = (
+    "{value} is not above the step before it ({previous}); write each weight larger than the "
+    "last, such as [10, 50, 100]"
+)
+CANARY_END = (
+    "ends at {last}, not 100; end with 100 so the new version finally takes all traffic, "
+    "such as [10, 50, 100]"
+)
+DIRECTORY_MISSING = "directory {path!r} does not exist in {root}; create it or correct the path"
+DOCKERFILE_MISSING = (
+    "{file!r} does not exist; add it or set dockerfile to a file relative to {path!r}"
+)
+FILE_MISSING = "file not found; create it (see relay/manifest.py for an example) or fix the path"
+FILE_UNREADABLE = "cannot read the file ({reason}); check its permissions"
+FILE_EMPTY = "the file is empty; write a release manifest with at least 'app:' and 'services:'"
+NOT_A_MAPPING = (
+    "the top level is {kind}, not a mapping; start the file with keys such as 'app: shop' and "
+    "'services:'"
+)
+YAML_SYNTAX = "invalid YAML: {problem}{context}; check the indentation and quoting there"
+NAME_NOT_TEXT = "a {kind} name must be text {got}; write a name such as {example!r}"
+NOT_A_MAPPING_FIELD = (
+    "Input should be a mapping {got}; write keys indented below it, such as {example}"
+)
+SCHEMA_HINT = "see the example at the top of relay/manifest.py"
+
+
+def _custom(message: str) -> PydanticCustomError:
+    """A pydantic error whose message is final; without a context pydantic does not format it."""
+    return PydanticCustomError("relay", message)
+
+
+# --- field types -----------------------------------------------------------------------------
+
+
+# kind -> (pattern, rule in words, example)
+_NAME_RULES = {
+    "app": (_APP_NAME, "1-40 lowercase letters, digits or '-'", "shop"),
+    "service": (_SERVICE_NAME, "1-40 lowercase letters, digits or '-', first a letter", "orders"),
+    "environment": (
+        _ENVIRONMENT_NAME,
+        "1-20 lowercase letters, digits or '-', first a letter",
+        "staging",
+    ),
+    "namespace": (_NAMESPACE, "1-63 lowercase letters, digits or '-'", "shop-prod"),
+}
+
+
+def _name(kind: str) -> AfterValidator:
+    """A validator for a name of `kind`, with the rule and an example in its error."""
+    pattern, rule, example = _NAME_RULES[kind]
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            raise _custom(BAD_NAME.format(value=value, kind=kind, rule=rule, example=example))
+        return value
+
+    return AfterValidator(check)
+
+
+AppName = Annotated[str, _name("app")]
+ServiceName = Annotated[str, _name("service")]
+EnvironmentName = Annotated[str, _name("environment")]
+Namespace = Annotated[str, _name("namespace")]
+
+
+def _relative_path(base: str, example: str) -> Callable[[str], str]:
+    """A validator for a path that must stay inside `base`: not absolute, no '..'."""
+
+    def check(value: str) -> str:
+        path = PurePosixPath(value)
+        if not value:
+            raise _custom(PATH_EMPTY.format(base=base, example=example))
+        if path.is_absolute():
+            raise _custom(PATH_ABSOLUTE.format(value=value, base=base, example=example))
+        if ".." in path.parts:
+            raise _custom(PATH_ESCAPES.format(value=value, base=base, example=example))
+        return value
+
+    return check
+
+
+ServicePath = Annotated[
+    str, AfterValidator(_relative_path("the directory of relay.yaml", "services/orders"))
+]
+DockerfilePath = Annotated[
+    str, AfterValidator(_relative_path("the service's path", DEFAULT_DOCKERFILE))
+]
+
+
+def _check_health(value: str) -> str:
+    if not value.startswith("/"):
+        raise _custom(HEALTH_NOT_ABSOLUTE.format(value=value))
+    return value
+
+
+def _check_registry(value: str) -> str:
+    if not value or "://" in value or value.endswith("/") or any(c.isspace() for c in value):
+        raise _custom(REGISTRY_INVALID.format(value=value))
+    return value
+
+
+def _split_command(value: object) -> object:
+    """A string becomes its shell-like split; a list is kept; anything else fails as a list."""
+    if isinstance(value, str):
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise _custom(COMMAND_UNSPLITTABLE.format(value=value, reason=exc)) from None
+        if not argv:
+            raise _custom(COMMAND_EMPTY)
+        return argv
+    if isinstance(value, list) and not value:
+        raise _custom(COMMAND_EMPTY)
+    return value
+
+
+Command = Annotated[list[str], BeforeValidator(_split_command)]
+"""An argv list. In YAML either a string, split like a shell would (but run without one), or a
+non-empty list of strings."""
+
+
+def _command(default: str) -> Any:
+    return Field(default_factory=lambda: shlex.split(default))
+
+
+Port = Annotated[int, Field(ge=PORT_MIN, le=PORT_MAX)]
+
+# --- models ----------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    # strict: YAML already types its values, so "8002" in quotes is a mistake, not a port.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Sast(_Model):
+    """Static analysis of a service's source."""
+
+    command: Command = _command(DEFAULT_SAST)
+    fail_on: Literal["low", "medium", "high", "never"] = "high"
+
+
+class Service(_Model):
+    """One deployable service: its source, how to build and test it, and what it needs."""
+
+    path: ServicePath
+    dockerfile: DockerfilePath = DEFAULT_DOCKERFILE
+    port: Port
+    health: Annotated[str, AfterValidator(_check_health)] = DEFAULT_HEALTH
+    depends_on: list[str] = Field(default_factory=list)
+    build: Command = _command(DEFAULT_BUILD)
+    unit_tests: Command = _command(DEFAULT_UNIT_TESTS)
+    integration_tests: Command = _command(DEFAULT_INTEGRATION_TESTS)
+    sast: Sast = Field(default_factory=Sast)
+
+    def directory(self, root: Path) -> Path:
+        """The service's source directory, given the manifest's directory."""
+        return root / self.path
+
+    def dockerfile_path(self, root: Path) -> Path:
+        """The service's Dockerfile, given the manifest's directory."""
+        return self.directory(root) / self.dockerfile
+
+
+class Approval(_Model):
+    """Who must approve a deployment to an environment, and how long to wait for them."""
+
+    required: bool = False
+    timeout_seconds: Annotated[int, Field(ge=APPROVAL_TIMEOUT_MIN, le=APPROVAL_TIMEOUT_MAX)] = (
+        DEFAULT_APPROVAL_TIMEOUT
+    )
+    approvers: list[str] = Field(default_factory=list)
+    allow_self_approval: bool = False
+
+
+@dataclass(frozen=True)
+class ServicePorts:
+    """The host ports of one service in one environment.
+
+    On docker, containers share the host's network, so a new container cannot take the port of
+    the one it replaces while both run. Each service therefore has two slot ports, blue and
+    green, used in turn by successive versions, and a public port where the router (HAProxy)
+    listens and sends traffic to the live slot(s). On kubernetes every pod has its own address,
+    so all three are the service's own port.
+    """
+
+    public: int
+    blue: int
+    green: int
+
+
+class Environment(_Model):
+    """A deployment target, in promotion order within the manifest.
+
+    `secrets` has no default here: `Manifest` fills in "<environment name>-config", and makes
+    approval required for the environment named prod, when the manifest does not say.
+    """
+
+    platform: Literal["docker", "kubernetes"] = "docker"
+    port_offset: Annotated[int, Field(ge=0, le=PORT_OFFSET_MAX)] | None = None
+    namespace: Namespace | None = None
+    secrets: Annotated[str, Field(min_length=1)]
+    strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
+    canary_steps: list[int] = Field(default_factory=lambda: list(DEFAULT_CANARY_STEPS))
+    approval: Approval = Field(default_factory=Approval)
+
+    def ports(self, service: Service) -> ServicePorts:
+        """The public, blue and green host ports of `service` here (see `ServicePorts`)."""
+        if self.platform != "docker":
+            return ServicePorts(public=service.port, blue=service.port, green=service.port)
+        public = service.port + (self.port_offset or 0)
+        return ServicePorts(public=public, blue=public + BLUE_SLOT, green=public + GREEN_SLOT)
+
+
+def _with_environment_defaults(raw: object) -> object:
+    """Fill the defaults that depend on an environment's name into raw environment mappings."""
+    if not isinstance(raw, dict):
+        return raw
+    return {name: _environment_defaults(name, env) for name, env in raw.items()}
+
+
+def _environment_defaults(name: object, env: object) -> object:
+    if not isinstance(env, dict):
+        return env
+    filled = {"secrets": f"{name}-config", **env}
+    approval = filled.get("approval", {})
+    if isinstance(approval, dict):
+        filled["approval"] = {"required": name == PRODUCTION, **approval}
+    return filled
+
+
+def default_environments() -> dict[str, Environment]:
+    """dev, staging and prod on docker; prod ships by canary after an approval."""
+    return {
+        "dev": Environment(port_offset=DEFAULT_PORT_OFFSETS["dev"], secrets="dev-config"),
+        "staging": Environment(
+            port_offset=DEFAULT_PORT_OFFSETS["staging"], secrets="staging-config"
+        ),
+        PRODUCTION: Environment(
+            port_offset=DEFAULT_PORT_OFFSETS[PRODUCTION],
+            secrets=f"{PRODUCTION}-config",
+            strategy="canary",
+            approval=Approval(required=True),
+        ),
+    }
+
+
+class Manifest(_Model):
+    """A validated `relay.yaml`. Build it with `load_manifest` or `parse_manifest`."""
+
+    app: AppName
+    registry: Annotated[str, AfterValidator(_check_registry)] = DEFAULT_REGISTRY
+    services: Annotated[dict[ServiceName, Service], Field(min_length=1)]
+    environments: Annotated[dict[EnvironmentName, Environment], Field(min_length=1)] = Field(
+        default_factory=default_environments
+    )
+    e2e_tests: Command | None = None
+
+    _root: Path = PrivateAttr(default=Path("."))
+    _source: Path = PrivateAttr(default=Path("relay.yaml"))
+
+    @field_validator("environments", mode="before")
+    @classmethod
+    def _fill_environment_defaults(cls, value: object) -> object:
+        return _with_environment_defaults(value)
+
+    @property
+    def root(self) -> Path:
+        """The manifest's directory (absolute): service paths and e2e tests start here."""
+        return self._root
+
+    @property
+    def source(self) -> Path:
+        """The manifest file."""
+        return self._source
+
+    def dependency_graph(self) -> dict[str, list[str]]:
+        """Each service's `depends_on`, for `relay.graph`."""
+        return {name: list(service.depends_on) for name, service in self.services.items()}
+
+    def image_repository(self, service_name: str) -> str:
+        """Where a service's images go: `<registry>/<app>/<service>`."""
+        if service_name not in self.services:
+            known = ", ".join(self.services)
+            raise ValueError(f"unknown service {service_name!r}; use one of: {known}")
+        return f"{self.registry}/{self.app}/{service_name}"
+
+
+# --- pydantic errors, in the manifest's words ------------------------------------------------
+
+_MODELS_BY_SHAPE: dict[tuple[str, ...], type[BaseModel]] = {
+    (): Manifest,
+    ("services", "*"): Service,
+    ("services", "*", "sast"): Sast,
+    ("environments", "*"): Environment,
+    ("environments", "*", "approval"): Approval,
+}
+# Example values used in hints, by field name.
+_EXAMPLES = {
+    "app": "shop",
+    "services": "{orders: {path: services/orders, port: 8002}}",
+    "environments": "{dev: {port_offset: 10000}}",
+    "path": "services/orders",
+    "port": "8080",
+    "port_offset": "10000",
+    "timeout_seconds": "3600",
+    "canary_steps": "[10, 50, 100]",
+    "depends_on": "[inventory, payments]",
+    "approvers": "[alice, bob]",
+    "secrets": "dev-config",
+}
+_MAPPING_EXAMPLES: dict[type[BaseModel], str] = {
+    Service: "{path: services/orders, port: 8002}",
+    Sast: "{fail_on: high}",
+    Environment: "{port_offset: 10000}",
+    Approval: "{required: true}",
+}
+_COMMAND_FIELDS = {"build", "unit_tests", "integration_tests", "e2e_tests", "command"}
+_ITEM_EXAMPLES = {"canary_steps": "50", "depends_on": "inventory", "approvers": "alice"}
+_RANGES = {
+    "port": (PORT_MIN, PORT_MAX),
+    "port_offset": (0, PORT_OFFSET_MAX),
+    "timeout_seconds": (APPROVAL_TIMEOUT_MIN, APPROVAL_TIMEOUT_MAX),
+}
+_INT_ERRORS = {"int_type", "int_parsing", "int_from_float"}
+_RANGE_ERRORS = {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}
+_MAPPING_ERRORS = {"dict_type", "model_type", "model_attributes_type"}
+
+
+def _format_loc(loc: Sequence[str | int]) -> str:
+    """`("services", "orders", "depends_on", 1)` -> `"services.orders.depends_on[1]"`.
+
+    Lists in the manifest hold only scalars, so an int is a list index only at the end of a
+    location; anywhere else it is a mapping key YAML read as a number.
+    """
+    text = ""
+    for position, part in enumerate(loc):
+        if part == "[key]":
+            continue
+        if isinstance(part, int) and position == len(loc) - 1:
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _field_name(loc: Sequence[str | int]) -> tuple[str, bool]:
+    """The last field name in `loc`, and whether `loc` points at an item of that field's list."""
+    is_item = bool(loc) and isinstance(loc[-1], int)
+    names = [part for part in loc[:-1] if isinstance(part, str)] if is_item else list(loc)
+    return (str(names[-1]) if names else "", is_item)
+
+
+def _shape(loc: Sequence[str | int]) -> tuple[str, ...]:
+    parts = [str(part) for part in loc]
+    if len(parts) >= 2 and parts[0] in ("services", "environments"):
+        parts[1] = "*"
+    return tuple(parts)
+
+
+def _got(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _unknown_key(loc: Sequence[str | int]) -> str:
+    model = _MODELS_BY_SHAPE.get(_shape(loc[:-1]))
+    allowed = sorted(model.model_fields) if model else []
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    if close:
+        return UNKNOWN_KEY_CLOSE.format(suggestion=close[0])
+    return UNKNOWN_KEY.format(allowed=", ".join(allowed))
+
+
+def _hint(error: ErrorDetails, field: str, is_item: bool) -> str:
+    """What to write instead, for a pydantic error on `field`."""
+    kind = error["type"]
+    example = (_ITEM_EXAMPLES if is_item else _EXAMPLES).get(field)
+    if kind in _INT_ERRORS:
+        return f"write a whole number such as {example or 10}"
+    if kind in _RANGE_ERRORS and field in _RANGES:
+        low, high = _RANGES[field]
+        return f"write a whole number from {low} to {high}"
+    if kind == "literal_error":
+        expected = str(error.get("ctx", {}).get("expected", ""))
+        return "write one of: " + ", ".join(part.strip("' ") for part in _split_choices(expected))
+    if kind in {"bool_type", "bool_parsing"}:
+        return "write true or false"
+    if kind == "string_type":
+        return "write text; quote it if YAML would read it as something else, such as '1.0'"
+    if kind == "list_type" and field in _COMMAND_FIELDS:
+        return COMMAND_HINT
+    if kind == "list_type":
+        return f"write a list, such as {example or '[a, b]'}"
+    if kind == "too_short":
+        return f"write at least one entry, such as {example}"
+    if kind == "string_too_short":
+        return f"write a value, such as {example}" if example else "write a value"
+    return SCHEMA_HINT
+
+
+def _split_choices(expected: str) -> list[str]:
+    """`"'low', 'medium' or 'high'"` -> `["low", "medium", "high"]`."""
+    return [part for part in expected.replace(" or ", ", ").split(", ") if part]
+
+
+def _describe(error: ErrorDetails) -> str:
+    """One pydantic error as `<field.path>: <what is wrong>; <what to write instead>`."""
+    loc, kind = error["loc"], error["type"]
+    where = _format_loc(loc)
+    field, is_item = _field_name(loc)
+    if kind == "relay":  # raised by our validators, already in the manifest's words
+        return f"{where}: {error['msg']}"
+    if kind == "extra_forbidden":
+        return f"{where}: {_unknown_key(loc)}"
+    if kind == "missing":
+        return f"{where}: required key is missing; add {field}: {_EXAMPLES.get(field, '...')}"
+    if kind in {"too_short", "string_too_short"}:
+        return f"{where}: is empty; {_hint(error, field, is_item)}"
+    got = f"(got {_got(error.get('input'))})"
+    if loc and loc[-1] == "[key]":
+        name_kind = "service" if loc[0] == "services" else "environment"
+        message = NAME_NOT_TEXT.format(kind=name_kind, got=got, example=_NAME_RULES[name_kind][2])
+        return f"{where}: {message}"
+    if kind in _MAPPING_ERRORS:
+        model = _MODELS_BY_SHAPE.get(_shape(loc))
+        example = (_MAPPING_EXAMPLES.get(model) if model else None) or _EXAMPLES.get(field, "")
+        return f"{where}: {NOT_A_MAPPING_FIELD.format(got=got, example=example)}"
+    return f"{where}: {error['msg']} {got}; {_hint(error, field, is_item)}"
+
+
+# --- checks across fields --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the cross-field checks read: from the validated model or, failing that, from
+    whatever of the raw document has the right type."""
+
+    app: str
+    depends_on: Mapping[str, Sequence[object]]
+    ports: Mapping[str, int]
+    environments: Mapping[str, Environment]
+    services: Mapping[str, Service]
+
+
+def _facts_from_model(manifest: Manifest) -> _Facts:
+    return _Facts(
+        app=manifest.app,
+        depends_on=manifest.dependency_graph(),
+        ports={name: service.port for name, service in manifest.services.items()},
+        environments=manifest.environments,
+        services=manifest.services,
+    )
+
+
+def _as_dict(value: object) -> dict[str, Any]:
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _is_port(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and PORT_MIN <= value <= PORT_MAX
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _valid_entries(raw: object, model: type[M]) -> dict[str, M]:
+    """The entries of a raw mapping that are valid `model`s on their own."""
+    valid: dict[str, M] = {}
+    for name, value in _as_dict(raw).items():
+        with contextlib.suppress(ValidationError):  # reported by the whole-document validation
+            valid[name] = model.model_validate(value)
+    return valid
+
+
+def _facts_from_raw(data: Mapping[str, Any]) -> _Facts:
+    services = {name: _as_dict(value) for name, value in _as_dict(data.get("services")).items()}
+    depends_on = {
+        name: deps if isinstance(deps := service.get("depends_on", []), list) else []
+        for name, service in services.items()
+    }
+    environments = (
+        _valid_entries(_with_environment_defaults(data["environments"]), Environment)
+        if "environments" in data
+        else default_environments()
+    )
+    app = data.get("app")
+    return _Facts(
+        app=app if isinstance(app, str) else "app",
+        depends_on=depends_on,
+        ports={name: s["port"] for name, s in services.items() if _is_port(s.get("port"))},
+        environments=environments,
+        services=_valid_entries(data.get("services"), Service),
+    )
+
+
+def _unknown_service(name: str, consumer: str, known: Sequence[str]) -> str:
+    others = sorted(other for other in known if other != consumer)
+    message = UNKNOWN_SERVICE.format(name=name, known=", ".join(others))
+    close = difflib.get_close_matches(name, others, n=1)
+    return message + (DID_YOU_MEAN.format(suggestion=close[0]) if close else "")
+
+
+def _dependency_problems(depends_on: Mapping[str, Sequence[object]]) -> list[str]:
+    problems: list[str] = []
+    for name, deps in depends_on.items():
+        seen: set[str] = set()
+        for index, dep in enumerate(deps):
+            where = f"services.{name}.depends_on[{index}]"
+            if not isinstance(dep, str):
+                continue  # a type error, reported by pydantic
+            if dep == name:
+                problems.append(f"{where}: {SELF_DEPENDENCY.format(name=name)}")
+            elif dep not in depends_on:
+                problems.append(f"{where}: {_unknown_service(dep, name, list(depends_on))}")
+            elif dep in seen:
+                problems.append(f"{where}: {REPEATED_DEPENDENCY.format(name=dep)}")
+            seen.add(dep)
+    graph = {
+        name: [dep for dep in deps if isinstance(dep, str) and dep != name]
+        for name, deps in depends_on.items()
+    }
+    for cycle in find_cycles(graph):
+        problems.append(f"services: {DEPENDENCY_CYCLE.format(cycle=' -> '.join(cycle))}")
+    return problems
+
+
+def _duplicate_port_problems(ports: Mapping[str, int]) -> list[str]:
+    problems: list[str] = []
+    owner: dict[int, str] = {}
+    for name, port in ports.items():
+        if port in owner:
+            message = DUPLICATE_PORT.format(port=port, other=owner[port])
+            problems.append(f"services.{name}.port: {message}")
+        else:
+            owner[port] = name
+    return problems
+
+
+@dataclass(frozen=True)
+class _HostPort:
+    """One host port a service takes in a docker environment."""
+
+    env: str
+    service: str
+    slot: str  # "public port" | "blue slot" | "green slot"
+    port: int
+    detail: str  # how it is computed, e.g. "8002 + 10000 + 100"
+
+    def describe(self, same_env: bool) -> str:
+        where = "" if same_env else f" in {self.env}"
+        return f"the {self.slot} of {self.service}{where} ({self.detail})"
+
+
+def _host_ports(env_name: str, offset: int, ports: Mapping[str, int]) -> list[_HostPort]:
+    taken: list[_HostPort] = []
+    for service, port in ports.items():
+        for slot, extra in (
+            ("public port", 0),
+            ("blue slot", BLUE_SLOT),
+            ("green slot", GREEN_SLOT),
+        ):
+            detail = f"{port} + {offset}" + (f" + {extra}" if extra else "")
+            taken.append(_HostPort(env_name, service, slot, port + offset + extra, detail))
+    return taken
+
+
+def _docker_port_problems(
+    environments: Mapping[str, Environment], ports: Mapping[str, int]
+) -> list[str]:
+    """Host ports that two services (or environments) would share, or that do not exist."""
+    unique: dict[str, int] = {}
+    for name, port in ports.items():  # a repeated service port is reported on its own
+        if port not in unique.values():
+            unique[name] = port
+    if not unique:
+        return []
+    gap = max(unique.values()) - min(unique.values()) + GREEN_SLOT + 1
+    problems: list[str] = []
+    users: dict[int, _HostPort] = {}
+    reported: set[frozenset[str]] = set()
+    for env_name, env in environments.items():
+        if env.platform != "docker" or env.port_offset is None:
+            continue
+        problems += _port_range_problems(env_name, env.port_offset, unique)
+        for taken in _host_ports(env_name, env.port_offset, unique):
+            first = users.setdefault(taken.port, taken)
+            if first is taken or taken.port > PORT_MAX:
+                continue
+            same_env = first.env == taken.env
+            # One problem per pair of services (same environment: fix a service port) or pair of
+            # environments (fix a port_offset), not one per colliding port.
+            pair = (
+                frozenset({f"services.{first.service}", f"services.{taken.service}"})
+                if same_env
+                else frozenset({f"environments.{first.env}", f"environments.{taken.env}"})
+            )
+            if pair in reported:
+                continue
+            reported.add(pair)
+            problems.append(_clash(first, taken, gap))
+    return problems
+
+
+def _clash(first: _HostPort, second: _HostPort, gap: int) -> str:
+    if first.env == second.env:
+        message = SAME_ENV_PORT_CLASH.format(
+            port=second.port,
+            env=second.env,
+            first=first.describe(same_env=True),
+            second=second.describe(same_env=True),
+        )
+        return f"services.{second.service}.port: {message}"
+    message = CROSS_ENV_PORT_CLASH.format(
+        port=second.port,
+        first=first.describe(same_env=False),
+        second=second.describe(same_env=False),
+        gap=gap,
+    )
+    return f"environments.{second.env}.port_offset: {message}"
+
+
+def _port_range_problems(env_name: str, offset: int, ports: Mapping[str, int]) -> list[str]:
+    service, port = max(ports.items(), key=lambda item: item[1])
+    highest = port + offset + GREEN_SLOT
+    if highest <= PORT_MAX:
+        return []
+    limit = PORT_MAX - GREEN_SLOT - port
+    fix = (
+        f"choose a port_offset of at most {limit}"
+        if limit >= 0
+        else f"choose service ports of at most {PORT_MAX - GREEN_SLOT}"
+    )
+    message = PORT_TOO_HIGH.format(
+        service=service,
+        port=highest,
+        env=env_name,
+        detail=f"its green slot: {port} + {offset} + {GREEN_SLOT}",
+        fix=fix,
+    )
+    return [f"environments.{env_name}.port_offset: {message}"]
+
+
+def _platform_problems(name: str, env: Environment, app: str) -> list[str]:
+    where = f"environments.{name}"
+    problems: list[str] = []
+    if env.platform == "docker":
+        if env.port_offset is None:
+            offset = DEFAULT_PORT_OFFSETS.get(name, 10_000)
+            problems.append(f"{where}.port_offset: {PORT_OFFSET_MISSING.format(example=offset)}")
+        if env.namespace is not None:
+            problems.append(f"{where}.namespace: {NAMESPACE_NOT_ON_DOCKER}")
+    else:
+        if env.namespace is None:
+            namespace = f"{app}-{name}"
+            problems.append(f"{where}.namespace: {NAMESPACE_MISSING.format(example=namespace)}")
+        if env.port_offset is not None:
+            problems.append(f"{where}.port_offset: {PORT_OFFSET_NOT_ON_KUBERNETES}")
+    return problems
+
+
+def _canary_problems(name: str, steps: Sequence[int]) -> list[str]:
+    where = f"environments.{name}.canary_steps"
+    if not steps:
+        return [f"{where}: {CANARY_EMPTY}"]
+    problems: list[str] = []
+    for index, step in enumerate(steps):
+        if not 1 <= step <= 100:
+            problems.append(f"{where}[{index}]: {CANARY_OUT_OF_RANGE.format(value=step)}")
+        elif index and step <= steps[index - 1]:
+            message = CANARY_NOT_INCREASING.format(value=step, previous=steps[index - 1])
+            problems.append(f"{where}[{index}]: {message}")
+    if steps[-1] != 100:
+        problems.append(f"{where}: {CANARY_END.format(last=steps[-1])}")
+    return problems
+
+
+def _environment_problems(environments: Mapping[str, Environment], app: str) -> list[str]:
+    problems: list[str] = []
+    for name, env in environments.items():
+        problems += _platform_problems(name, env, app)
+        problems += _canary_problems(name, env.canary_steps)
+    return problems
+
+
+def _file_problems(services: Mapping[str, Service], root: Path) -> list[str]:
+    problems: list[str] = []
+    for name, service in services.items():
+        if not service.directory(root).is_dir():
+            message = DIRECTORY_MISSING.format(path=service.path, root=root)
+            problems.append(f"services.{name}.path: {message}")
+        elif not service.dockerfile_path(root).is_file():
+            file = str(PurePosixPath(service.path) / service.dockerfile)
+            message = DOCKERFILE_MISSING.format(file=file, path=service.path)
+            problems.append(f"services.{name}.dockerfile: {message}")
+    return problems
+
+
+def _cross_field_problems(facts: _Facts, files_root: Path | None) -> list[str]:
+    problems = [
+        *_dependency_problems(facts.depends_on),
+        *_duplicate_port_problems(facts.ports),
+        *_environment_problems(facts.environments, facts.app),
+        *_docker_port_problems(facts.environments, facts.ports),
+    ]
+    if files_root is not None:
+        problems += _file_problems(facts.services, files_root)
+    return problems
+
+
+# --- entry points ----------------------------------------------------------------------------
+
+
+def _yaml_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a plain string"
+    return f"a single value ({_got(value)})"
+
+
+def parse_manifest(
+    data: dict[str, Any], path: str | Path, *, check_files: bool = False
+) -> Manifest:
+    """Validate an already-parsed manifest document.
+
+    Args:
+        data: The document, as `yaml.safe_load` returns it.
+        path: The manifest file it came from: named in every problem; its directory is the
+            manifest's `root`.
+        check_files: Also require each service's directory and Dockerfile to exist.
+
+    Returns:
+        The manifest, with defaults filled in and `root` and `source` set.
+
+    Raises:
+        ManifestError: With every problem found.
+    """
+    path = Path(path)
+    if not isinstance(data, dict):
+        raise ManifestError(path, [f"{path}: {NOT_A_MAPPING.format(kind=_yaml_kind(data))}"])
+    files_root = path.parent if check_files else None
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(error) for error in exc.errors()]
+        problems += _cross_field_problems(_facts_from_raw(data), files_root)
+    else:
+        problems = _cross_field_problems(_facts_from_model(manifest), files_root)
+    if problems:
+        raise ManifestError(path, [f"{path}: {problem}" for problem in problems])
+    manifest._root = path.absolute().parent
+    manifest._source = path.absolute()
+    return manifest
+
+
+def load_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
+    """Read and validate a `relay.yaml`.
+
+    Args:
+        path: The manifest file.
+        check_files: Also require each service's directory and Dockerfile to exist.
+
+    Returns:
+        The manifest, with defaults filled in and `root` and `source` set.
+
+    Raises:
+        ManifestError: With every problem found, including a missing file or invalid YAML.
+
+    Example:
+        >>> manifest = load_manifest("examples/shop/relay.yaml")  # doctest: +SKIP
+        >>> manifest.image_repository("orders")  # doctest: +SKIP
+        '127.0.0.1:5000/shop/orders'
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(path, [f"{path}: {FILE_MISSING}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise ManifestError(path, [f"{path}: {FILE_UNREADABLE.format(reason=reason)}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ManifestError(path, [f"{path}: {_yaml_problem(exc)}"]) from None
+    if data is None:
+        raise ManifestError(path, [f"{path}: {FILE_EMPTY}"])
+    return parse_manifest(data, path, check_files=check_files)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return YAML_SYNTAX.format(problem=exc, context="")
+    mark = exc.problem_mark
+    context = ""
+    if exc.context and exc.context_mark is not None:
+        context = f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
+    problem = YAML_SYNTAX.format(problem=exc.problem, context=context)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
