@@ -39,7 +39,7 @@ environments:                  # in promotion order; when the key is absent: dev
       approvers: []            # user names; [] means anyone
       allow_self_approval: false
   staging:
-    port_offset: 20000
+    port_offset: 12000
   prod:
     platform: kubernetes
     namespace: shop-prod       # kubernetes only, required there
@@ -49,7 +49,7 @@ e2e_tests: "python -m pytest -q tests/e2e"   # optional; app-level end-to-end te
 ```
 
 When `environments` is absent, the defaults are dev (docker, port_offset 10000), staging
-(docker, port_offset 20000) and prod (docker, port_offset 30000, strategy canary, approval
+(docker, port_offset 12000) and prod (docker, port_offset 14000, strategy canary, approval
 required).
 
 `load_manifest` reports every problem in the file at once, each naming the file, the field and
@@ -111,12 +111,16 @@ DEFAULT_SAST = "bandit -r . -f json -x ./tests"
 DEFAULT_CANARY_STEPS = (10, 50, 100)
 DEFAULT_APPROVAL_TIMEOUT = 3600
 # The default environments' port offsets, in promotion order (see `default_environments`).
-DEFAULT_PORT_OFFSETS = {"dev": 10_000, "staging": 20_000, "prod": 30_000}
+DEFAULT_PORT_OFFSETS = {"dev": 10_000, "staging": 12_000, "prod": 14_000}
 PRODUCTION = "prod"
 
 PORT_MIN = 1024
 PORT_MAX = 65535
 PORT_OFFSET_MAX = PORT_MAX - PORT_MIN
+# Host ports of the docker platform stay below Linux's ephemeral range (32768-60999): there an
+# outgoing connection's local port (say, a client of the Prefect API in TIME_WAIT) can hold the
+# very port a router needs to listen on, and the deploy fails with "address in use".
+DOCKER_PORT_MAX = 32767
 APPROVAL_TIMEOUT_MIN = 60
 APPROVAL_TIMEOUT_MAX = 604_800
 # On docker a new container starts next to the old one on host networking, so the two cannot
@@ -164,7 +168,8 @@ CROSS_ENV_PORT_CLASH = (
 )
 PORT_TOO_HIGH = (
     "services.{service} would get port {port} in environments.{env} ({detail}), above "
-    f"{PORT_MAX}; {{fix}}"
+    f"{DOCKER_PORT_MAX} (ports above it are Linux's ephemeral range, where outgoing "
+    f"connections take their local ports); {{fix}}"
 )
 PORT_OFFSET_MISSING = (
     "missing; docker environments need a port_offset (public port = service port + "
@@ -771,7 +776,7 @@ def _docker_port_problems(
         problems += _port_range_problems(env_name, env.port_offset, unique)
         for taken in _host_ports(env_name, env.port_offset, unique):
             first = users.setdefault(taken.port, taken)
-            if first is taken or taken.port > PORT_MAX:
+            if first is taken or taken.port > DOCKER_PORT_MAX:
                 continue
             same_env = first.env == taken.env
             # One problem per pair of services (same environment: fix a service port) or pair of
@@ -809,13 +814,13 @@ def _clash(first: _HostPort, second: _HostPort, gap: int) -> str:
 def _port_range_problems(env_name: str, offset: int, ports: Mapping[str, int]) -> list[str]:
     service, port = max(ports.items(), key=lambda item: item[1])
     highest = port + offset + GREEN_SLOT
-    if highest <= PORT_MAX:
+    if highest <= DOCKER_PORT_MAX:
         return []
-    limit = PORT_MAX - GREEN_SLOT - port
+    limit = DOCKER_PORT_MAX - GREEN_SLOT - port
     fix = (
         f"choose a port_offset of at most {limit}"
         if limit >= 0
-        else f"choose service ports of at most {PORT_MAX - GREEN_SLOT}"
+        else f"choose service ports of at most {DOCKER_PORT_MAX - GREEN_SLOT}"
     )
     message = PORT_TOO_HIGH.format(
         service=service,

@@ -101,9 +101,9 @@ def test_default_environments(tmp_path: Path) -> None:
     assert list(manifest.environments) == ["dev", "staging", "prod"]
     dev, staging, prod = manifest.environments.values()
     assert dev == Environment(port_offset=10000, secrets="dev-config")
-    assert staging == Environment(port_offset=20000, secrets="staging-config")
+    assert staging == Environment(port_offset=12000, secrets="staging-config")
     assert prod == Environment(
-        port_offset=30000,
+        port_offset=14000,
         secrets="prod-config",
         strategy="canary",
         approval=Approval(required=True),
@@ -123,8 +123,8 @@ def test_explicit_environments_keep_their_order_and_get_name_based_defaults(
         """\
         environments:
           qa: {port_offset: 10000}
-          prod: {port_offset: 20000, approval: {timeout_seconds: 600}}
-          dev: {port_offset: 30000, secrets: shared}
+          prod: {port_offset: 12000, approval: {timeout_seconds: 600}}
+          dev: {port_offset: 14000, secrets: shared}
         """
     )
 
@@ -308,18 +308,19 @@ def test_computed_ports_colliding_across_environments(tmp_path: Path) -> None:
     ]
 
 
-def test_computed_ports_above_65535(tmp_path: Path) -> None:
+def test_computed_ports_in_the_ephemeral_range(tmp_path: Path) -> None:
     text = with_environments(
         """\
         environments:
-          dev: {port_offset: 57500}
+          dev: {port_offset: 30000}
         """
     )
 
     assert problems(tmp_path, text) == [
-        "environments.dev.port_offset: services.payments would get port 65703 in "
-        "environments.dev (its green slot: 8003 + 57500 + 200), above 65535; "
-        "choose a port_offset of at most 57332"
+        "environments.dev.port_offset: services.payments would get port 38203 in "
+        "environments.dev (its green slot: 8003 + 30000 + 200), above 32767 (ports above it "
+        "are Linux's ephemeral range, where outgoing connections take their local ports); "
+        "choose a port_offset of at most 24564"
     ]
 
 
@@ -342,7 +343,7 @@ def test_platform_specific_keys(tmp_path: Path) -> None:
         """\
         environments:
           dev: {port_offset: 10000, namespace: shop-dev}
-          prod: {platform: kubernetes, port_offset: 30000}
+          prod: {platform: kubernetes, port_offset: 14000}
         """
     )
 
@@ -401,7 +402,7 @@ def test_canary_steps(tmp_path: Path, steps: str, expected: list[str]) -> None:
     text = with_environments(
         f"""\
         environments:
-          prod: {{port_offset: 30000, strategy: canary, canary_steps: {steps}}}
+          prod: {{port_offset: 14000, strategy: canary, canary_steps: {steps}}}
         """
     )
 
@@ -547,7 +548,7 @@ def test_approval_errors(tmp_path: Path) -> None:
         """\
         environments:
           prod:
-            port_offset: 30000
+            port_offset: 14000
             approval: {required: maybe, timeout_seconds: 5}
         """
     )

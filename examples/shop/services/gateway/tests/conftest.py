@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 import importlib.util
 import json
 import os
@@ -51,7 +52,7 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopba
 @dataclass
 class Response:
     status: int
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Any = field(default_factory=dict)  # case-insensitive (HAProxy lowercases names)
     body: dict | list | None = None
 
 
@@ -72,10 +73,10 @@ def http_request(
     request = urllib.request.Request(url, data=data, headers=all_headers, method=method)
     try:
         with _OPENER.open(request, timeout=timeout) as resp:
-            status, resp_headers, payload = resp.status, dict(resp.headers), resp.read()
+            status, resp_headers, payload = resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as exc:
         with exc:
-            status, resp_headers, payload = exc.code, dict(exc.headers), exc.read()
+            status, resp_headers, payload = exc.code, exc.headers, exc.read()
     try:
         parsed = json.loads(payload) if payload else None
     except json.JSONDecodeError:
