@@ -1,0 +1,97 @@
+"""Git operations Relay needs: resolve a ref, check out a clean tree, read tree hashes.
+
+A service's *tree hash* (`git rev-parse <commit>:<path>`) identifies its content: two commits
+with the same tree for a service produce the same image, so Relay builds once per content.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from relay.errors import RelayError, TerminalError
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    author: str
+    email: str
+    subject: str
+
+
+def _git(args: list[str], cwd: Path | None = None) -> str:
+    proc = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=300
+    )
+    if proc.returncode != 0:
+        raise RelayError(f"git {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def resolve_commit(repository: str, ref: str) -> str:
+    """The full SHA of `ref` in `repository` (a local path, or a URL that git can read)."""
+    if not Path(repository).is_dir():
+        if re.fullmatch(r"[0-9a-f]{40}", ref):
+            return ref
+        try:
+            out = _git(["ls-remote", repository, ref])
+        except RelayError as exc:
+            raise TerminalError(f"cannot read repository {repository!r}: {exc}") from exc
+        if not out:
+            raise TerminalError(f"{ref!r} is not a branch or tag of {repository}")
+        return out.split()[0]
+    try:
+        return _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=Path(repository))
+    except RelayError as exc:
+        raise TerminalError(
+            f"{ref!r} is not a commit in {repository}; pass a branch, tag or commit SHA that exists"
+        ) from exc
+
+
+def checkout(repository: str, sha: str, dest: Path) -> Path:
+    """A clean working tree of `repository` at `sha` in `dest`, reused when it is already there.
+
+    Each commit gets its own directory, so concurrent pipelines never share a working tree.
+    """
+    if (dest / ".git").exists():
+        head = _git(["rev-parse", "HEAD"], cwd=dest)
+        dirty = _git(["status", "--porcelain", "--ignored"], cwd=dest)
+        if head == sha and not dirty:
+            return dest
+        if not _has_commit(dest, sha):
+            _git(["fetch", "--quiet", "origin"], cwd=dest)
+        _git(["checkout", "--force", "--detach", sha], cwd=dest)
+        _git(["clean", "-ffdx"], cwd=dest)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _git(["clone", "--quiet", "--no-checkout", repository, str(dest)])
+    try:
+        _git(["checkout", "--quiet", "--detach", sha], cwd=dest)
+    except RelayError as exc:
+        raise TerminalError(f"commit {sha} is not in {repository}: {exc}") from exc
+    return dest
+
+
+def _has_commit(repo: Path, sha: str) -> bool:
+    try:
+        _git(["cat-file", "-e", f"{sha}^{{commit}}"], cwd=repo)
+    except RelayError:
+        return False
+    return True
+
+
+def tree_hash(checkout_dir: Path, sha: str, path: str) -> str:
+    """The git tree hash of `path` at `sha`: the identity of a service's content."""
+    try:
+        return _git(["rev-parse", f"{sha}:{path.strip('/') or '.'}"], cwd=checkout_dir)
+    except RelayError as exc:
+        raise TerminalError(f"{path!r} does not exist at commit {sha[:12]}") from exc
+
+
+def commit_info(checkout_dir: Path, sha: str) -> CommitInfo:
+    out = _git(["show", "-s", "--format=%H%x00%an%x00%ae%x00%s", sha], cwd=checkout_dir)
+    full, author, email, subject = out.split("\x00", 3)
+    return CommitInfo(full, author, email, subject)

@@ -1,0 +1,1 @@
+"""Platforms: where services run (`docker` here; `kubernetes` for clusters)."""

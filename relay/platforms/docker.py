@@ -1,0 +1,223 @@
+"""The `docker` platform: services as containers on one Docker engine, behind HAProxy.
+
+Glossary (as Argo Rollouts' context does):
+- *slot*: `blue` or `green`, one of a service's two container positions, each with its own port.
+  A new version starts in the free slot next to the serving one (host networking means two
+  containers cannot share a port).
+- *active slot*: the one the router sends traffic to.
+- the container's labels are the truth about what runs: `relay.digest`, `relay.commit`, ...
+  so a restarted worker rebuilds its view from the engine, not from memory.
+
+A deploy is: start in the free slot, wait until healthy, switch the router, stop the old one.
+If the new container never becomes healthy, it is removed and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import docker
+from docker.errors import APIError, NotFound
+from docker.models.containers import Container
+
+from relay.errors import StageFailed, TransientError
+from relay.traffic import TrafficRouter
+from relay.traffic.haproxy import SLOTS, Route
+
+LABEL = "relay"
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """Everything needed to run one version of one service in one environment."""
+
+    app: str
+    environment: str
+    service: str
+    image: str  # repository@sha256:...
+    commit: str
+    tree: str
+    route: Route
+    env: Mapping[str, str] = field(default_factory=dict)
+    health_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Running:
+    """A container of a service as the engine reports it."""
+
+    container_id: str
+    name: str
+    slot: str
+    image: str
+    digest: str
+    commit: str
+    status: str
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    slot: str
+    container: str
+    image: str
+    url: str
+    changed: bool
+    previous: str | None
+
+
+def _labels(spec: DeploySpec, slot: str) -> dict[str, str]:
+    return {
+        f"{LABEL}.managed": "true",
+        f"{LABEL}.app": spec.app,
+        f"{LABEL}.env": spec.environment,
+        f"{LABEL}.service": spec.service,
+        f"{LABEL}.slot": slot,
+        f"{LABEL}.image": spec.image,
+        f"{LABEL}.digest": spec.image.rsplit("@", 1)[-1],
+        f"{LABEL}.commit": spec.commit,
+        f"{LABEL}.tree": spec.tree,
+    }
+
+
+def container_name(app: str, environment: str, service: str, slot: str) -> str:
+    return f"relay-{app}-{environment}-{service}-{slot}"
+
+
+def health_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback)
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class DockerPlatform:
+    type = "docker"
+
+    def __init__(self, client: docker.DockerClient, router: TrafficRouter) -> None:
+        self.client = client
+        self.router = router
+
+    def running(self, app: str, environment: str, service: str) -> list[Running]:
+        """The service's containers in this environment, read from their labels."""
+        filters = {
+            "label": [
+                f"{LABEL}.managed=true",
+                f"{LABEL}.app={app}",
+                f"{LABEL}.env={environment}",
+                f"{LABEL}.service={service}",
+            ]
+        }
+        found = []
+        for c in self.client.containers.list(all=True, filters=filters):
+            labels = c.labels
+            found.append(
+                Running(
+                    container_id=str(c.id),
+                    name=str(c.name),
+                    slot=labels.get(f"{LABEL}.slot", ""),
+                    image=labels.get(f"{LABEL}.image", ""),
+                    digest=labels.get(f"{LABEL}.digest", ""),
+                    commit=labels.get(f"{LABEL}.commit", ""),
+                    status=str(c.status),
+                )
+            )
+        return found
+
+    def active(self, spec: DeploySpec) -> Running | None:
+        """The running container that receives traffic, if any."""
+        live = [r for r in self.running(spec.app, spec.environment, spec.service)]
+        live = [r for r in live if r.status == "running"]
+        if not live:
+            return None
+        try:
+            weights = self.router.weights(spec.service)
+        except Exception:  # the router has never heard of this service
+            weights = {}
+        serving = [r for r in live if weights.get(r.slot, 0) > 0]
+        return serving[0] if serving else None
+
+    def deploy(self, spec: DeploySpec) -> DeployResult:
+        self.router.ensure_route(spec.route)
+        current = self.active(spec)
+        public = f"http://127.0.0.1:{spec.route.public_port}"
+        if current and current.image == spec.image and health_ok(public + spec.route.health):
+            return DeployResult(
+                current.slot, current.name, spec.image, public, False, current.image
+            )
+        slot = SLOTS[1] if current and current.slot == SLOTS[0] else SLOTS[0]
+        new = self._start(spec, slot)
+        self._wait_healthy(spec, slot, new)
+        self.router.mark_healthy(spec.service, slot)
+        self.router.set_weight(spec.service, {slot: 100, **self._others(slot, 0)})
+        if current:
+            self._remove(current.name)
+        return DeployResult(
+            slot, str(new.name), spec.image, public, True, current.image if current else None
+        )
+
+    @staticmethod
+    def _others(slot: str, weight: int) -> dict[str, int]:
+        return {s: weight for s in SLOTS if s != slot}
+
+    def _start(self, spec: DeploySpec, slot: str) -> Container:
+        name = container_name(spec.app, spec.environment, spec.service, slot)
+        self._remove(name)  # a leftover of an interrupted deploy, never the serving one
+        port = spec.route.slots[slot]
+        try:
+            return self.client.containers.run(
+                spec.image,
+                name=name,
+                detach=True,
+                init=True,
+                network_mode="host",
+                environment={**spec.env, "PORT": str(port), "HOST": "127.0.0.1"},
+                labels=_labels(spec, slot),
+                read_only=True,
+                tmpfs={"/tmp": "size=64m"},  # noqa: S108 (a container's private tmpfs)
+                security_opt=["no-new-privileges"],
+                cap_drop=["ALL"],
+            )
+        except APIError as exc:
+            raise TransientError(f"could not start {name}: {exc.explanation}") from exc
+
+    def _wait_healthy(self, spec: DeploySpec, slot: str, container: Container) -> None:
+        url = f"http://127.0.0.1:{spec.route.slots[slot]}{spec.route.health}"
+        deadline = time.monotonic() + spec.health_timeout
+        while time.monotonic() < deadline:
+            if health_ok(url, timeout=1.0):
+                return
+            container.reload()
+            if container.status in {"exited", "dead"}:
+                break
+            time.sleep(0.2)
+        logs = container.logs(tail=30).decode(errors="replace")
+        self._remove(str(container.name))
+        raise StageFailed(
+            f"{spec.service} ({spec.image}) never answered {url} within "
+            f"{spec.health_timeout:.0f} s; the previous version keeps serving.\n"
+            f"Last container output:\n{logs}"
+        )
+
+    def _remove(self, name: str) -> None:
+        try:
+            container = self.client.containers.get(name)
+        except NotFound:
+            return
+        with contextlib.suppress(APIError):
+            container.stop(timeout=10)
+        with contextlib.suppress(NotFound):
+            container.remove(force=True)
+
+    def remove_all(self, app: str, environment: str) -> int:
+        """Remove every container of an application environment (tests and teardown)."""
+        filters = {"label": [f"{LABEL}.app={app}", f"{LABEL}.env={environment}"]}
+        containers = self.client.containers.list(all=True, filters=filters)
+        for c in containers:
+            c.remove(force=True)
+        return len(containers)

@@ -1,0 +1,24 @@
+"""Where Relay keeps its state on a worker, read from the environment.
+
+`RELAY_HOME` holds the local stack (engine data, registry, Prefect database), HAProxy
+configurations and checked-out commits; it defaults to the user's cache directory so what is
+built once per machine stays built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+def relay_home() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "relay"
+    return Path(os.environ.get("RELAY_HOME", default))
+
+
+def workdir(repository: str, commit: str) -> Path:
+    """A commit's private checkout: one per commit, so concurrent pipelines never share one."""
+    name = Path(repository.rstrip("/")).name.removesuffix(".git") or "repo"
+    key = hashlib.sha256(repository.encode()).hexdigest()[:8]
+    return relay_home() / "work" / f"{name}-{key}" / commit[:12]

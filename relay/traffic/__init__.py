@@ -1,0 +1,36 @@
+"""Traffic routers: what sends a service's requests to its blue or green slot.
+
+A router owns one public address per service and splits its traffic between two slots by
+weight. Blue/green is a switch of weights; canary is a series of weights. Only `make_router`
+knows every provider.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from relay.traffic.haproxy import HAProxyRouter, Route
+
+__all__ = ["HAProxyRouter", "Route", "TrafficRouter", "make_router"]
+
+
+class TrafficRouter(Protocol):
+    type: str
+
+    def ensure_route(self, route: Route) -> None: ...
+
+    def set_weight(self, service: str, weights: dict[str, int]) -> None: ...
+
+    def weights(self, service: str) -> dict[str, int]: ...
+
+    def verify_weight(self, service: str, weights: dict[str, int]) -> bool | None: ...
+
+    def remove_managed_routes(self) -> None: ...
+
+
+def make_router(kind: str, name: str, home: Path) -> TrafficRouter:
+    """The router of `kind` for one application environment (`name` such as 'shop-dev')."""
+    if kind == HAProxyRouter.type:
+        return HAProxyRouter(name=name, home=home)
+    raise ValueError(f"traffic router {kind!r} is not known; use one of: {HAProxyRouter.type}")

@@ -1,0 +1,205 @@
+"""HAProxy as the traffic router of the docker platform.
+
+One HAProxy process per application environment (e.g. `shop-dev`) listens on each service's
+public port and balances between two slots, `blue` and `green`, by weight. Weights change through
+the runtime API (admin socket), effective at once and without a reload. Adding a service needs a
+new frontend, which needs a reload: the server state is saved first and loaded back
+(`server-state-file`), because a reload otherwise resets weights to the configuration's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from relay.errors import RelayError
+
+SLOTS = ("blue", "green")
+
+
+@dataclass(frozen=True)
+class Route:
+    """A service's public port and its two slot ports."""
+
+    service: str
+    public_port: int
+    slots: dict[str, int]
+    health: str = "/healthz"
+
+
+def _backend(service: str) -> str:
+    return f"be_{service}"
+
+
+def render_config(routes: list[Route], socket_path: Path, state_file: Path) -> str:
+    lines = [
+        "global",
+        f"    stats socket {socket_path} mode 600 level admin",
+        f"    server-state-file {state_file}",
+        "defaults",
+        "    mode http",
+        "    timeout connect 2s",
+        "    timeout client 30s",
+        "    timeout server 30s",
+        "    option redispatch",
+        "    retries 2",
+        "    load-server-state-from-file global",
+    ]
+    for route in sorted(routes, key=lambda r: r.service):
+        lines += [
+            f"frontend fe_{route.service}",
+            f"    bind 127.0.0.1:{route.public_port}",
+            f"    default_backend {_backend(route.service)}",
+            f"backend {_backend(route.service)}",
+            "    balance roundrobin",
+            f"    option httpchk GET {route.health}",
+            "    http-check expect status 200",
+        ]
+        for slot in SLOTS:
+            port = route.slots[slot]
+            lines.append(
+                f"    server {slot} 127.0.0.1:{port} weight 0 check inter 1s fall 2 rise 1"
+            )
+    return "\n".join(lines) + "\n"
+
+
+class HAProxyRouter:
+    type = "haproxy"
+
+    def __init__(self, name: str, home: Path, haproxy: str = "haproxy") -> None:
+        self.name = name
+        self.dir = home / "haproxy" / name
+        self.pidfile = home / "run" / f"haproxy-{name}.pid"
+        self.haproxy = haproxy
+        self.config = self.dir / "haproxy.cfg"
+        self.socket_path = self.dir / "admin.sock"
+        self.state_file = self.dir / "server-state"
+        self.routes_file = self.dir / "routes.json"
+
+    # -- routes and the process ---------------------------------------------------------------
+
+    def routes(self) -> dict[str, Route]:
+        if not self.routes_file.exists():
+            return {}
+        raw = json.loads(self.routes_file.read_text())
+        return {name: Route(**value) for name, value in raw.items()}
+
+    def ensure_route(self, route: Route) -> None:
+        """Make sure HAProxy serves `route`; reloads only when the configuration changes."""
+        routes = self.routes()
+        changed = routes.get(route.service) != route
+        routes[route.service] = route
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.pidfile.parent.mkdir(parents=True, exist_ok=True)
+        if changed:
+            text = render_config(list(routes.values()), self.socket_path, self.state_file)
+            candidate = self.config.with_suffix(".new")
+            candidate.write_text(text)
+            self._check(candidate)
+            candidate.replace(self.config)
+            self.routes_file.write_text(
+                json.dumps({k: asdict(v) for k, v in routes.items()}, indent=2)
+            )
+        pid = self.pid()
+        if pid is None:
+            self._start([])
+        elif changed:
+            self._save_state()
+            self._start(["-sf", str(pid)])
+
+    def pid(self) -> int | None:
+        """The running HAProxy's PID, if the pidfile names a live haproxy process."""
+        try:
+            pid = int(self.pidfile.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if b"haproxy" in cmdline and str(self.config).encode() in cmdline else None
+
+    def _check(self, config: Path) -> None:
+        proc = subprocess.run(
+            [self.haproxy, "-c", "-q", "-f", str(config)], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise RelayError(f"HAProxy rejected the generated {config}: {proc.stderr.strip()}")
+
+    def _start(self, extra: list[str]) -> None:
+        self.state_file.touch()
+        old = self.pid()
+        proc = subprocess.run(
+            [self.haproxy, "-D", "-f", str(self.config), "-p", str(self.pidfile), *extra],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise RelayError(f"HAProxy {self.name} did not start: {proc.stderr.strip()}")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pid = self.pid()
+            if pid is not None and pid != old and self.socket_path.exists():
+                try:
+                    self.command("show info")
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise RelayError(f"HAProxy {self.name} started but its admin socket never answered")
+
+    def _save_state(self) -> None:
+        self.state_file.write_text(self.command("show servers state"))
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+
+    # -- runtime API ----------------------------------------------------------------------------
+
+    def command(self, line: str) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(self.socket_path))
+            sock.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def set_weight(self, service: str, weights: dict[str, int]) -> None:
+        """Set slot weights (0-256) at once; unknown slots are an error, not ignored."""
+        for slot, weight in weights.items():
+            if slot not in SLOTS:
+                raise ValueError(f"slot {slot!r} is not one of {', '.join(SLOTS)}")
+            reply = self.command(f"set weight {_backend(service)}/{slot} {weight}").strip()
+            if reply:
+                raise RelayError(f"HAProxy refused weight {weight} for {service}/{slot}: {reply}")
+
+    def mark_healthy(self, service: str, slot: str) -> None:
+        """Tell HAProxy a slot is up now (Relay has just checked it), instead of waiting a check."""
+        self.command(f"set server {_backend(service)}/{slot} health up")
+
+    def weights(self, service: str) -> dict[str, int]:
+        result = {}
+        for slot in SLOTS:
+            reply = self.command(f"get weight {_backend(service)}/{slot}").strip()
+            try:
+                result[slot] = int(reply.split()[0])
+            except (ValueError, IndexError):
+                raise RelayError(f"HAProxy has no route for {service}: {reply}") from None
+        return result
+
+    def verify_weight(self, service: str, weights: dict[str, int]) -> bool | None:
+        current = self.weights(service)
+        return all(current.get(slot) == weight for slot, weight in weights.items())
+
+    def remove_managed_routes(self) -> None:
+        """Stop serving every route of this environment (the process and its files go)."""
+        self.stop()
+        for path in (self.routes_file, self.config, self.state_file):
+            path.unlink(missing_ok=True)

@@ -1,0 +1,67 @@
+"""relay.git against real git repositories."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from relay import git
+from relay.errors import TerminalError
+
+ID = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+
+
+def commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    subprocess.run(["git", *ID, "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", *ID, "commit", "-qm", message], cwd=repo, check=True)
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "app"
+    path.mkdir()
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    return path
+
+
+def test_tree_hash_follows_content_not_commits(repo: Path, tmp_path: Path) -> None:
+    one = commit(repo, {"a/app.py": "A = 1\n", "b/app.py": "B = 1\n"}, "one")
+    two = commit(repo, {"b/app.py": "B = 2\n"}, "two")
+    work = git.checkout(str(repo), two, tmp_path / "work")
+    assert git.tree_hash(work, one, "a") == git.tree_hash(work, two, "a")
+    assert git.tree_hash(work, one, "b") != git.tree_hash(work, two, "b")
+
+
+def test_checkout_is_clean_and_at_the_commit(repo: Path, tmp_path: Path) -> None:
+    one = commit(repo, {"x.txt": "1\n"}, "one")
+    two = commit(repo, {"x.txt": "2\n"}, "two")
+    work = git.checkout(str(repo), one, tmp_path / "work")
+    (work / "stray.txt").write_text("left by a build")
+    again = git.checkout(str(repo), two, tmp_path / "work")
+    assert (again / "x.txt").read_text() == "2\n"
+    assert not (again / "stray.txt").exists()
+
+
+def test_resolve_and_describe(repo: Path) -> None:
+    sha = commit(repo, {"x.txt": "1\n"}, "first change")
+    assert git.resolve_commit(str(repo), "HEAD") == sha
+    assert git.commit_info(repo, sha).subject == "first change"
+    with pytest.raises(TerminalError, match="'nope' is not a commit"):
+        git.resolve_commit(str(repo), "nope")
+    with pytest.raises(TerminalError, match="'missing' does not exist"):
+        git.tree_hash(repo, sha, "missing")
+
+
+def test_checkout_fetches_commits_made_after_the_first_clone(repo: Path, tmp_path: Path) -> None:
+    one = commit(repo, {"x.txt": "1\n"}, "one")
+    git.checkout(str(repo), one, tmp_path / "work")
+    two = commit(repo, {"x.txt": "2\n"}, "two")
+    assert (git.checkout(str(repo), two, tmp_path / "work") / "x.txt").read_text() == "2\n"
