@@ -1,0 +1,1 @@
+"""How work starts: the `relay` command, prefect.yaml deployments, and (later) webhooks."""

@@ -1,0 +1,177 @@
+"""One service, one commit: build it once, deploy it by digest, test it where it runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect import flow
+from prefect_docker import DockerHost
+from pydantic import BaseModel
+
+from blocks import ContainerRegistry
+from relay.errors import TerminalError
+from relay.manifest import Manifest
+from relay.platforms.docker import DeploySpec
+from relay.traffic import Route
+from relay.wiring import dependency_urls, service_urls
+from tasks.build import compile_service, run_unit_tests
+from tasks.deploy import deploy_service
+from tasks.image import build_image, find_image, push_service_image, tag_image
+from tasks.record import artifact_key, publish_summary
+from tasks.sast import run_sast
+from tasks.source import checkout_commit, read_manifest, service_tree_hash
+from tasks.test import run_integration_tests
+
+
+class ServiceRelease(BaseModel):
+    """What one pipeline run produced: the pinned image and where it now serves."""
+
+    service: str
+    environment: str
+    commit: str
+    tree: str
+    image: str
+    built: bool
+    url: str
+    changed: bool
+    stage_seconds: dict[str, float]
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.monotonic() - started, 2)
+
+
+@flow(name="service-pipeline", flow_run_name="{service}-{environment}")
+def service_pipeline(
+    repository: str,
+    commit: str,
+    service: str,
+    environment: str = "dev",
+    manifest_file: str = "relay.yaml",
+) -> ServiceRelease:
+    """Checkout → compile → SAST → unit tests → image → push → deploy by digest → integration."""
+    timer = _Timer()
+    with timer.stage("checkout"):
+        checkout = checkout_commit(repository, commit)
+        manifest = read_manifest(checkout, manifest_file)
+        _check_target(manifest, service, environment)
+        spec = manifest.services[service]
+        directory = checkout.path / spec.path
+        tree = service_tree_hash(checkout, spec.path)
+
+    registry = ContainerRegistry(address=manifest.registry)
+    docker_host = DockerHost()
+    repository_name = f"{manifest.app}/{service}"
+    image = find_image(registry, repository_name, tree)
+    built = image is None
+    if image is None:
+        with timer.stage("compile"):
+            compile_service(service, directory, spec.build)
+        with timer.stage("sast"):
+            run_sast(
+                service,
+                directory,
+                spec.sast.command,
+                spec.sast.fail_on,
+                artifact_key(manifest.app, service, "sast"),
+            )
+        with timer.stage("unit-tests"):
+            run_unit_tests(
+                service,
+                directory,
+                spec.unit_tests,
+                artifact_key(manifest.app, service, "unit-tests"),
+            )
+        with timer.stage("image"):
+            build_image(
+                docker_host,
+                registry,
+                repository_name,
+                service,
+                directory,
+                spec.dockerfile,
+                checkout.commit,
+                tree,
+            )
+            image = push_service_image(
+                docker_host, registry, repository_name, checkout.commit, tree
+            )
+    else:
+        with timer.stage("image"):
+            image = tag_image(registry, image, checkout.commit)
+
+    env = manifest.environments[environment]
+    ports = env.ports(spec)
+    with timer.stage("deploy"):
+        deployed = deploy_service(
+            docker_host,
+            DeploySpec(
+                app=manifest.app,
+                environment=environment,
+                service=service,
+                image=str(image),
+                commit=checkout.commit,
+                tree=tree,
+                route=Route(
+                    service=service,
+                    public_port=ports.public,
+                    slots={"blue": ports.blue, "green": ports.green},
+                    health=spec.health,
+                ),
+                env={
+                    **dependency_urls(manifest, environment, service),
+                    "RELAY_SERVICE": service,
+                    "RELAY_ENVIRONMENT": environment,
+                },
+            ),
+        )
+    with timer.stage("integration-tests"):
+        run_integration_tests(
+            service,
+            directory,
+            spec.integration_tests,
+            service_urls(manifest, environment),
+            artifact_key(manifest.app, service, f"{environment}-integration-tests"),
+        )
+    release = ServiceRelease(
+        service=service,
+        environment=environment,
+        commit=checkout.commit,
+        tree=tree,
+        image=str(image),
+        built=built,
+        url=deployed.url,
+        changed=deployed.changed,
+        stage_seconds=timer.seconds,
+    )
+    publish_summary(manifest.app, release.model_dump(), checkout.subject, checkout.author)
+    return release
+
+
+def _check_target(manifest: Manifest, service: str, environment: str) -> None:
+    if service not in manifest.services:
+        raise TerminalError(
+            f"{manifest.source}: no service {service!r}; use one of: {', '.join(manifest.services)}"
+        )
+    if environment not in manifest.environments:
+        raise TerminalError(
+            f"{manifest.source}: no environment {environment!r}; "
+            f"use one of: {', '.join(manifest.environments)}"
+        )
+    platform = manifest.environments[environment].platform
+    if platform != "docker":
+        raise TerminalError(
+            f"{manifest.source}: environments.{environment}.platform is {platform!r}, which this "
+            "version of Relay cannot deploy to yet; use platform: docker"
+        )

@@ -1,0 +1,29 @@
+"""Shared test set-up: one local stack per test session, reached like any Relay process does.
+
+`make test` brings the stack up (scripts/with-stack); tests marked `stack` use the real Docker
+engine, registry, HAProxy, moto and Prefect server in it. Prefect reads its settings at import
+time, so the stack's environment is exported here, before anything imports prefect.
+"""
+
+from __future__ import annotations
+
+import os
+
+from relay import stack
+
+for _key, _value in stack.environment().items():
+    os.environ.setdefault(_key, _value)
+os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
+
+import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Fail loudly, not skip, when the stack is down: these tests are the point of the suite."""
+    if not any(item.get_closest_marker("stack") for item in items):
+        return
+    if not stack.status().all_running:
+        raise pytest.UsageError(
+            "the local stack is not running; run `make test` (which starts it) "
+            "or `.venv/bin/relay stack up` first"
+        )

@@ -1,0 +1,238 @@
+"""The release flow end to end on the real stack: git, Docker engine, registry, HAProxy and
+the Prefect server. The example shop is copied into a fresh git repository under its own app
+name and ports, so the test neither sees nor disturbs a running demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+from flows.release import release
+from flows.service_pipeline import ServiceRelease
+from relay.errors import ManifestError, StageFailed
+from relay.platforms.docker import DockerPlatform
+from relay.registry import RegistryClient
+from relay.settings import relay_home
+from relay.traffic import make_router
+
+pytestmark = pytest.mark.stack
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop"
+ID = ["-c", "user.name=Test Author", "-c", "user.email=author@example.invalid"]
+
+
+@dataclass
+class Shop:
+    repo: Path
+    app: str
+
+    def commit(self, message: str) -> str:
+        subprocess.run(["git", *ID, "add", "-A"], cwd=self.repo, check=True)
+        subprocess.run(["git", *ID, "commit", "-qm", message], cwd=self.repo, check=True)
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=self.repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    def edit(self, path: str, old: str, new: str) -> None:
+        file = self.repo / path
+        text = file.read_text()
+        assert old in text, f"{old!r} not in {path}"
+        file.write_text(text.replace(old, new, 1))
+
+
+def version_of(result: ServiceRelease) -> str:
+    with urllib.request.urlopen(f"{result.url}/version", timeout=5) as response:
+        return str(json.load(response)["version"])
+
+
+def by_service(results: list[ServiceRelease]) -> dict[str, ServiceRelease]:
+    return {r.service: r for r in results}
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    repo = tmp_path_factory.mktemp("shop") / "shop"
+    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    app = f"shop-{uuid.uuid4().hex[:6]}"
+    manifest = yaml.safe_load((repo / "relay.yaml").read_text())
+    manifest["app"] = app
+    for name, offset in (("dev", 16000), ("staging", 17000), ("prod", 18000)):
+        manifest["environments"][name]["port_offset"] = offset
+    (repo / "relay.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    subprocess.run(["git", "init", "-q", "--initial-branch=main", str(repo)], check=True)
+    shop = Shop(repo, app)
+    yield shop
+    with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
+        router = make_router("haproxy", f"{app}-dev", relay_home())
+        DockerPlatform(client, router).remove_all(app, "dev")
+        router.remove_managed_routes()
+
+
+@pytest.fixture(scope="module")
+def first(shop: Shop) -> tuple[str, dict[str, ServiceRelease]]:
+    sha = shop.commit("Initial shop")
+    return sha, by_service(release(str(shop.repo), sha))
+
+
+@pytest.fixture(scope="module")
+def second(shop: Shop, first: object) -> tuple[str, dict[str, ServiceRelease]]:
+    shop.edit("services/payments/app.py", '"""', '"""Payments, second revision.\n')
+    sha = shop.commit("Change payments only")
+    return sha, by_service(release(str(shop.repo), sha))
+
+
+def test_every_service_serves_the_commit_it_was_built_from(
+    shop: Shop, first: tuple[str, dict[str, ServiceRelease]]
+) -> None:
+    sha, results = first
+    assert list(results) == ["inventory", "payments", "orders", "gateway"], "providers first"
+    registry = os.environ["RELAY_REGISTRY"]
+    with RegistryClient(registry) as client:
+        for name, result in results.items():
+            assert result.built
+            assert version_of(result) == sha
+            assert result.image.startswith(f"{registry}/{shop.app}/{name}@sha256:")
+            assert client.digest(f"{shop.app}/{name}", sha) == result.image.split("@")[1]
+
+
+def test_containers_run_by_digest_with_provenance_labels(
+    shop: Shop, first: tuple[str, dict[str, ServiceRelease]]
+) -> None:
+    sha, results = first
+    with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
+        containers = client.containers.list(filters={"label": f"relay.app={shop.app}"})
+        assert len(containers) == 4
+        for container in containers:
+            result = results[container.labels["relay.service"]]
+            assert container.attrs["Config"]["Image"] == result.image
+            assert container.labels["relay.commit"] == sha
+            assert container.labels["relay.tree"] == result.tree
+            assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+
+
+def test_a_request_crosses_all_services(first: tuple[str, dict[str, ServiceRelease]]) -> None:
+    _, results = first
+    body = json.dumps({"sku": "widget", "quantity": 1, "card": "4242424242424242"}).encode()
+    request = urllib.request.Request(
+        f"{results['gateway'].url}/api/orders",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 201
+        order = json.load(response)
+    assert order["sku"] == "widget" and order["payment_id"]
+
+
+def test_the_run_is_visible_in_prefect(
+    shop: Shop, first: tuple[str, dict[str, ServiceRelease]]
+) -> None:
+    sha, results = first
+    keys = [f"{shop.app}-gateway-dev-summary", f"{shop.app}-payments-unit-tests"]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+        )
+    found = {a.key: a for a in artifacts}
+    assert set(found) == set(keys)
+    summary = str(found[keys[0]].data)
+    assert sha in summary and results["gateway"].image in summary
+    rows = found[keys[1]].data
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    assert rows and all(row["outcome"] == "passed" for row in rows)
+
+
+def test_only_the_changed_service_is_rebuilt(
+    shop: Shop,
+    first: tuple[str, dict[str, ServiceRelease]],
+    second: tuple[str, dict[str, ServiceRelease]],
+) -> None:
+    sha1, before = first
+    sha2, after = second
+    assert after["payments"].built and after["payments"].image != before["payments"].image
+    assert version_of(after["payments"]) == sha2
+    for name in ("inventory", "orders", "gateway"):
+        assert not after[name].built, f"{name} did not change and must not be rebuilt"
+        assert after[name].image == before[name].image
+        assert not after[name].changed, f"{name} already served this digest"
+        assert version_of(after[name]) == sha1, "still the build of the first commit"
+    with RegistryClient(os.environ["RELAY_REGISTRY"]) as client:
+        digest = client.digest(f"{shop.app}/gateway", sha2)
+    assert digest == before["gateway"].image.split("@")[1], "the new commit tags the same image"
+
+
+def test_failing_unit_tests_stop_the_pipeline_before_an_image_exists(
+    shop: Shop, second: tuple[str, dict[str, ServiceRelease]]
+) -> None:
+    sha2, after = second
+    test_file = shop.repo / "services/payments/tests/unit/test_broken.py"
+    test_file.write_text("def test_fails():\n    assert 1 + 1 == 3\n")
+    sha3 = shop.commit("Break a payments unit test")
+    try:
+        with pytest.raises(StageFailed, match="payments: unit tests failed"):
+            release(str(shop.repo), sha3, services=["payments"])
+        assert version_of(after["payments"]) == sha2
+        with RegistryClient(os.environ["RELAY_REGISTRY"]) as client:
+            assert client.digest(f"{shop.app}/payments", sha3) is None
+    finally:
+        test_file.unlink()
+        shop.commit("Fix the payments unit tests")
+
+
+def test_a_version_that_never_gets_healthy_leaves_the_old_one_serving(
+    shop: Shop,
+    first: tuple[str, dict[str, ServiceRelease]],
+    second: tuple[str, dict[str, ServiceRelease]],
+) -> None:
+    sha1, _ = first
+    _, after = second
+    dockerfile = "services/inventory/Dockerfile"
+    original = (shop.repo / dockerfile).read_text()
+    shop.edit(
+        dockerfile, 'CMD ["python3", "/app/app.py"]', 'CMD ["python3", "-c", "raise SystemExit(3)"]'
+    )
+    sha = shop.commit("Ship an inventory that cannot start")
+    try:
+        with pytest.raises(StageFailed, match="previous version keeps serving"):
+            release(str(shop.repo), sha, services=["inventory"])
+        assert version_of(after["inventory"]) == sha1, "the old inventory still answers"
+        with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
+            live = client.containers.list(
+                all=True, filters={"label": [f"relay.app={shop.app}", "relay.service=inventory"]}
+            )
+        assert [c.labels["relay.image"] for c in live] == [after["inventory"].image]
+        assert live[0].status == "running", "the broken container was removed, the old one runs"
+    finally:
+        (shop.repo / dockerfile).write_text(original)
+        shop.commit("Restore inventory")
+
+
+def test_a_bad_manifest_stops_before_anything_is_built(
+    shop: Shop, second: tuple[str, dict[str, ServiceRelease]]
+) -> None:
+    shop.edit("relay.yaml", "- payments", "- paymnts")
+    sha = shop.commit("Typo in depends_on")
+    try:
+        with pytest.raises(ManifestError, match=r"depends_on\[1\]: unknown service 'paymnts'"):
+            release(str(shop.repo), sha)
+        with RegistryClient(os.environ["RELAY_REGISTRY"]) as client:
+            for name in ("inventory", "payments", "orders", "gateway"):
+                assert client.digest(f"{shop.app}/{name}", sha) is None
+    finally:
+        shop.edit("relay.yaml", "- paymnts", "- payments")
+        shop.commit("Fix the typo")
