@@ -1,0 +1,36 @@
+# Relay: the two commands are `make demo` and `make test`. Both set up everything they need.
+SHELL := /bin/bash
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+
+.PHONY: all deps venv demo test bench lint stack-up stack-down
+
+all: test
+
+deps:
+	@scripts/install-deps
+
+$(STAMP): pyproject.toml
+	@echo "== virtualenv $(VENV) (python: $(PYTHON))"
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --upgrade pip
+	@$(VENV)/bin/pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: deps $(STAMP)
+
+stack-up: venv
+	@$(VENV)/bin/relay stack up
+
+stack-down:
+	@$(VENV)/bin/relay stack down
+
+demo: stack-up
+	@$(VENV)/bin/relay demo
+
+test: venv
+	@scripts/with-stack $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	@$(VENV)/bin/ruff check relay flows tasks blocks deployments tests
