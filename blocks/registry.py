@@ -14,14 +14,16 @@ class ContainerRegistry(Block):
     Example:
         ```python
         from blocks import ContainerRegistry
-        with ContainerRegistry(address="127.0.0.1:5000").get_client() as registry:
-            registry.digest("shop/orders", "4f2c9e0a1b2c")
+        registry = ContainerRegistry.load("BLOCK_NAME")
+        with registry.get_client() as client:
+            client.digest("shop/orders", "4f2c9e0a1b2c")
         ```
     """
 
     _block_type_name = "Relay Container Registry"
     _block_type_slug = "relay-container-registry"
     _description = "An OCI registry that Relay pushes images to and reads digests from."
+    _documentation_url = "https://distribution.github.io/distribution/spec/api/"  # type: ignore[assignment]
 
     address: str = Field(
         default="127.0.0.1:5000",
