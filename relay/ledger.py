@@ -1,0 +1,369 @@
+"""The ledger: a durable, append-only record of every deployment attempt.
+
+Each attempt (succeeded, rolled back, rejected at approval, failed) becomes one `Record` in a
+SQLite database, usually `$RELAY_HOME/ledger.db`. Records are facts: they are never updated or
+deleted (triggers in the database refuse it), and a later record supersedes an earlier one.
+The questions Relay asks of it:
+
+* `current` - what should be serving: the latest SUCCEEDED record of a service there.
+* `verified_in` - the promotion gate: did exactly this digest succeed in that environment?
+* `previous_good` - the rollback target: the latest success of a different digest.
+
+The database runs in WAL mode with a 30 s busy timeout, so several worker processes can append
+at once. Each call opens its own short-lived connection, so a `Ledger` is safe to share between
+threads and to pickle into other processes. The schema version lives in `PRAGMA user_version`;
+`_MIGRATIONS` takes any older file to the current version on first use.
+
+`drift`, `format_status` and `format_history` are pure functions over records.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator, model_validator
+
+from relay.errors import TerminalError, TransientError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Ledger",
+    "Outcome",
+    "Record",
+    "drift",
+    "format_history",
+    "format_status",
+    "short_digest",
+]
+
+_PINNED = re.compile(r"[^@\s]+@sha256:[0-9a-f]{64}")
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    ROLLED_BACK = "rolled_back"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class Record(BaseModel):
+    """One deployment attempt of one service to one environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int | None = None
+    app: str
+    service: str
+    environment: str
+    image: str  # repository@sha256:<64 hex>: what ran, or would have run
+    commit: str
+    tree: str
+    strategy: str  # rolling | blue_green | canary | rollback
+    outcome: Outcome
+    reason: str = ""  # why it failed, was rolled back or rejected
+    approver: str | None = None
+    comment: str | None = None
+    release: str | None = None  # groups the services of one release
+    flow_run_id: str | None = None
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, image: str) -> str:
+        if not _PINNED.fullmatch(image):
+            raise ValueError(f"{image!r} is not pinned; use repository@sha256:<64 hex digits>")
+        return image
+
+    @field_validator("started_at", "ended_at")
+    @classmethod
+    def _utc(cls, moment: datetime) -> datetime:
+        return moment.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Record:
+        if self.ended_at < self.started_at:
+            raise ValueError(
+                f"ended_at {self.ended_at.isoformat()} is before started_at "
+                f"{self.started_at.isoformat()}; record when the attempt really ended"
+            )
+        return self
+
+    @property
+    def digest(self) -> str:
+        """The content digest, `sha256:...`: the part of `image` after '@'."""
+        return self.image.rpartition("@")[2]
+
+
+# Each entry takes the file from version i to i + 1; append new entries, never edit old ones.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE records (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            app TEXT NOT NULL, service TEXT NOT NULL, environment TEXT NOT NULL,
+            image TEXT NOT NULL, digest TEXT NOT NULL, commit_sha TEXT NOT NULL,
+            tree TEXT NOT NULL, strategy TEXT NOT NULL, outcome TEXT NOT NULL,
+            reason TEXT NOT NULL, approver TEXT, comment TEXT, release TEXT, flow_run_id TEXT,
+            started_at TEXT NOT NULL, ended_at TEXT NOT NULL)""",
+        "CREATE INDEX records_by_target ON records (app, environment, service, outcome, id)",
+        """CREATE TRIGGER records_no_update BEFORE UPDATE ON records
+            BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END""",
+        """CREATE TRIGGER records_no_delete BEFORE DELETE ON records
+            BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END""",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+# Record field -> column; `commit` is a keyword in SQL.
+_COLUMNS = {name: ("commit_sha" if name == "commit" else name) for name in Record.model_fields}
+_SELECT = "SELECT " + ", ".join(_COLUMNS.values()) + " FROM records"
+_SUCCEEDED = f"outcome = '{Outcome.SUCCEEDED.value}'"
+_TIMEOUT_S = 30  # how long a writer waits for another one's lock
+_TARGET = "app = ? AND environment = ? AND service = ?"
+
+
+class Ledger:
+    """The deployment ledger in the SQLite file at `path`, created on first use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            _use_wal(conn)
+            _migrate(conn, self.path)
+
+    def append(self, record: Record) -> Record:
+        """Store `record` (whose id must be None) and return it with its id."""
+        if record.id is not None:
+            raise TerminalError(
+                f"record.id: {record.id} is already set; the ledger is append-only, "
+                "so append a new Record (id=None) instead"
+            )
+        values = record.model_dump(mode="json", exclude={"id"})
+        columns = [_COLUMNS[name] for name in values]
+        sql = (
+            f"INSERT INTO records ({', '.join(columns)}, digest) "
+            f"VALUES ({', '.join('?' * len(columns))}, ?)"
+        )
+        with self._connect() as conn, _transaction(conn):
+            cursor = conn.execute(sql, [*values.values(), record.digest])
+        return record.model_copy(update={"id": cursor.lastrowid})
+
+    def history(
+        self,
+        app: str,
+        service: str | None = None,
+        environment: str | None = None,
+        limit: int = 50,
+    ) -> list[Record]:
+        """The latest `limit` records of `app` (one service, environment if given), newest first."""
+        if limit < 1:
+            raise TerminalError(f"limit: {limit} must be at least 1")
+        filters = {"app": app, "service": service, "environment": environment}
+        used = {column: value for column, value in filters.items() if value is not None}
+        where = " AND ".join(f"{column} = ?" for column in used)
+        return self._select(f"WHERE {where} ORDER BY id DESC LIMIT ?", [*used.values(), limit])
+
+    def current(self, app: str, environment: str, service: str) -> Record | None:
+        """The latest SUCCEEDED record there: what should be serving."""
+        return self._first(f"WHERE {_TARGET} AND {_SUCCEEDED}", [app, environment, service])
+
+    def verified_in(self, app: str, environment: str, service: str, digest: str) -> Record | None:
+        """The latest SUCCEEDED record of exactly `digest` there (the promotion gate)."""
+        where = f"WHERE {_TARGET} AND {_SUCCEEDED} AND digest = ?"
+        return self._first(where, [app, environment, service, digest])
+
+    def previous_good(self, app: str, environment: str, service: str) -> Record | None:
+        """The latest SUCCEEDED record whose digest differs from `current`'s: the rollback target.
+
+        None when nothing succeeded there yet, or only one digest ever did.
+        """
+        # One statement, so a concurrent append cannot slip between reading current and this.
+        current_digest = f"SELECT digest FROM records WHERE {_TARGET} AND {_SUCCEEDED} "
+        current_digest += "ORDER BY id DESC LIMIT 1"
+        where = f"WHERE {_TARGET} AND {_SUCCEEDED} AND digest != ({current_digest})"
+        return self._first(where, [app, environment, service] * 2)
+
+    def environments(self, app: str) -> list[tuple[str, str]]:
+        """The (environment, service) pairs with records, in the order they first appeared."""
+        sql = (
+            "SELECT environment, service FROM records WHERE app = ? "
+            "GROUP BY environment, service ORDER BY MIN(id)"
+        )
+        with self._connect() as conn:
+            return [(row[0], row[1]) for row in conn.execute(sql, [app])]
+
+    def _first(self, where: str, params: Sequence[Any]) -> Record | None:
+        found = self._select(f"{where} ORDER BY id DESC LIMIT 1", params)
+        return found[0] if found else None
+
+    def _select(self, clause: str, params: Sequence[Any]) -> list[Record]:
+        with self._connect() as conn:
+            rows = conn.execute(f"{_SELECT} {clause}", params).fetchall()
+        return [Record.model_validate(dict(zip(_COLUMNS, row, strict=True))) for row in rows]
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = sqlite3.connect(self.path, timeout=_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise TerminalError(
+                f"{self.path}: cannot open the ledger ({exc}); check that the directory exists "
+                "and is writable"
+            ) from exc
+        with closing(conn):
+            try:
+                yield conn
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                    raise TransientError(
+                        f"{self.path}: the ledger is locked by another process ({exc}); retry"
+                    ) from exc
+                raise TerminalError(
+                    f"{self.path}: {exc}; check that the file is a Relay ledger on writable "
+                    "storage, or point RELAY_LEDGER (or RELAY_HOME) elsewhere"
+                ) from exc
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that takes the write lock up front (waiting up to the timeout)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode, which persists in it; a no-op once done.
+
+    The switch needs an exclusive lock, and SQLite asks for it without waiting through the busy
+    timeout: when several processes open a new file at once, the losers retry here.
+    """
+    deadline = time.monotonic() + _TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Take the file to SCHEMA_VERSION; under the write lock, so racing processes agree."""
+    with _transaction(conn):
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise TerminalError(
+                f"{path}: schema version {version} is newer than this Relay understands "
+                f"({SCHEMA_VERSION}); upgrade Relay"
+            )
+        for statements in _MIGRATIONS[version:]:
+            for statement in statements:
+                conn.execute(statement)
+        if version < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def short_digest(digest: str) -> str:
+    """`sha256:` and the first 12 hex digits: 19 characters."""
+    return digest[:19]
+
+
+def drift(
+    ledger_current: Mapping[tuple[str, str], Record],
+    platform: Mapping[tuple[str, str], str],
+) -> list[str]:
+    """Where the platform disagrees with the ledger, one message per (environment, service).
+
+    `ledger_current` holds `Ledger.current` per (environment, service); `platform` holds the
+    digest (`sha256:...`) the platform reports running there. Empty when they agree.
+    """
+    messages: list[str] = []
+    for environment, service in sorted(ledger_current.keys() | platform.keys()):
+        record = ledger_current.get((environment, service))
+        running = platform.get((environment, service))
+        where = f"{environment}/{service}"
+        if record is not None and running is not None and record.digest != running:
+            messages.append(
+                f"{where}: the ledger says {_said(record)} but the platform runs "
+                f"{short_digest(running)}…; redeploy or investigate a manual change"
+            )
+        elif record is None and running is not None:
+            messages.append(
+                f"{where}: the platform runs {short_digest(running)}… but the ledger has no "
+                "successful deployment there; deploy it through Relay or remove it"
+            )
+        elif record is not None and running is None:
+            messages.append(
+                f"{where}: the ledger says {_said(record)} but the platform runs nothing; "
+                "redeploy or investigate a manual removal"
+            )
+    return messages
+
+
+def _said(record: Record) -> str:
+    return f"{short_digest(record.digest)}… (commit {record.commit[:12]})"
+
+
+def format_status(rows: Iterable[Record]) -> str:
+    """`relay status`: one line per current record (see `Ledger.current`)."""
+    headers = ("ENVIRONMENT", "SERVICE", "DIGEST", "COMMIT", "SINCE (UTC)", "APPROVER")
+    cells = [
+        (
+            r.environment,
+            r.service,
+            short_digest(r.digest),
+            r.commit[:12],
+            _minute(r.ended_at),
+            r.approver or "-",
+        )
+        for r in rows
+    ]
+    return _table(headers, cells)
+
+
+def format_history(records: Iterable[Record]) -> str:
+    """`relay history SERVICE`: one line per attempt, in the order given (newest first)."""
+    headers = ["WHEN (UTC)", "ENVIRONMENT", "OUTCOME", "DIGEST", "COMMIT", "STRATEGY"]
+    headers += ["APPROVER", "REASON"]
+    cells = [
+        (
+            _minute(r.ended_at),
+            r.environment,
+            r.outcome.value,
+            short_digest(r.digest),
+            r.commit[:12],
+            r.strategy,
+            r.approver or "-",
+            next(iter(r.reason.splitlines()), ""),
+        )
+        for r in records
+    ]
+    return _table(headers, cells)
+
+
+def _minute(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in (headers, *rows)
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,323 @@
+"""The ledger against real SQLite files; drift and the CLI tables as pure functions."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from relay.errors import TerminalError
+from relay.ledger import (
+    SCHEMA_VERSION,
+    Ledger,
+    Outcome,
+    Record,
+    drift,
+    format_history,
+    format_status,
+)
+
+T0 = datetime(2026, 5, 9, 7, 30, tzinfo=UTC)
+
+
+def digest(char: str) -> str:
+    return "sha256:" + char * 64
+
+
+def record(version: str = "a", **changes: Any) -> Record:
+    """A record of shop/orders in dev; `version` is one hex digit naming digest, commit and tree."""
+    fields: dict[str, Any] = {
+        "app": "shop",
+        "service": "orders",
+        "environment": "dev",
+        "image": f"127.0.0.1:5000/shop/orders@{digest(version)}",
+        "commit": version * 40,
+        "tree": version * 40,
+        "strategy": "rolling",
+        "outcome": Outcome.SUCCEEDED,
+        "started_at": T0,
+        "ended_at": T0 + timedelta(minutes=2),
+    }
+    return Record(**{**fields, **changes})
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger(tmp_path / "ledger.db")
+
+
+# --- storage ---------------------------------------------------------------------------------
+
+
+def test_append_reads_back_equal_with_aware_utc_datetimes(ledger: Ledger) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    original = record(
+        outcome=Outcome.REJECTED,
+        reason="approval timed out\nafter 3600 s",
+        approver="alice",
+        comment="not today",
+        release="rel-1",
+        flow_run_id="run-1",
+        started_at=datetime(2026, 5, 9, 9, 30, 0, 123456, tzinfo=plus_two),
+        ended_at=datetime(2026, 5, 9, 9, 31, tzinfo=plus_two),
+    )
+
+    stored = ledger.append(original)
+
+    assert stored.id is not None
+    assert stored.model_copy(update={"id": None}) == original
+    assert ledger.history("shop") == [stored]
+    read = ledger.history("shop")[0]
+    assert read.started_at == datetime(2026, 5, 9, 7, 30, 0, 123456, tzinfo=UTC)
+    assert read.started_at.utcoffset() == timedelta(0)
+    assert read.digest == digest("a")
+
+
+def test_a_second_ledger_object_sees_the_records(tmp_path: Path) -> None:
+    path = tmp_path / "home" / "ledger.db"
+    first = Ledger(path).append(record("a"))
+
+    assert Ledger(path).history("shop") == [first]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_records_cannot_be_updated_or_deleted(ledger: Ledger) -> None:
+    ledger.append(record("a"))
+    with sqlite3.connect(ledger.path) as conn:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("UPDATE records SET outcome = 'failed'")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM records")
+
+
+def test_append_refuses_a_record_that_already_has_an_id(ledger: Ledger) -> None:
+    stored = ledger.append(record("a"))
+    with pytest.raises(TerminalError, match=r"record.id: 1 is already set; .*append a new Record"):
+        ledger.append(stored)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(TerminalError, match="schema version 99 is newer .*; upgrade Relay"):
+        Ledger(path)
+
+
+def test_a_file_that_is_not_a_database_is_a_terminal_error(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    path.write_text("not a database, just text that is long enough to have a header" * 10)
+    with pytest.raises(
+        TerminalError, match="file is not a database; check that the file is a Relay ledger"
+    ):
+        Ledger(path)
+
+
+def _append_many(path: Path, worker: int, start: Any) -> None:
+    start.wait()
+    ledger = Ledger(path)  # each process opens the (possibly not yet created) file itself
+    for n in range(25):
+        ledger.append(record("a", flow_run_id=f"{worker}-{n}"))
+
+
+def test_concurrent_appends_from_four_processes_all_land(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(4)
+    workers = [
+        context.Process(target=_append_many, args=(path, worker, start)) for worker in range(4)
+    ]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=120)
+
+    assert [process.exitcode for process in workers] == [0, 0, 0, 0]
+    records = Ledger(path).history("shop", limit=1000)
+    assert len(records) == 100
+    assert len({r.id for r in records}) == 100
+    expected = {f"{worker}-{n}" for worker in range(4) for n in range(25)}
+    assert {r.flow_run_id for r in records} == expected
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+
+def test_history_is_newest_first_and_filters(ledger: Ledger) -> None:
+    a = ledger.append(record("a"))
+    b = ledger.append(record("b", service="payments"))
+    c = ledger.append(record("c", environment="staging"))
+    ledger.append(record("d", app="other"))
+
+    assert ledger.history("shop") == [c, b, a]
+    assert ledger.history("shop", service="orders") == [c, a]
+    assert ledger.history("shop", environment="dev") == [b, a]
+    assert ledger.history("shop", service="orders", environment="dev") == [a]
+    assert ledger.history("shop", limit=2) == [c, b]
+    with pytest.raises(TerminalError, match="limit: 0 must be at least 1"):
+        ledger.history("shop", limit=0)
+
+
+def test_current_ignores_unsuccessful_attempts_after_a_success(ledger: Ledger) -> None:
+    assert ledger.current("shop", "dev", "orders") is None
+    good = ledger.append(record("a"))
+    ledger.append(record("b", outcome=Outcome.FAILED, reason="health check failed"))
+    ledger.append(record("c", outcome=Outcome.REJECTED, reason="approval timed out"))
+    ledger.append(record("d", outcome=Outcome.ROLLED_BACK, reason="error rate 12% > 5%"))
+    ledger.append(record("e", environment="staging"))
+
+    assert ledger.current("shop", "dev", "orders") == good
+    assert ledger.current("shop", "dev", "payments") is None
+
+
+def test_verified_in_needs_a_success_of_that_digest_in_that_environment(ledger: Ledger) -> None:
+    ledger.append(record("a", outcome=Outcome.FAILED))
+    verified = ledger.append(record("b"))
+
+    assert ledger.verified_in("shop", "dev", "orders", digest("a")) is None
+    assert ledger.verified_in("shop", "staging", "orders", digest("b")) is None
+    assert ledger.verified_in("shop", "dev", "payments", digest("b")) is None
+    assert ledger.verified_in("shop", "dev", "orders", digest("b")) == verified
+
+
+def test_previous_good_is_the_version_before_the_current_one(ledger: Ledger) -> None:
+    assert ledger.previous_good("shop", "dev", "orders") is None
+    ledger.append(record("1"))
+    v1 = ledger.append(record("1"))
+    assert ledger.previous_good("shop", "dev", "orders") is None  # only one digest ever succeeded
+
+    ledger.append(record("2"))
+    ledger.append(record("2"))  # a redeploy of the current digest is not a rollback target
+    ledger.append(record("3", outcome=Outcome.FAILED))
+    ledger.append(record("0", environment="staging"))
+
+    assert ledger.previous_good("shop", "dev", "orders") == v1
+
+
+def test_environments_lists_the_pairs_with_records_in_order_of_appearance(
+    ledger: Ledger,
+) -> None:
+    ledger.append(record("a"))
+    ledger.append(record("a", service="payments", outcome=Outcome.FAILED))
+    ledger.append(record("a", environment="staging"))
+    ledger.append(record("b"))
+    ledger.append(record("a", app="other", environment="prod"))
+
+    assert ledger.environments("shop") == [
+        ("dev", "orders"),
+        ("dev", "payments"),
+        ("staging", "orders"),
+    ]
+    assert ledger.environments("nothing") == []
+
+
+# --- the record ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["127.0.0.1:5000/shop/orders:latest", "orders@sha256:abc", f"orders@md5:{'a' * 64}"],
+)
+def test_an_image_that_is_not_pinned_by_digest_is_refused(image: str) -> None:
+    with pytest.raises(ValidationError, match="is not pinned; use repository@sha256:"):
+        record(image=image)
+
+
+def test_naive_datetimes_and_an_end_before_the_start_are_refused() -> None:
+    with pytest.raises(ValidationError, match="timezone"):
+        record(started_at=datetime(2026, 5, 9, 7, 30))
+    with pytest.raises(ValidationError, match="is before started_at"):
+        record(ended_at=T0 - timedelta(seconds=1))
+
+
+# --- drift -----------------------------------------------------------------------------------
+
+
+def test_drift_is_empty_when_the_platform_runs_what_the_ledger_says() -> None:
+    assert drift({("dev", "orders"): record("a")}, {("dev", "orders"): digest("a")}) == []
+
+
+def test_drift_reports_every_disagreement() -> None:
+    ledger_current = {
+        ("dev", "orders"): record("a"),
+        ("staging", "orders"): record("b", environment="staging"),
+    }
+    platform = {("dev", "orders"): digest("c"), ("dev", "payments"): digest("d")}
+
+    assert drift(ledger_current, platform) == [
+        "dev/orders: the ledger says sha256:aaaaaaaaaaaa… (commit aaaaaaaaaaaa) but the platform "
+        "runs sha256:cccccccccccc…; redeploy or investigate a manual change",
+        "dev/payments: the platform runs sha256:dddddddddddd… but the ledger has no successful "
+        "deployment there; deploy it through Relay or remove it",
+        "staging/orders: the ledger says sha256:bbbbbbbbbbbb… (commit bbbbbbbbbbbb) but the "
+        "platform runs nothing; redeploy or investigate a manual removal",
+    ]
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+
+def test_format_status_shows_one_line_per_current_record() -> None:
+    rows = [
+        record("a", approver=None),
+        record("b", environment="prod", approver="alice", ended_at=T0 + timedelta(minutes=5)),
+    ]
+
+    lines = format_status(rows).splitlines()
+
+    header = ["ENVIRONMENT", "SERVICE", "DIGEST", "COMMIT", "SINCE", "(UTC)", "APPROVER"]
+    assert lines[0].split() == header
+    assert lines[1].split() == [
+        "dev",
+        "orders",
+        "sha256:aaaaaaaaaaaa",
+        "aaaaaaaaaaaa",
+        "2026-05-09",
+        "07:32",
+        "-",
+    ]
+    assert lines[2].split()[-4:] == ["bbbbbbbbbbbb", "2026-05-09", "07:35", "alice"]
+    assert lines[1].index("sha256:") == lines[0].index("DIGEST")  # columns line up
+    assert format_status([]).split() == lines[0].split()
+
+
+def test_format_history_shows_the_first_line_of_the_reason() -> None:
+    records = [
+        record(
+            "b",
+            outcome=Outcome.ROLLED_BACK,
+            strategy="canary",
+            approver="bob",
+            reason="error rate 12% > 5% at step 2\nfull analysis: ...",
+        ),
+        record("a"),
+    ]
+
+    lines = format_history(records).splitlines()
+
+    assert len(lines) == 3
+    assert lines[0].split()[:3] == ["WHEN", "(UTC)", "ENVIRONMENT"]
+    assert lines[1].split()[:9] == [
+        "2026-05-09",
+        "07:32",
+        "dev",
+        "rolled_back",
+        "sha256:bbbbbbbbbbbb",
+        "bbbbbbbbbbbb",
+        "canary",
+        "bob",
+        "error",
+    ]
+    assert lines[1].endswith("error rate 12% > 5% at step 2")
+    assert "full analysis" not in format_history(records)
+    assert lines[2].split()[3:] == ["succeeded", "sha256:aaaaaaaaaaaa", "aaaaaaaaaaaa"] + [
+        "rolling",
+        "-",
+    ]
