@@ -35,9 +35,19 @@ environments:                  # in promotion order; when the key is absent: dev
     canary_steps: [10, 50, 100]   # traffic percentages: increasing, 1..100, ending at 100
     approval:
       required: false          # default: true for an environment named prod, else false
-      timeout_seconds: 3600    # 60..604800
+      timeout_seconds: 3600    # 5..604800
       approvers: []            # user names; [] means anyone
       allow_self_approval: false
+    analysis:                  # canary: how the new version is judged at each canary step
+      interval_seconds: 10     # 1..3600: how long each step runs before it is judged
+      max_error_rate: 0.05     # 0..1: highest fraction of 5xx among the new version's responses
+      max_response_ms: 1000    # >= 1: highest average response time of the new version
+      min_requests: 20         # >= 1: fewer requests to the new version in a step is inconclusive
+      on_inconclusive: fail    # fail | pause (ask a person) | continue (count it as passed)
+    keep_previous_seconds: 30  # blue_green, 0..86400: the previous version keeps running this
+                               # long after the switch, so that switching back is instant
+    smoke_tests: "python -m pytest -q tests/smoke"   # optional; run against the new version
+                               # directly, before it gets traffic, with SERVICE_URL set to it
   staging:
     port_offset: 12000
   prod:
@@ -87,6 +97,7 @@ from relay.errors import ManifestError
 from relay.graph import find_cycles
 
 __all__ = [
+    "Analysis",
     "Approval",
     "Command",
     "Environment",
@@ -121,8 +132,11 @@ PORT_OFFSET_MAX = PORT_MAX - PORT_MIN
 # outgoing connection's local port (say, a client of the Prefect API in TIME_WAIT) can hold the
 # very port a router needs to listen on, and the deploy fails with "address in use".
 DOCKER_PORT_MAX = 32767
-APPROVAL_TIMEOUT_MIN = 60
+APPROVAL_TIMEOUT_MIN = 5
 APPROVAL_TIMEOUT_MAX = 604_800
+ANALYSIS_INTERVAL_MIN = 1
+ANALYSIS_INTERVAL_MAX = 3600
+KEEP_PREVIOUS_MAX = 86_400
 # On docker a new container starts next to the old one on host networking, so the two cannot
 # share a port: each service has a public port (the router's) and two slot ports above it.
 BLUE_SLOT = 100
@@ -352,6 +366,22 @@ class Service(_Model):
         return self.directory(root) / self.dockerfile
 
 
+class Analysis(_Model):
+    """How a canary is judged at each step, from the new version's own requests.
+
+    A step with fewer than `min_requests` says nothing either way: `on_inconclusive` decides
+    whether that fails the deployment, pauses it for a person, or counts as passed.
+    """
+
+    interval_seconds: Annotated[
+        float, Field(ge=ANALYSIS_INTERVAL_MIN, le=ANALYSIS_INTERVAL_MAX)
+    ] = 10
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.05
+    max_response_ms: Annotated[int, Field(ge=1)] = 1000
+    min_requests: Annotated[int, Field(ge=1)] = 20
+    on_inconclusive: Literal["fail", "pause", "continue"] = "fail"
+
+
 class Approval(_Model):
     """Who must approve a deployment to an environment, and how long to wait for them."""
 
@@ -393,6 +423,9 @@ class Environment(_Model):
     strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
     canary_steps: list[int] = Field(default_factory=lambda: list(DEFAULT_CANARY_STEPS))
     approval: Approval = Field(default_factory=Approval)
+    analysis: Analysis = Field(default_factory=Analysis)
+    keep_previous_seconds: Annotated[float, Field(ge=0, le=KEEP_PREVIOUS_MAX)] = 30
+    smoke_tests: Command | None = None
 
     def ports(self, service: Service) -> ServicePorts:
         """The public, blue and green host ports of `service` here (see `ServicePorts`)."""
@@ -484,6 +517,7 @@ _MODELS_BY_SHAPE: dict[tuple[str, ...], type[BaseModel]] = {
     ("services", "*", "sast"): Sast,
     ("environments", "*"): Environment,
     ("environments", "*", "approval"): Approval,
+    ("environments", "*", "analysis"): Analysis,
 }
 # Example values used in hints, by field name.
 _EXAMPLES = {
@@ -498,21 +532,43 @@ _EXAMPLES = {
     "depends_on": "[inventory, payments]",
     "approvers": "[alice, bob]",
     "secrets": "dev-config",
+    "interval_seconds": "10",
+    "max_error_rate": "0.05 (5%)",
+    "max_response_ms": "1000",
+    "min_requests": "20",
+    "keep_previous_seconds": "30",
 }
 _MAPPING_EXAMPLES: dict[type[BaseModel], str] = {
     Service: "{path: services/orders, port: 8002}",
     Sast: "{fail_on: high}",
     Environment: "{port_offset: 10000}",
     Approval: "{required: true}",
+    Analysis: "{max_error_rate: 0.05}",
 }
-_COMMAND_FIELDS = {"build", "unit_tests", "integration_tests", "e2e_tests", "command"}
+_COMMAND_FIELDS = {
+    "build",
+    "unit_tests",
+    "integration_tests",
+    "e2e_tests",
+    "smoke_tests",
+    "command",
+}
 _ITEM_EXAMPLES = {"canary_steps": "50", "depends_on": "inventory", "approvers": "alice"}
-_RANGES = {
+# (lowest, highest or None for no limit) of the fields with a range.
+_RANGES: dict[str, tuple[int, int | None]] = {
     "port": (PORT_MIN, PORT_MAX),
     "port_offset": (0, PORT_OFFSET_MAX),
     "timeout_seconds": (APPROVAL_TIMEOUT_MIN, APPROVAL_TIMEOUT_MAX),
+    "interval_seconds": (ANALYSIS_INTERVAL_MIN, ANALYSIS_INTERVAL_MAX),
+    "max_error_rate": (0, 1),
+    "max_response_ms": (1, None),
+    "min_requests": (1, None),
+    "keep_previous_seconds": (0, KEEP_PREVIOUS_MAX),
 }
+# Fields that take any number, not just whole ones.
+_FRACTIONAL = {"interval_seconds", "max_error_rate", "keep_previous_seconds"}
 _INT_ERRORS = {"int_type", "int_parsing", "int_from_float"}
+_FLOAT_ERRORS = {"float_type", "float_parsing"}
 _RANGE_ERRORS = {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}
 _MAPPING_ERRORS = {"dict_type", "model_type", "model_attributes_type"}
 
@@ -568,9 +624,14 @@ def _hint(error: ErrorDetails, field: str, is_item: bool) -> str:
     example = (_ITEM_EXAMPLES if is_item else _EXAMPLES).get(field)
     if kind in _INT_ERRORS:
         return f"write a whole number such as {example or 10}"
+    if kind in _FLOAT_ERRORS:
+        return f"write a number such as {example or 10}"
     if kind in _RANGE_ERRORS and field in _RANGES:
         low, high = _RANGES[field]
-        return f"write a whole number from {low} to {high}"
+        number = "number" if field in _FRACTIONAL else "whole number"
+        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        such_as = f", such as {example}" if field in _FRACTIONAL and example else ""
+        return f"write a {number} {span}{such_as}"
     if kind == "literal_error":
         expected = str(error.get("ctx", {}).get("expected", ""))
         return "write one of: " + ", ".join(part.strip("' ") for part in _split_choices(expected))

@@ -11,6 +11,7 @@ import yaml
 import relay.manifest
 from relay.errors import ManifestError, RelayError, TerminalError
 from relay.manifest import (
+    Analysis,
     Approval,
     Environment,
     Manifest,
@@ -149,6 +150,109 @@ def test_the_documented_example_is_valid(tmp_path: Path) -> None:
     assert manifest.environments["prod"].namespace == "shop-prod"
     assert manifest.environments["prod"].approval.required is True
     assert manifest.e2e_tests == ["python", "-m", "pytest", "-q", "tests/e2e"]
+    dev = manifest.environments["dev"]
+    assert dev.smoke_tests == ["python", "-m", "pytest", "-q", "tests/smoke"]
+
+
+def test_deployment_settings_have_defaults_and_can_be_set(tmp_path: Path) -> None:
+    text = with_environments(
+        """\
+        environments:
+          dev: {port_offset: 10000}
+          prod:
+            port_offset: 14000
+            strategy: canary
+            analysis: {interval_seconds: 2.5, max_error_rate: 0, on_inconclusive: pause}
+            keep_previous_seconds: 0
+            smoke_tests: [pytest, -q, tests/smoke]
+        """
+    )
+
+    dev, prod = load_manifest(write(tmp_path, text)).environments.values()
+
+    assert dev.analysis == Analysis(
+        interval_seconds=10,
+        max_error_rate=0.05,
+        max_response_ms=1000,
+        min_requests=20,
+        on_inconclusive="fail",
+    )
+    assert dev.keep_previous_seconds == 30
+    assert dev.smoke_tests is None
+    assert prod.analysis == Analysis(
+        interval_seconds=2.5, max_error_rate=0, on_inconclusive="pause"
+    )
+    assert prod.keep_previous_seconds == 0
+    assert prod.smoke_tests == ["pytest", "-q", "tests/smoke"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        pytest.param(
+            "analysis: {max_error_rate: 2}",
+            "environments.prod.analysis.max_error_rate: Input should be less than or equal to 1 "
+            "(got 2); write a number from 0 to 1, such as 0.05 (5%)",
+            id="error-rate-above-1",
+        ),
+        pytest.param(
+            "analysis: {max_error_rate: 5%}",
+            "environments.prod.analysis.max_error_rate: Input should be a valid number "
+            "(got '5%'); write a number such as 0.05 (5%)",
+            id="error-rate-as-text",
+        ),
+        pytest.param(
+            "analysis: {interval_seconds: 0.5}",
+            "environments.prod.analysis.interval_seconds: Input should be greater than or equal "
+            "to 1 (got 0.5); write a number from 1 to 3600, such as 10",
+            id="interval-too-short",
+        ),
+        pytest.param(
+            "analysis: {min_requests: 0}",
+            "environments.prod.analysis.min_requests: Input should be greater than or equal "
+            "to 1 (got 0); write a whole number of at least 1",
+            id="min-requests",
+        ),
+        pytest.param(
+            "analysis: {max_response_ms: 1.5}",
+            "environments.prod.analysis.max_response_ms: Input should be a valid integer "
+            "(got 1.5); write a whole number such as 1000",
+            id="response-ms-not-whole",
+        ),
+        pytest.param(
+            "analysis: {on_inconclusive: wait}",
+            "environments.prod.analysis.on_inconclusive: Input should be 'fail', 'pause' or "
+            "'continue' (got 'wait'); write one of: fail, pause, continue",
+            id="on-inconclusive",
+        ),
+        pytest.param(
+            "analysis: {max_errors: 1}",
+            "environments.prod.analysis.max_errors: unknown key; did you mean 'max_error_rate'?",
+            id="unknown-key",
+        ),
+        pytest.param(
+            "keep_previous_seconds: -1",
+            "environments.prod.keep_previous_seconds: Input should be greater than or equal to "
+            "0 (got -1); write a number from 0 to 86400, such as 30",
+            id="keep-previous",
+        ),
+        pytest.param(
+            "smoke_tests: ''",
+            "environments.prod.smoke_tests: is empty; write a command such as 'make test', "
+            "or a list such as [make, test]",
+            id="empty-smoke-tests",
+        ),
+    ],
+)
+def test_deployment_setting_errors(tmp_path: Path, setting: str, expected: str) -> None:
+    text = with_environments(
+        f"""\
+        environments:
+          prod: {{port_offset: 14000, strategy: canary, {setting}}}
+        """
+    )
+
+    assert problems(tmp_path, text) == [expected]
 
 
 def test_commands_accept_strings_and_lists(tmp_path: Path) -> None:
@@ -549,7 +653,7 @@ def test_approval_errors(tmp_path: Path) -> None:
         environments:
           prod:
             port_offset: 14000
-            approval: {required: maybe, timeout_seconds: 5}
+            approval: {required: maybe, timeout_seconds: 2}
         """
     )
 
@@ -557,7 +661,7 @@ def test_approval_errors(tmp_path: Path) -> None:
         "environments.prod.approval.required: Input should be a valid boolean (got 'maybe'); "
         "write true or false",
         "environments.prod.approval.timeout_seconds: Input should be greater than or equal to "
-        "60 (got 5); write a whole number from 60 to 604800",
+        "5 (got 2); write a whole number from 5 to 604800",
     ]
 
 

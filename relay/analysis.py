@@ -1,0 +1,168 @@
+"""Judging a canary from its own traffic: pure functions over request counters, no I/O.
+
+The router counts each server's (slot's) responses. Two readings of the new version's counters,
+taken at the start and the end of a canary step, give the step's `window`; `judge` turns the
+window into a `Verdict` against the environment's `Analysis` limits:
+
+* SUCCESSFUL - enough requests, and both the error rate and the mean response time are within
+  their limits;
+* FAILED - enough requests, and at least one limit is exceeded (every one is named);
+* INCONCLUSIVE - too few requests to say; `Analysis.on_inconclusive` decides what happens next.
+
+A verdict is a judgement of the new version, not an error of Relay's: reading the counters can
+fail (and be retried), but that is not a FAILED verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from relay.manifest import Analysis
+
+__all__ = ["Judgement", "ServerCounters", "Verdict", "judge", "window"]
+
+# The response-status fields of a row of HAProxy's `show stat`; together they count every
+# HTTP response the server gave.
+_HAPROXY_RESPONSES = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
+
+TOO_FEW_REQUESTS = (
+    "only {requests} request{s} reached the new version, fewer than the {minimum} needed to "
+    "judge it; send more traffic, lengthen analysis.interval_seconds or lower "
+    "analysis.min_requests"
+)
+ERROR_RATE_TOO_HIGH = (
+    "error rate {rate:.1%} is above the {limit:.1%} limit ({errors} of {requests} requests)"
+)
+TOO_SLOW = "mean response time {mean} ms is above the {limit} ms limit"
+
+
+@dataclass(frozen=True)
+class ServerCounters:
+    """Cumulative counters of one server (a slot of one service) since it started.
+
+    Attributes:
+        requests: HTTP responses given, of any status.
+        errors: 5xx responses among them.
+        response_ms_total: Sum of their response times in milliseconds, for averaging.
+    """
+
+    requests: int = 0
+    errors: int = 0
+    response_ms_total: float = 0.0
+
+    @property
+    def mean_response_ms(self) -> float:
+        return self.response_ms_total / self.requests if self.requests else 0.0
+
+    @staticmethod
+    def from_haproxy(row: Mapping[str, str]) -> ServerCounters:
+        """The counters of one server row of HAProxy's `show stat` CSV.
+
+        `requests` is the sum of the `hrsp_*` fields, `errors` is `hrsp_5xx`. HAProxy keeps no
+        sum of response times, only `rtime`: a running average over about the last 1024
+        requests, in whole milliseconds. `response_ms_total` is `rtime * requests`, an
+        approximation: close for a young server such as a canary, rougher the more requests
+        the server has served (see `window`). Empty fields count as 0.
+
+        Raises:
+            ValueError: When a field is missing or not a number, naming it.
+        """
+        responses = {name: _haproxy_int(row, name) for name in _HAPROXY_RESPONSES}
+        requests = sum(responses.values())
+        return ServerCounters(
+            requests=requests,
+            errors=responses["hrsp_5xx"],
+            response_ms_total=float(_haproxy_int(row, "rtime") * requests),
+        )
+
+
+def _haproxy_int(row: Mapping[str, str], name: str) -> int:
+    if name not in row:
+        raise ValueError(
+            f"field {name!r} is missing from the HAProxy stats row; pass a server row of "
+            "`show stat` read with its header line"
+        )
+    value = (row[name] or "0").strip()
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(
+            f"field {name!r} of the HAProxy stats row is {value!r}, not a number"
+        ) from None
+
+
+def window(before: ServerCounters, after: ServerCounters) -> ServerCounters:
+    """What a server did between two readings of its counters.
+
+    A counter that went down means the server was replaced (or the router restarted) between
+    the readings, so `after` alone is the window. If only the response-time total went down
+    (HAProxy's `rtime` is a recent average, see `ServerCounters.from_haproxy`), the window's
+    mean is taken to be `after`'s, the most recent average there is.
+    """
+    if after.requests < before.requests or after.errors < before.errors:
+        return after
+    requests = after.requests - before.requests
+    response_ms_total = after.response_ms_total - before.response_ms_total
+    if response_ms_total < 0:
+        response_ms_total = after.mean_response_ms * requests
+    return ServerCounters(
+        requests=requests,
+        errors=after.errors - before.errors,
+        response_ms_total=response_ms_total,
+    )
+
+
+class Verdict(StrEnum):
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A verdict on a window of the new version's traffic, with the figures and reasons behind it.
+
+    `reasons` is empty for SUCCESSFUL and says, for people, why otherwise.
+    """
+
+    verdict: Verdict
+    requests: int
+    error_rate: float
+    mean_response_ms: float
+    reasons: list[str] = field(default_factory=list)
+
+
+def judge(window: ServerCounters, analysis: Analysis) -> Judgement:
+    """Judge the new version by its traffic in one window (see the module docstring)."""
+    requests = window.requests
+    error_rate = window.errors / requests if requests else 0.0
+    mean_ms = window.mean_response_ms
+
+    def judgement(verdict: Verdict, reasons: list[str]) -> Judgement:
+        return Judgement(verdict, requests, error_rate, mean_ms, reasons)
+
+    if requests < analysis.min_requests:
+        reason = TOO_FEW_REQUESTS.format(
+            requests=requests, s="" if requests == 1 else "s", minimum=analysis.min_requests
+        )
+        return judgement(Verdict.INCONCLUSIVE, [reason])
+    reasons: list[str] = []
+    if error_rate > analysis.max_error_rate:
+        reasons.append(
+            ERROR_RATE_TOO_HIGH.format(
+                rate=error_rate,
+                limit=analysis.max_error_rate,
+                errors=window.errors,
+                requests=requests,
+            )
+        )
+    if mean_ms > analysis.max_response_ms:
+        reasons.append(TOO_SLOW.format(mean=_ms(mean_ms), limit=analysis.max_response_ms))
+    return judgement(Verdict.FAILED if reasons else Verdict.SUCCESSFUL, reasons)
+
+
+def _ms(value: float) -> str:
+    """`1500.0` -> `"1500"`, `1000.44` -> `"1000.4"`: no rounding down onto the limit."""
+    return f"{value:.1f}".removesuffix(".0")
