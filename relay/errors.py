@@ -8,13 +8,24 @@ The exception tree:
   + TransientError - a network-ish failure (registry, Docker engine, AWS) worth retrying.
   + StageFailed - a stage failed on its merits: tests red, SAST findings over the threshold,
     a health check failed. A business failure, reported and never retried.
+    - RolledBack - a new version was started, then taken out again (failed analysis or smoke
+      tests); the previous version serves.
+  + NotApproved - a person rejected the deployment, or nobody decided in time.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ManifestError", "RelayError", "StageFailed", "TerminalError", "TransientError"]
+__all__ = [
+    "ManifestError",
+    "NotApproved",
+    "RelayError",
+    "RolledBack",
+    "StageFailed",
+    "TerminalError",
+    "TransientError",
+]
 
 
 class RelayError(Exception):
@@ -52,3 +63,11 @@ class TransientError(RelayError):
 
 class StageFailed(RelayError):
     """A pipeline stage failed on its merits; a business failure, not retried."""
+
+
+class RolledBack(StageFailed):
+    """A new version was taken out again after it started; the previous version serves."""
+
+
+class NotApproved(RelayError):
+    """The deployment was rejected, or its approval timed out (which counts as a rejection)."""

@@ -22,3 +22,8 @@ def workdir(repository: str, commit: str) -> Path:
     name = Path(repository.rstrip("/")).name.removesuffix(".git") or "repo"
     key = hashlib.sha256(repository.encode()).hexdigest()[:8]
     return relay_home() / "work" / f"{name}-{key}" / commit[:12]
+
+
+def ledger_path() -> Path:
+    """The deployment ledger (SQLite). Point RELAY_LEDGER at shared storage for several workers."""
+    return Path(os.environ.get("RELAY_LEDGER", relay_home() / "ledger.db"))

@@ -8,6 +8,8 @@ loopback, so a dependency's blue/green switch is invisible to its consumers.
 from __future__ import annotations
 
 from relay.manifest import Manifest
+from relay.platforms.docker import DeploySpec
+from relay.traffic.haproxy import Route
 
 
 def url_variable(service: str) -> str:
@@ -29,3 +31,30 @@ def dependency_urls(manifest: Manifest, environment: str, service: str) -> dict[
     return {
         url_variable(dep): every[url_variable(dep)] for dep in manifest.services[service].depends_on
     }
+
+
+def deploy_spec(
+    manifest: Manifest, environment: str, service: str, image: str, commit: str, tree: str
+) -> DeploySpec:
+    """Everything the docker platform needs to run `image` as `service` in `environment`."""
+    spec = manifest.services[service]
+    ports = manifest.environments[environment].ports(spec)
+    return DeploySpec(
+        app=manifest.app,
+        environment=environment,
+        service=service,
+        image=image,
+        commit=commit,
+        tree=tree,
+        route=Route(
+            service=service,
+            public_port=ports.public,
+            slots={"blue": ports.blue, "green": ports.green},
+            health=spec.health,
+        ),
+        env={
+            **dependency_urls(manifest, environment, service),
+            "RELAY_SERVICE": service,
+            "RELAY_ENVIRONMENT": environment,
+        },
+    )

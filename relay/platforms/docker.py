@@ -25,7 +25,7 @@ import docker
 from docker.errors import APIError, NotFound
 from docker.models.containers import Container
 
-from relay.errors import StageFailed, TransientError
+from relay.errors import RelayError, StageFailed, TransientError
 from relay.traffic import TrafficRouter
 from relay.traffic.haproxy import SLOTS, Route
 
@@ -46,6 +46,10 @@ class DeploySpec:
     env: Mapping[str, str] = field(default_factory=dict)
     health_timeout: float = 60.0
 
+    @property
+    def public_url(self) -> str:
+        return f"http://127.0.0.1:{self.route.public_port}"
+
 
 @dataclass(frozen=True)
 class Running:
@@ -58,6 +62,31 @@ class Running:
     digest: str
     commit: str
     status: str
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A new version started next to the stable one (which may be None on a first deploy)."""
+
+    spec: DeploySpec
+    slot: str
+    container: str
+    stable: Running | None
+
+    @property
+    def slot_url(self) -> str:
+        """The new version itself, bypassing the router: for smoke tests before traffic."""
+        return f"http://127.0.0.1:{self.spec.route.slots[self.slot]}"
+
+    def result(self) -> DeployResult:
+        return DeployResult(
+            self.slot,
+            self.container,
+            self.spec.image,
+            self.spec.public_url,
+            True,
+            self.stable.image if self.stable else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -82,6 +111,10 @@ def _labels(spec: DeploySpec, slot: str) -> dict[str, str]:
         f"{LABEL}.commit": spec.commit,
         f"{LABEL}.tree": spec.tree,
     }
+
+
+def _others(slot: str, weight: int) -> dict[str, int]:
+    return {s: weight for s in SLOTS if s != slot}
 
 
 def container_name(app: str, environment: str, service: str, slot: str) -> str:
@@ -137,33 +170,82 @@ class DockerPlatform:
             return None
         try:
             weights = self.router.weights(spec.service)
-        except Exception:  # the router has never heard of this service
+        except RelayError:  # the router has never heard of this service
             weights = {}
         serving = [r for r in live if weights.get(r.slot, 0) > 0]
-        return serving[0] if serving else None
+        return max(serving, key=lambda r: weights[r.slot]) if serving else None
 
-    def deploy(self, spec: DeploySpec) -> DeployResult:
+    def serves(self, spec: DeploySpec) -> Running | None:
+        """The active container if it already runs exactly `spec.image` and answers health."""
         self.router.ensure_route(spec.route)
         current = self.active(spec)
         public = f"http://127.0.0.1:{spec.route.public_port}"
         if current and current.image == spec.image and health_ok(public + spec.route.health):
-            return DeployResult(
-                current.slot, current.name, spec.image, public, False, current.image
-            )
-        slot = SLOTS[1] if current and current.slot == SLOTS[0] else SLOTS[0]
+            return current
+        return None
+
+    # -- the steps strategies are made of -----------------------------------------------------
+
+    def start_new(self, spec: DeploySpec) -> Rollout:
+        """Start `spec` in the free slot next to the stable version; return once it is healthy.
+
+        It gets no traffic yet. If it never becomes healthy it is removed, and the stable
+        version is untouched.
+        """
+        self.router.ensure_route(spec.route)
+        stable = self.active(spec)
+        slot = SLOTS[1] if stable and stable.slot == SLOTS[0] else SLOTS[0]
         new = self._start(spec, slot)
         self._wait_healthy(spec, slot, new)
         self.router.mark_healthy(spec.service, slot)
-        self.router.set_weight(spec.service, {slot: 100, **self._others(slot, 0)})
-        if current:
-            self._remove(current.name)
-        return DeployResult(
-            slot, str(new.name), spec.image, public, True, current.image if current else None
+        return Rollout(spec=spec, slot=slot, container=str(new.name), stable=stable)
+
+    def set_canary_weight(self, rollout: Rollout, percent: int) -> None:
+        """Send `percent` of the traffic to the new version and the rest to the stable one."""
+        if not 0 <= percent <= 100:
+            raise ValueError(f"a canary weight is a percentage 0..100, got {percent}")
+        if rollout.stable is None:
+            self.switch(rollout)
+            return
+        self.router.set_weight(
+            rollout.spec.service, {rollout.slot: percent, rollout.stable.slot: 100 - percent}
         )
 
-    @staticmethod
-    def _others(slot: str, weight: int) -> dict[str, int]:
-        return {s: weight for s in SLOTS if s != slot}
+    def switch(self, rollout: Rollout) -> None:
+        """All traffic to the new version."""
+        self.router.set_weight(
+            rollout.spec.service, {rollout.slot: 100, **_others(rollout.slot, 0)}
+        )
+
+    def stop_previous(self, rollout: Rollout) -> None:
+        if rollout.stable is not None:
+            self._remove(rollout.stable.name)
+
+    def abort(self, rollout: Rollout) -> None:
+        """Back to the stable version at once, then remove the new one.
+
+        The weights change first (microseconds, through the runtime API), so no request waits
+        for the new container to stop.
+        """
+        if rollout.stable is not None:
+            self.router.set_weight(
+                rollout.spec.service, {rollout.stable.slot: 100, rollout.slot: 0}
+            )
+        else:
+            self.router.set_weight(rollout.spec.service, {slot: 0 for slot in SLOTS})
+        self._remove(rollout.container)
+
+    def deploy(self, spec: DeploySpec) -> DeployResult:
+        """The rolling strategy in one call: start, switch when healthy, stop the old one."""
+        current = self.serves(spec)
+        if current is not None:
+            return DeployResult(
+                current.slot, current.name, spec.image, spec.public_url, False, current.image
+            )
+        rollout = self.start_new(spec)
+        self.switch(rollout)
+        self.stop_previous(rollout)
+        return rollout.result()
 
     def _start(self, spec: DeploySpec, slot: str) -> Container:
         name = container_name(spec.app, spec.environment, spec.service, slot)

@@ -194,6 +194,15 @@ class HAProxyRouter:
                 raise RelayError(f"HAProxy has no route for {service}: {reply}") from None
         return result
 
+    def stats(self, service: str) -> dict[str, dict[str, str]]:
+        """Each slot's row of `show stat` (CSV): HAProxy's own per-server counters."""
+        lines = self.command(f"show stat {_backend(service)} 4 -1").splitlines()
+        if not lines or not lines[0].startswith("# "):
+            raise RelayError(f"HAProxy gave no statistics for {service}: {lines[:1]}")
+        header = lines[0][2:].split(",")
+        rows = (dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line)
+        return {row["svname"]: row for row in rows if row.get("svname") in SLOTS}
+
     def verify_weight(self, service: str, weights: dict[str, int]) -> bool | None:
         current = self.weights(service)
         return all(current.get(slot) == weight for slot, weight in weights.items())

@@ -108,3 +108,17 @@ def test_unknown_slot_is_refused(router: HAProxyRouter, backends: dict[str, int]
     router.ensure_route(Route("web", BASE, backends))
     with pytest.raises(ValueError, match="slot 'purple' is not one of blue, green"):
         router.set_weight("web", {"purple": 10})
+
+
+def test_per_slot_statistics_count_what_each_slot_served(
+    router: HAProxyRouter, backends: dict[str, int]
+) -> None:
+    router.ensure_route(Route("web", BASE, backends))
+    router.mark_healthy("web", "blue")
+    router.mark_healthy("web", "green")
+    router.set_weight("web", {"blue": 50, "green": 50})
+    served = hits(BASE, 40)
+    stats = router.stats("web")
+    assert set(stats) == {"blue", "green"}
+    for slot in ("blue", "green"):
+        assert int(stats[slot]["hrsp_2xx"]) == served[slot]
