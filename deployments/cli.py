@@ -3,7 +3,12 @@
     relay stack up|down|status|env     the local stack (dockerd, registry, moto, Prefect)
     relay validate [PATH]              check a relay.yaml and print every problem in it
     relay run --repo PATH [--ref REF] [--service NAME ...] [--env dev]
-    relay demo                         the example shop, from commit to running in dev
+    relay promote --repo PATH --ref REF --env staging|prod [--auto-approve NAME]
+    relay approve RUN_ID --as NAME [--comment TEXT]      (and `relay reject ...`)
+    relay rollback --repo PATH --service NAME --env ENV
+    relay status [--app APP]           what runs where, since when, who approved; drift
+    relay history SERVICE [--app APP] [--env ENV]
+    relay demo                         the example shop: dev, staging, a canary to prod
 
 Prefect reads its settings when it is imported, so commands that run flows first point the
 process at the local stack (unless PREFECT_API_URL etc. are already set), then import flows.
@@ -69,6 +74,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    _use_stack_environment()
+    from deployments.approvals import promote_with_auto_approval
+
+    results = promote_with_auto_approval(
+        args.repo, args.ref, args.env, args.service or None, args.auto_approve
+    )
+    for r in results:
+        print(f"{r.service:12} {r.image}  {r.url}")
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    _use_stack_environment()
+    from deployments.approvals import decide
+
+    run = decide(
+        args.run_id, approve=args.command == "approve", approver=args.as_, comment=args.comment
+    )
+    verb = "approved" if args.command == "approve" else "rejected"
+    print(f"{verb} run {run} as {args.as_}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    _use_stack_environment()
+    from flows.rollback import rollback
+
+    result = rollback(args.repo, args.service, args.env)
+    print(f"{args.service} in {args.env} now serves {result.image} at {result.url}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _use_stack_environment()
+    from deployments.status import status_report
+
+    report, drift = status_report(args.app)
+    print(report)
+    for line in drift:
+        print(f"drift: {line}")
+    return 1 if drift else 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from relay.ledger import Ledger, format_history
+    from relay.settings import ledger_path
+
+    records = Ledger(ledger_path()).history(args.app, args.service, args.env, limit=args.limit)
+    print(format_history(records) if records else f"no deployments of {args.service} recorded")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from relay.demo import sync_repository
 
@@ -103,7 +161,38 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--service", action="append", help="only this service (repeatable)")
     r.add_argument("--env", default="dev", help="target environment (default dev)")
     r.set_defaults(func=cmd_run)
-    d = sub.add_parser("demo", help="run the example shop from commit to dev")
+    pr = sub.add_parser("promote", help="promote a commit's verified images to an environment")
+    pr.add_argument("--repo", required=True, help="path or URL of the application repository")
+    pr.add_argument("--ref", default="HEAD", help="branch, tag or commit (default HEAD)")
+    pr.add_argument("--env", required=True, help="target environment, e.g. staging or prod")
+    pr.add_argument("--service", action="append", help="only this service (repeatable)")
+    pr.add_argument(
+        "--auto-approve",
+        metavar="NAME",
+        help="answer the approval form as NAME (demos and drills; printed, and in the ledger)",
+    )
+    pr.set_defaults(func=cmd_promote)
+    for verb in ("approve", "reject"):
+        a = sub.add_parser(verb, help=f"{verb} a run waiting for approval")
+        a.add_argument("run_id", help="the paused run, or the promotion run that waits")
+        a.add_argument("--as", dest="as_", required=True, help="your name")
+        a.add_argument("--comment", default="", help="why (kept in the ledger)")
+        a.set_defaults(func=cmd_decide)
+    rb = sub.add_parser("rollback", help="put the previous good version back")
+    rb.add_argument("--repo", required=True)
+    rb.add_argument("--service", required=True)
+    rb.add_argument("--env", required=True)
+    rb.set_defaults(func=cmd_rollback)
+    st = sub.add_parser("status", help="what runs where, since when, who approved")
+    st.add_argument("--app", default="shop")
+    st.set_defaults(func=cmd_status)
+    h = sub.add_parser("history", help="every deployment attempt of a service")
+    h.add_argument("service")
+    h.add_argument("--app", default="shop")
+    h.add_argument("--env", default=None)
+    h.add_argument("--limit", type=int, default=30)
+    h.set_defaults(func=cmd_history)
+    d = sub.add_parser("demo", help="run the example shop from commit to production")
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -11,13 +11,11 @@ from prefect_docker import DockerHost
 from pydantic import BaseModel
 
 from blocks import ContainerRegistry
+from flows.deploy import Attempt, recorded, roll_out
 from relay.errors import TerminalError
 from relay.manifest import Manifest
-from relay.platforms.docker import DeploySpec
-from relay.traffic import Route
-from relay.wiring import dependency_urls, service_urls
+from relay.wiring import service_urls
 from tasks.build import compile_service, run_unit_tests
-from tasks.deploy import deploy_service
 from tasks.image import build_image, find_image, push_service_image, tag_image
 from tasks.record import artifact_key, publish_summary
 from tasks.sast import run_sast
@@ -111,39 +109,26 @@ def service_pipeline(
         with timer.stage("image"):
             image = tag_image(registry, image, checkout.commit)
 
-    env = manifest.environments[environment]
-    ports = env.ports(spec)
-    with timer.stage("deploy"):
-        deployed = deploy_service(
-            docker_host,
-            DeploySpec(
-                app=manifest.app,
-                environment=environment,
-                service=service,
-                image=str(image),
-                commit=checkout.commit,
-                tree=tree,
-                route=Route(
-                    service=service,
-                    public_port=ports.public,
-                    slots={"blue": ports.blue, "green": ports.green},
-                    health=spec.health,
-                ),
-                env={
-                    **dependency_urls(manifest, environment, service),
-                    "RELAY_SERVICE": service,
-                    "RELAY_ENVIRONMENT": environment,
-                },
-            ),
-        )
-    with timer.stage("integration-tests"):
-        run_integration_tests(
-            service,
-            directory,
-            spec.integration_tests,
-            service_urls(manifest, environment),
-            artifact_key(manifest.app, service, f"{environment}-integration-tests"),
-        )
+    attempt = Attempt(
+        app=manifest.app,
+        service=service,
+        environment=environment,
+        image=str(image),
+        commit=checkout.commit,
+        tree=tree,
+        strategy=manifest.environments[environment].strategy,
+    )
+    with recorded(attempt):
+        with timer.stage("deploy"):
+            deployed = roll_out(docker_host, manifest, checkout.path, attempt)
+        with timer.stage("integration-tests"):
+            run_integration_tests(
+                service,
+                directory,
+                spec.integration_tests,
+                service_urls(manifest, environment),
+                artifact_key(manifest.app, service, f"{environment}-integration-tests"),
+            )
     release = ServiceRelease(
         service=service,
         environment=environment,

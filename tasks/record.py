@@ -6,8 +6,12 @@ import re
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from relay.ledger import Ledger, Record
+from relay.settings import ledger_path
 
 
 def artifact_key(*parts: str) -> str:
@@ -43,3 +47,35 @@ def publish_summary(app: str, release: dict[str, Any], subject: str, author: str
         description=f"{service} {release['commit'][:12]} in {environment}",
     )
     return markdown
+
+
+@task(name="record-deployment", cache_policy=NO_CACHE)
+def record_deployment(record: Record) -> Record:
+    """Append the attempt to the ledger and show the service's recent history in the UI."""
+    ledger = Ledger(ledger_path())
+    saved = ledger.append(record)
+    recent = ledger.history(record.app, record.service, record.environment, limit=20)
+    create_table_artifact(
+        key=artifact_key(record.app, record.service, record.environment, "deployments"),
+        table=[
+            {
+                "when": r.ended_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                "outcome": r.outcome.value,
+                "image": r.image,
+                "commit": r.commit[:12],
+                "strategy": r.strategy,
+                "approver": r.approver or "",
+                "reason": r.reason.splitlines()[0] if r.reason else "",
+            }
+            for r in recent
+        ],
+        description=f"Deployments of {record.service} to {record.environment} (newest first)",
+    )
+    get_run_logger().info(
+        "ledger: %s %s in %s: %s",
+        record.service,
+        record.image,
+        record.environment,
+        record.outcome.value,
+    )
+    return saved

@@ -18,6 +18,7 @@ class Checkout(BaseModel):
     commit: str
     path: Path
     author: str
+    author_email: str
     subject: str
 
 
@@ -28,7 +29,12 @@ def checkout_commit(repository: str, ref: str) -> Checkout:
     path = git.checkout(repository, sha, workdir(repository, sha))
     info = git.commit_info(path, sha)
     return Checkout(
-        repository=repository, commit=sha, path=path, author=info.author, subject=info.subject
+        repository=repository,
+        commit=sha,
+        path=path,
+        author=info.author,
+        author_email=info.email,
+        subject=info.subject,
     )
 
 

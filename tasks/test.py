@@ -20,3 +20,17 @@ def run_integration_tests(
     Not retried: a flaky integration test is a finding to fix, not to hide.
     """
     return run_tests("integration tests", service, directory, command, artifact_key, env=urls)
+
+
+@task(name="run-smoke-tests", cache_policy=NO_CACHE)
+def run_smoke_tests(service: str, directory: Path, command: list[str], url: str) -> CommandResult:
+    """Tests against the new version directly (its own slot), before it gets any traffic."""
+    return run_tests("smoke tests", service, directory, command, "", env={"SERVICE_URL": url})
+
+
+@task(name="run-e2e-tests", cache_policy=NO_CACHE)
+def run_e2e_tests(
+    app: str, directory: Path, command: list[str], urls: dict[str, str], artifact_key: str
+) -> CommandResult:
+    """The application's end-to-end tests against a whole environment."""
+    return run_tests("end-to-end tests", app, directory, command, artifact_key, env=urls)

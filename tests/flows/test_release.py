@@ -6,52 +6,26 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 import pytest
-import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.release import release
 from flows.service_pipeline import ServiceRelease
 from relay.errors import ManifestError, StageFailed
-from relay.platforms.docker import DockerPlatform
 from relay.registry import RegistryClient
-from relay.settings import relay_home
-from relay.traffic import make_router
+from tests.flows.shop import Shop, shop_repository
 
 pytestmark = pytest.mark.stack
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop"
 ID = ["-c", "user.name=Test Author", "-c", "user.email=author@example.invalid"]
-
-
-@dataclass
-class Shop:
-    repo: Path
-    app: str
-
-    def commit(self, message: str) -> str:
-        subprocess.run(["git", *ID, "add", "-A"], cwd=self.repo, check=True)
-        subprocess.run(["git", *ID, "commit", "-qm", message], cwd=self.repo, check=True)
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=self.repo, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    def edit(self, path: str, old: str, new: str) -> None:
-        file = self.repo / path
-        text = file.read_text()
-        assert old in text, f"{old!r} not in {path}"
-        file.write_text(text.replace(old, new, 1))
 
 
 def version_of(result: ServiceRelease) -> str:
@@ -65,21 +39,10 @@ def by_service(results: list[ServiceRelease]) -> dict[str, ServiceRelease]:
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    repo = tmp_path_factory.mktemp("shop") / "shop"
-    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
-    app = f"shop-{uuid.uuid4().hex[:6]}"
-    manifest = yaml.safe_load((repo / "relay.yaml").read_text())
-    manifest["app"] = app
-    for name, offset in (("dev", 16000), ("staging", 17000), ("prod", 18000)):
-        manifest["environments"][name]["port_offset"] = offset
-    (repo / "relay.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-    subprocess.run(["git", "init", "-q", "--initial-branch=main", str(repo)], check=True)
-    shop = Shop(repo, app)
-    yield shop
-    with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
-        router = make_router("haproxy", f"{app}-dev", relay_home())
-        DockerPlatform(client, router).remove_all(app, "dev")
-        router.remove_managed_routes()
+    with shop_repository(
+        tmp_path_factory, "shop", {"dev": 16000, "staging": 17000, "prod": 18000}
+    ) as shop:
+        yield shop
 
 
 @pytest.fixture(scope="module")

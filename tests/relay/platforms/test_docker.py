@@ -143,7 +143,7 @@ def test_state_is_read_back_from_container_labels(
     platform.deploy(spec(images["v1"]))
     # a new platform object (a restarted worker) knows what runs from the engine alone
     fresh = DockerPlatform(client, platform.router)
-    active = fresh.active(spec(images["v2"]))
+    active = fresh.active(APP, "test", "echo")
     assert active is not None and active.image == images["v1"]
 
 

@@ -1,0 +1,82 @@
+"""Manual approval as a subflow: the run pauses with a typed form until a person decides.
+
+The form is Prefect's own (`pause_flow_run(wait_for_input=...)`), answered from the Prefect UI,
+`relay approve|reject`, or the API. An answer that breaks the environment's policy (not an
+approver, approving one's own change) pauses again with the reason on top. No decision before
+the timeout counts as a rejection.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, runtime
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.logging import get_run_logger
+from pydantic import BaseModel, Field
+
+from relay.approval import approval_problem
+from relay.errors import NotApproved
+from relay.manifest import Approval
+
+POLL_SECONDS = 2
+
+
+class ApprovalForm(RunInput):
+    """The form a person fills in."""
+
+    approve: bool = Field(default=False, description="Tick to approve; leave it to reject.")
+    approver: str = Field(description="Your name, as listed in the environment's approvers.")
+    comment: str = Field(default="", description="Why; kept in the ledger with your name.")
+
+
+class Decision(BaseModel):
+    approver: str
+    comment: str
+
+
+@flow(name="approval", flow_run_name="approve-{app}-{environment}")
+def approval(
+    app: str, environment: str, description: str, policy: Approval, authors: list[str]
+) -> Decision:
+    """Wait for an approval of `app` in `environment`; raise NotApproved otherwise."""
+    deadline = time.monotonic() + policy.timeout_seconds
+    get_run_logger().info(
+        "waiting up to %s s for a decision: answer the form in the Prefect UI, or run "
+        "`relay approve %s --as NAME` / `relay reject %s --as NAME`",
+        policy.timeout_seconds,
+        runtime.flow_run.id,
+        runtime.flow_run.id,
+    )
+    note = ""
+    for round_ in range(1, 100):
+        remaining = int(deadline - time.monotonic())
+        if remaining <= 0:
+            break
+        try:
+            answer = pause_flow_run(
+                wait_for_input=ApprovalForm.with_initial_data(
+                    description=note + description, approve=False
+                ),
+                timeout=remaining,
+                poll_interval=POLL_SECONDS,
+                key=f"approval-{round_}",
+            )
+        except FlowPauseTimeout:
+            break
+        problem = approval_problem(answer.approver, policy, authors)
+        if problem is not None:
+            note = f"> **Not accepted:** {problem}.\n\n"
+            continue
+        if not answer.approve:
+            raise NotApproved(
+                f"{answer.approver} rejected {app} in {environment}"
+                + (f": {answer.comment}" if answer.comment else "")
+            )
+        return Decision(approver=answer.approver, comment=answer.comment)
+    raise NotApproved(
+        f"nobody approved {app} in {environment} within {policy.timeout_seconds} s; "
+        "a timeout counts as a rejection, nothing was deployed"
+    )

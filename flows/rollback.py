@@ -1,0 +1,55 @@
+"""Rollback: put the last known-good version of a service back, now.
+
+It skips smoke tests, canary steps and analysis on purpose: the target already served this
+environment successfully, and the point is seconds, not caution.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect_docker import DockerHost
+
+from flows.deploy import Attempt, recorded
+from flows.strategies import strategy_flow
+from relay.errors import TerminalError
+from relay.ledger import Ledger
+from relay.platforms.docker import DeployResult
+from relay.settings import ledger_path
+from relay.wiring import deploy_spec
+from tasks.deploy import current_version
+from tasks.source import checkout_commit, read_manifest
+
+
+@flow(name="rollback", flow_run_name="rollback-{service}-{environment}")
+def rollback(
+    repository: str,
+    service: str,
+    environment: str,
+    ref: str = "HEAD",
+    manifest_file: str = "relay.yaml",
+) -> DeployResult:
+    """Deploy the previous good version of `service` in `environment` (rolling, no analysis)."""
+    checkout = checkout_commit(repository, ref)
+    manifest = read_manifest(checkout, manifest_file)
+    target = Ledger(ledger_path()).previous_good(manifest.app, environment, service)
+    if target is None:
+        raise TerminalError(
+            f"{service} has no earlier good version in {environment} to roll back to; "
+            f"see `relay history {service}`"
+        )
+    attempt = Attempt(
+        app=manifest.app,
+        service=service,
+        environment=environment,
+        image=target.image,
+        commit=target.commit,
+        tree=target.tree,
+        strategy="rollback",
+        comment=f"rollback to the version recorded at {target.ended_at:%Y-%m-%d %H:%M} UTC",
+    )
+    docker_host = DockerHost()
+    spec = deploy_spec(manifest, environment, service, target.image, target.commit, target.tree)
+    env = manifest.environments[environment]
+    with recorded(attempt):
+        has_previous = current_version(docker_host, spec) is not None
+        return strategy_flow("rolling")(docker_host, spec, env, has_previous, None)

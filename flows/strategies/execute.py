@@ -1,0 +1,166 @@
+"""Running a strategy's plan: every step a task, and the stable version back on any failure.
+
+Each strategy flow asks `relay.strategies` for its plan (a flat list of steps) and hands it to
+`execute_plan`, which runs every step as a task. The one rule that spans all of them lives
+here: until traffic has been switched for good, any failure puts the stable version back.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.logging import get_run_logger
+from prefect_docker import DockerHost
+from pydantic import Field
+
+from relay.analysis import ServerCounters, Verdict
+from relay.errors import RolledBack, StageFailed
+from relay.manifest import Environment
+from relay.platforms.docker import DeployResult, DeploySpec, Rollout
+from relay.strategies.steps import (
+    Analyze,
+    Pause,
+    SetWeight,
+    SmokeTest,
+    StartNew,
+    StepPlan,
+    StopPrevious,
+    SwitchActive,
+)
+from tasks.analysis import analyze_canary
+from tasks.deploy import (
+    abort_rollout,
+    read_slot_counters,
+    set_canary_weight,
+    start_new_version,
+    stop_previous_version,
+    switch_traffic,
+)
+from tasks.record import artifact_key
+from tasks.test import run_smoke_tests
+
+
+class CanaryDecision(RunInput):
+    """What a person says about a canary whose analysis was inconclusive."""
+
+    proceed: bool = Field(default=False, description="Continue the canary to the next step.")
+    decided_by: str = Field(description="Who decides.")
+    comment: str = Field(default="", description="Why.")
+
+
+class _Run:
+    """The state of one plan's execution: the rollout, and the counters of the current step."""
+
+    def __init__(self, docker_host: DockerHost, spec: DeploySpec, env: Environment) -> None:
+        self.docker_host = docker_host
+        self.spec = spec
+        self.env = env
+        self.rollout: Rollout | None = None
+        self.switched = False
+        self.weight = 0
+        self.baseline: ServerCounters | None = None
+
+    @property
+    def started(self) -> Rollout:
+        if self.rollout is None:
+            raise RuntimeError("plan error: a step needs the new version, but StartNew has not run")
+        return self.rollout
+
+
+def execute_plan(
+    plan: StepPlan,
+    docker_host: DockerHost,
+    spec: DeploySpec,
+    env: Environment,
+    smoke_directory: Path | None,
+) -> DeployResult:
+    run = _Run(docker_host, spec, env)
+    logger = get_run_logger()
+    logger.info("%s plan for %s: %s", plan.strategy, spec.service, "; ".join(plan.describe()))
+    try:
+        for step in plan.steps:
+            _execute(step, run, smoke_directory)
+    except Exception as exc:
+        if run.rollout is not None and not run.switched:
+            abort_rollout(docker_host, run.rollout)
+            raise RolledBack(f"{spec.service}: {exc}; the previous version serves") from exc
+        raise
+    return run.started.result()
+
+
+def _execute(step: object, run: _Run, smoke_directory: Path | None) -> None:
+    match step:
+        case StartNew():
+            run.rollout = start_new_version(run.docker_host, run.spec)
+        case SmokeTest():
+            if run.env.smoke_tests and smoke_directory is not None:
+                run_smoke_tests(
+                    run.spec.service,
+                    smoke_directory,
+                    list(run.env.smoke_tests),
+                    run.started.slot_url,
+                )
+        case SetWeight(weight=weight):
+            set_canary_weight(run.docker_host, run.started, weight)
+            run.weight = weight
+            run.baseline = read_slot_counters(run.started)
+        case Pause(seconds=seconds):
+            time.sleep(seconds)
+        case Analyze():
+            _analyze(run)
+        case SwitchActive():
+            switch_traffic(run.docker_host, run.started)
+            run.switched = True
+        case StopPrevious(after_seconds=after):
+            time.sleep(after)
+            stop_previous_version(run.docker_host, run.started)
+        case _:
+            raise TypeError(f"no executor for step {step!r}")
+
+
+def _analyze(run: _Run) -> None:
+    rollout = run.started
+    if run.baseline is None:
+        raise RuntimeError("plan error: Analyze must follow SetWeight")
+    judgement = analyze_canary(
+        run.spec.service,
+        run.weight,
+        run.baseline,
+        read_slot_counters(rollout),
+        run.env.analysis,
+        artifact_key(run.spec.app, run.spec.service, run.spec.environment, "canary"),
+    )
+    if judgement.verdict == Verdict.FAILED:
+        raise StageFailed(
+            f"canary analysis failed at {run.weight}%: {'; '.join(judgement.reasons)}"
+        )
+    if judgement.verdict == Verdict.INCONCLUSIVE:
+        _inconclusive(run, "; ".join(judgement.reasons))
+
+
+def _inconclusive(run: _Run, reasons: str) -> None:
+    policy = run.env.analysis.on_inconclusive
+    if policy == "continue":
+        return
+    if policy == "fail":
+        raise StageFailed(f"canary analysis inconclusive at {run.weight}%: {reasons}")
+    decision = pause_flow_run(
+        wait_for_input=CanaryDecision.with_initial_data(
+            description=(
+                f"The canary of **{run.spec.service}** ({run.spec.image}) at {run.weight}% "
+                f"is inconclusive: {reasons}. Continue, or roll back?"
+            ),
+            proceed=False,
+        ),
+        timeout=int(run.env.approval.timeout_seconds),
+        poll_interval=2,
+        key=f"canary-{run.spec.service}-{run.weight}",
+    )
+    if not decision.proceed:
+        raise StageFailed(
+            f"{decision.decided_by} stopped the inconclusive canary at {run.weight}%"
+            + (f": {decision.comment}" if decision.comment else "")
+        )
