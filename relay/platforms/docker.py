@@ -162,14 +162,13 @@ class DockerPlatform:
             )
         return found
 
-    def active(self, spec: DeploySpec) -> Running | None:
-        """The running container that receives traffic, if any."""
-        live = [r for r in self.running(spec.app, spec.environment, spec.service)]
-        live = [r for r in live if r.status == "running"]
+    def active(self, app: str, environment: str, service: str) -> Running | None:
+        """The running container that receives (most of the) traffic, if any."""
+        live = [r for r in self.running(app, environment, service) if r.status == "running"]
         if not live:
             return None
         try:
-            weights = self.router.weights(spec.service)
+            weights = self.router.weights(service)
         except RelayError:  # the router has never heard of this service
             weights = {}
         serving = [r for r in live if weights.get(r.slot, 0) > 0]
@@ -178,7 +177,7 @@ class DockerPlatform:
     def serves(self, spec: DeploySpec) -> Running | None:
         """The active container if it already runs exactly `spec.image` and answers health."""
         self.router.ensure_route(spec.route)
-        current = self.active(spec)
+        current = self.active(spec.app, spec.environment, spec.service)
         public = f"http://127.0.0.1:{spec.route.public_port}"
         if current and current.image == spec.image and health_ok(public + spec.route.health):
             return current
@@ -193,7 +192,7 @@ class DockerPlatform:
         version is untouched.
         """
         self.router.ensure_route(spec.route)
-        stable = self.active(spec)
+        stable = self.active(spec.app, spec.environment, spec.service)
         slot = SLOTS[1] if stable and stable.slot == SLOTS[0] else SLOTS[0]
         new = self._start(spec, slot)
         self._wait_healthy(spec, slot, new)

@@ -3,12 +3,12 @@ JSON request and never raises for 4xx/5xx."""
 
 from __future__ import annotations
 
-from typing import Any
 import json
 import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 

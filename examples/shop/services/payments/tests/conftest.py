@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 import importlib.util
 import json
 import os
@@ -23,6 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
