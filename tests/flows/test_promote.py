@@ -85,9 +85,7 @@ def form_description(run: FlowRun) -> str:
     return str(value)
 
 
-def test_nothing_is_promoted_before_it_passed_the_previous_environment(
-    shop: Shop, v1: str
-) -> None:
+def test_nothing_is_promoted_before_it_passed_the_previous_environment(shop: Shop, v1: str) -> None:
     with pytest.raises(TerminalError, match="no image was built for commit"):
         promote(str(shop.repo), v1, "staging")
     release(str(shop.repo), v1)

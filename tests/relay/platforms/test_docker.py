@@ -6,6 +6,7 @@ import json
 import os
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -14,10 +15,10 @@ import docker
 import pytest
 
 from relay.errors import StageFailed
-from relay.images import build_image, push_image
 from relay.platforms.docker import DeploySpec, DockerPlatform
 from relay.registry import RegistryClient
 from relay.traffic import HAProxyRouter, Route
+from tests.echo import make_image as echo_image
 
 pytestmark = pytest.mark.stack
 
@@ -25,36 +26,9 @@ PUBLIC = 23201
 ROUTE = Route("echo", PUBLIC, {"blue": PUBLIC + 1, "green": PUBLIC + 2})
 APP = f"plat{uuid.uuid4().hex[:6]}"
 
-SERVER = """
-import json, os, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-if os.environ.get("CRASH") == "1":
-    sys.exit("crashing on purpose")
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        body = json.dumps({"version": os.environ["VERSION"], "port": os.environ["PORT"]}).encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(body)))
-        self.end_headers(); self.wfile.write(body)
-    def log_message(self, *a): pass
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-"""
-
 
 def make_image(client: docker.DockerClient, tmp: Path, version: str, crash: bool = False) -> str:
-    context = tmp / version
-    context.mkdir()
-    (context / "server.py").write_text(SERVER)
-    (context / "Dockerfile").write_text(
-        "FROM python:3.11-slim\n"
-        f"ENV VERSION={version} CRASH={'1' if crash else '0'}\n"
-        'COPY server.py /server.py\nUSER 65534\nCMD ["python3", "/server.py"]\n'
-    )
-    registry = os.environ["RELAY_REGISTRY"]
-    repository = f"{registry}/{APP}/echo"
-    build_image(client, context, "Dockerfile", f"{repository}:{version}", {}, {})
-    digest = push_image(client, repository, version)
-    return f"{repository}@{digest}"
+    return echo_image(client, tmp, f"{os.environ['RELAY_REGISTRY']}/{APP}/echo", version, crash)
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +130,17 @@ def test_registry_client_reads_and_copies_tags(images: dict[str, str]) -> None:
         assert registry.tag(repository, digest, "release-1") == digest
         assert registry.digest(repository, "release-1") == digest
         assert {"v1", "v2", "release-1"} <= set(registry.tags(repository))
+
+
+def test_canary_weights_split_real_traffic(
+    platform: DockerPlatform, images: dict[str, str]
+) -> None:
+    platform.deploy(spec(images["v1"]))
+    rollout = platform.start_new(spec(images["v2"]))
+    for percent in (10, 25, 50):
+        platform.set_canary_weight(rollout, percent)
+        counts = Counter(version() for _ in range(200))
+        assert counts["v2"] == 2 * percent, f"{percent}%: {counts}"
+    platform.abort(rollout)
+    assert Counter(version() for _ in range(50)) == Counter({"v1": 50})
+    assert [r.image for r in platform.running(APP, "test", "echo")] == [images["v1"]]

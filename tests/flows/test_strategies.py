@@ -1,0 +1,143 @@
+"""Strategy subflows on the real Docker engine and HAProxy, under a steady request load."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import docker
+import pytest
+from prefect_docker import DockerHost
+
+from flows.strategies import blue_green, canary, rolling
+from relay.errors import RolledBack
+from relay.manifest import Analysis, Environment
+from relay.platforms.docker import DeploySpec, DockerPlatform
+from relay.settings import relay_home
+from relay.traffic import Route, make_router
+from tests.echo import Load, make_image
+
+pytestmark = pytest.mark.stack
+
+APP = f"strat{uuid.uuid4().hex[:6]}"
+PUBLIC = 23301
+ROUTE = Route("echo", PUBLIC, {"blue": PUBLIC + 1, "green": PUBLIC + 2})
+URL = f"http://127.0.0.1:{PUBLIC}/"
+
+ENV = Environment(
+    port_offset=0,
+    secrets="unused",
+    strategy="canary",
+    canary_steps=[20, 50, 100],
+    analysis=Analysis(interval_seconds=2, min_requests=10, max_error_rate=0.05),
+    keep_previous_seconds=1,
+)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp("strategy-images")
+    repository = f"{os.environ['RELAY_REGISTRY']}/{APP}/echo"
+    with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
+        return {
+            "v1": make_image(client, tmp, repository, "v1"),
+            "v2": make_image(client, tmp, repository, "v2"),
+            "bad": make_image(client, tmp, repository, "bad", fail_percent=50),
+        }
+
+
+@pytest.fixture
+def stable(images: dict[str, str]) -> Iterator[DockerHost]:
+    """v1 serving, before each test; everything removed after it."""
+    host = DockerHost()
+    rolling(host, spec(images["v1"]), ENV, False, None)
+    yield host
+    router = make_router("haproxy", f"{APP}-test", relay_home())
+    with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
+        DockerPlatform(client, router).remove_all(APP, "test")
+    router.remove_managed_routes()
+
+
+def spec(image: str) -> DeploySpec:
+    return DeploySpec(
+        app=APP,
+        environment="test",
+        service="echo",
+        image=image,
+        commit="c",
+        tree="t",
+        route=ROUTE,
+        health_timeout=20,
+    )
+
+
+def running_images() -> list[str]:
+    with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
+        return [
+            c.labels["relay.image"]
+            for c in client.containers.list(filters={"label": f"relay.app={APP}"})
+        ]
+
+
+def test_a_good_canary_takes_traffic_step_by_step(
+    stable: DockerHost, images: dict[str, str]
+) -> None:
+    with Load(URL) as load:
+        result = canary(stable, spec(images["v2"]), ENV, True, None)
+    assert result.image == images["v2"]
+    assert not load.transport_errors
+    assert all(status == 200 for _, _, status in load.log)
+    versions = [v for _, v, _ in load.log]
+    first_v2 = versions.index("v2")
+    ramp = versions[first_v2 : first_v2 + 40]
+    assert 0 < ramp.count("v2") < len(ramp), "v2 shared traffic with v1 before taking it all"
+    assert set(versions[-10:]) == {"v2"}
+    assert running_images() == [images["v2"]]
+
+
+def test_a_bad_canary_never_gets_past_its_first_step(
+    stable: DockerHost, images: dict[str, str]
+) -> None:
+    with Load(URL) as load:
+        with pytest.raises(RolledBack, match="canary analysis failed at 20%") as failure:
+            canary(stable, spec(images["bad"]), ENV, True, None)
+        after = len(load.log)
+        load.wait_for_more(50)
+    assert "error rate" in str(failure.value)
+    assert not load.transport_errors, "no request failed to connect, even during the rollback"
+    bad = load.versions()["bad"]
+    total = sum(load.versions().values())
+    assert 0 < bad <= 0.2 * total + 10, "the bad version saw only its first step's share"
+    assert all(v == "v1" for _, v, _ in load.log[after:]), "100% stable right after the rollback"
+    assert all(status == 200 for _, v, status in load.log if v == "v1")
+    assert running_images() == [images["v1"]]
+
+
+def test_blue_green_switches_with_no_failed_request(
+    stable: DockerHost, images: dict[str, str]
+) -> None:
+    env = ENV.model_copy(update={"strategy": "blue_green"})
+    with Load(URL) as load:
+        blue_green(stable, spec(images["v2"]), env, True, None)
+        load.wait_for_more(20)
+    assert not load.transport_errors
+    assert all(status == 200 for _, _, status in load.log)
+    versions = [v for _, v, _ in load.log]
+    switch = versions.index("v2")
+    assert set(versions[:switch]) == {"v1"} and set(versions[switch:]) == {"v2"}, "one clean switch"
+    assert running_images() == [images["v2"]]
+
+
+def test_a_version_that_never_starts_leaves_the_stable_one(
+    stable: DockerHost, images: dict[str, str], tmp_path: Path
+) -> None:
+    repository = f"{os.environ['RELAY_REGISTRY']}/{APP}/echo"
+    with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
+        broken = make_image(client, tmp_path, repository, "broken", crash=True)
+    with Load(URL) as load, pytest.raises(Exception, match="never answered"):
+        canary(stable, spec(broken), ENV, True, None)
+    assert not load.transport_errors and set(load.versions()) == {"v1"}
+    assert running_images() == [images["v1"]]
