@@ -17,10 +17,8 @@ process at the local stack (unless PREFECT_API_URL etc. are already set), then i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import urllib.request
 from pathlib import Path
 
 from relay import stack
@@ -128,22 +126,11 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from relay.demo import sync_repository
+    _use_stack_environment()
+    from deployments.demo import run_demo
 
-    repo = relay_home() / "demo" / "shop"
-    sha = sync_repository(EXAMPLE, repo)
-    print(f"demo repository {repo} at {sha[:12]}")
-    results = _run_release(str(repo), sha, None, "dev")
-    print(f"\nPrefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
-    failures = 0
-    for r in results:
-        with urllib.request.urlopen(f"{r.url}/version", timeout=5) as response:  # noqa: S310
-            version = json.load(response).get("version")
-        state = "ok" if version == r.commit else f"MISMATCH (expected {r.commit[:12]})"
-        failures += state != "ok"
-        built = "built" if r.built else "reused"
-        print(f"  {r.service:10} {r.url}  /version={str(version)[:12]}  {built}  {state}")
-    return 1 if failures else 0
+    ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
+    return run_demo(EXAMPLE, relay_home() / "demo" / "shop", ui)
 
 
 def parser() -> argparse.ArgumentParser:

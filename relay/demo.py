@@ -37,3 +37,14 @@ def sync_repository(source: Path, repo: Path, message: str = "Update the shop ex
     if _git(repo, "status", "--porcelain"):
         _git(repo, "commit", "--quiet", "-m", message)
     return _git(repo, "rev-parse", "HEAD")
+
+
+def commit_change(repo: Path, path: str, old: str, new: str, message: str) -> str:
+    """Replace `old` with `new` in one file of the demo repository and commit it."""
+    file = repo / path
+    text = file.read_text()
+    if old not in text:
+        raise ValueError(f"{path} does not contain the text the demo changes; is it the example?")
+    file.write_text(text.replace(old, new, 1))
+    _git(repo, "commit", "--quiet", "--all", "-m", message)
+    return _git(repo, "rev-parse", "HEAD")

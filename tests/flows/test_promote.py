@@ -17,6 +17,7 @@ from prefect.client.schemas.objects import FlowRun
 from deployments.approvals import decide, waiting_runs
 from flows.promote import promote
 from flows.release import release
+from flows.rollback import rollback
 from flows.service_pipeline import ServiceRelease
 from relay.errors import NotApproved, TerminalError
 from relay.ledger import Ledger, Outcome
@@ -162,3 +163,14 @@ def test_no_decision_in_time_counts_as_a_rejection(shop: Shop, v1: str) -> None:
     assert version(public_url("prod", 8004)) == v1
     last = Ledger(ledger_path()).history(shop.app, "payments", "prod", limit=1)[0]
     assert last.outcome == Outcome.REJECTED
+
+
+def test_rollback_puts_the_previous_good_version_back(shop: Shop, v1: str) -> None:
+    staged = Ledger(ledger_path()).current(shop.app, "staging", "payments")
+    assert staged is not None and staged.commit != v1, "staging runs payments v2"
+    started = time.monotonic()
+    result = rollback(str(shop.repo), "payments", "staging")
+    assert time.monotonic() - started < 30
+    assert version(result.url) == v1
+    record = Ledger(ledger_path()).current(shop.app, "staging", "payments")
+    assert record is not None and record.strategy == "rollback" and record.commit == v1

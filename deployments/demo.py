@@ -1,0 +1,142 @@
+"""`relay demo`: the example shop from its first commit to production, and a bad release
+caught by the canary.
+
+1. v1 of every service: dev (build, tests), staging (same digests, e2e), prod (approved).
+2. payments v2 with a bug that only large charges hit: it passes dev and staging, and the
+   production canary rolls it back at its first step under real traffic.
+3. payments v3, fixed: the same path, and the canary takes it to 100%.
+
+The approvals are answered by the demo itself (`--auto-approve` semantics, printed), through
+the same Prefect resume API the UI uses. Production traffic is simulated by a bounded load
+loop on 127.0.0.1 while production changes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+from deployments.approvals import promote_with_auto_approval
+from flows.release import release
+from relay.demo import commit_change, sync_repository
+from relay.errors import RolledBack
+from relay.manifest import load_manifest
+from relay.wiring import service_urls
+
+APPROVER = "demo-approver"
+BUG = (
+    '    card = normalize_card(body.get("card"))\n',
+    '    card = normalize_card(body.get("card"))\n'
+    "    fraud_score = 5_000 // (5_000 - min(amount, 5_000))  # v2: crashes from $50 up\n"
+    "    if fraud_score > 1:\n"
+    '        raise HttpError(402, "suspected fraud")\n',
+)
+FIX = (
+    "    fraud_score = 5_000 // (5_000 - min(amount, 5_000))  # v2: crashes from $50 up\n"
+    "    if fraud_score > 1:\n",
+    "    fraud_score = amount // 5_000  # v3: no division by zero\n    if fraud_score > 1_000:\n",
+)
+
+
+class ProductionTraffic:
+    """Requests to every production service while it changes: GET /version everywhere and
+    POST /charge to payments with amounts from $9.99 to $120. Bounded in time."""
+
+    AMOUNTS = (999, 1999, 4999, 7500, 12000)
+
+    def __init__(self, urls: dict[str, str], max_seconds: float = 600) -> None:
+        self.urls = urls
+        self.max_seconds = max_seconds
+        self.statuses: Counter[int] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ProductionTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        # Random, not round-robin: a strictly periodic load against HAProxy's (deterministic)
+        # weighted round-robin can send the canary only one kind of request.
+        chooser = random.Random()  # noqa: S311 (traffic shape, not security)
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            name, url = chooser.choice(list(self.urls.items()))
+            if name == "PAYMENTS_URL" and chooser.random() < 0.7:
+                body = {"amount_cents": chooser.choice(self.AMOUNTS), "card": "4242424242424242"}
+                self._send(f"{url}/charge", body)
+            else:
+                self._send(f"{url}/version")
+            time.sleep(0.002)
+
+    def _send(self, url: str, body: dict[str, object] | None = None) -> None:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback)
+                self.statuses[response.status] += 1
+        except urllib.error.HTTPError as exc:
+            self.statuses[exc.code] += 1
+        except OSError:
+            self.statuses[0] += 1
+
+
+def run_demo(example: Path, repo: Path, prefect_ui: str) -> int:
+    sha = sync_repository(example, repo, "Shop v1")
+    manifest = load_manifest(repo / "relay.yaml")
+    prod = service_urls(manifest, "prod")
+    print(f"\n== 1/3 the shop at {sha[:12]}: dev → staging → prod ({repo})")
+    release(str(repo), sha)
+    promote_with_auto_approval(str(repo), sha, "staging", None, None)
+    with ProductionTraffic(prod):
+        promote_with_auto_approval(str(repo), sha, "prod", None, APPROVER)
+
+    print("\n== 2/3 payments v2: a fraud check that crashes on charges from $50 up")
+    sha = commit_change(repo, "services/payments/app.py", *BUG, "Payments v2: fraud check")
+    release(str(repo), sha, ["payments"])
+    promote_with_auto_approval(str(repo), sha, "staging", ["payments"], None)
+    try:
+        with ProductionTraffic(prod) as traffic:
+            promote_with_auto_approval(str(repo), sha, "prod", ["payments"], APPROVER)
+    except RolledBack as exc:
+        print(f"canary rolled back, as it should: {exc}")
+        print(f"client responses during it: {dict(traffic.statuses)}")
+    else:
+        print("UNEXPECTED: the buggy payments v2 passed its canary")
+        return 1
+
+    print("\n== 3/3 payments v3: the fix, through the same gates")
+    sha = commit_change(repo, "services/payments/app.py", *FIX, "Payments v3: fix fraud check")
+    release(str(repo), sha, ["payments"])
+    promote_with_auto_approval(str(repo), sha, "staging", ["payments"], None)
+    with ProductionTraffic(prod) as traffic:
+        promote_with_auto_approval(str(repo), sha, "prod", ["payments"], APPROVER)
+    print(f"client responses during the canary: {dict(traffic.statuses)}")
+    return _summary(manifest.environments, repo, prefect_ui)
+
+
+def _summary(environments: object, repo: Path, prefect_ui: str) -> int:
+    manifest = load_manifest(repo / "relay.yaml")
+    print(f"\nPrefect UI: {prefect_ui}")
+    failures = 0
+    for environment in manifest.environments:
+        print(f"{environment}:")
+        for name, url in service_urls(manifest, environment).items():
+            try:
+                with urllib.request.urlopen(f"{url}/version", timeout=5) as response:  # noqa: S310
+                    version = str(json.load(response).get("version"))[:12]
+            except OSError as exc:
+                version, failures = f"DOWN ({exc})", failures + 1
+            print(f"  {name.removesuffix('_URL').lower():10} {url}  /version={version}")
+    print("\n`.venv/bin/relay status` and `.venv/bin/relay history payments` show the ledger.")
+    return 1 if failures else 0
