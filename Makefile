@@ -32,5 +32,8 @@ demo: stack-up
 test: venv
 	@scripts/with-stack $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+bench: venv
+	@scripts/with-stack $(VENV)/bin/python bench/rollback.py $(BENCH_ARGS)
+
 lint: venv
-	@$(VENV)/bin/ruff check relay flows tasks blocks deployments tests
+	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
