@@ -172,16 +172,20 @@ class DockerPlatform:
         except RelayError:  # the router has never heard of this service
             weights = {}
         serving = [r for r in live if weights.get(r.slot, 0) > 0]
-        return max(serving, key=lambda r: weights[r.slot]) if serving else None
+        # The engine lists the newest container first; on a tie (a canary at 50%) the older
+        # one is the stable version.
+        return max(reversed(serving), key=lambda r: weights[r.slot]) if serving else None
 
     def serves(self, spec: DeploySpec) -> Running | None:
-        """The active container if it already runs exactly `spec.image` and answers health."""
+        """The active container if it runs exactly `spec.image`, takes all the traffic and
+        answers its health check; an interrupted canary (traffic still split) does not count."""
         self.router.ensure_route(spec.route)
         current = self.active(spec.app, spec.environment, spec.service)
-        public = f"http://127.0.0.1:{spec.route.public_port}"
-        if current and current.image == spec.image and health_ok(public + spec.route.health):
-            return current
-        return None
+        if current is None or current.image != spec.image:
+            return None
+        if self.router.weights(spec.service) != {current.slot: 100, **_others(current.slot, 0)}:
+            return None
+        return current if health_ok(spec.public_url + spec.route.health) else None
 
     # -- the steps strategies are made of -----------------------------------------------------
 
@@ -194,6 +198,9 @@ class DockerPlatform:
         self.router.ensure_route(spec.route)
         stable = self.active(spec.app, spec.environment, spec.service)
         slot = SLOTS[1] if stable and stable.slot == SLOTS[0] else SLOTS[0]
+        if stable is not None:
+            # An interrupted rollout may have left traffic on the free slot: take it back first.
+            self.router.set_weight(spec.service, {stable.slot: 100, slot: 0})
         new = self._start(spec, slot)
         self._wait_healthy(spec, slot, new)
         self.router.mark_healthy(spec.service, slot)
@@ -217,8 +224,13 @@ class DockerPlatform:
         )
 
     def stop_previous(self, rollout: Rollout) -> None:
-        if rollout.stable is not None:
-            self._remove(rollout.stable.name)
+        """Remove the previous version's container, unless its slot serves traffic again (a
+        later deploy may have reused the slot in the meantime)."""
+        if rollout.stable is None:
+            return
+        if self.router.weights(rollout.spec.service).get(rollout.stable.slot, 0) > 0:
+            return
+        self._remove(rollout.stable.container_id)
 
     def abort(self, rollout: Rollout) -> None:
         """Back to the stable version at once, then remove the new one.
@@ -285,9 +297,9 @@ class DockerPlatform:
             f"Last container output:\n{logs}"
         )
 
-    def _remove(self, name: str) -> None:
+    def _remove(self, name_or_id: str) -> None:
         try:
-            container = self.client.containers.get(name)
+            container = self.client.containers.get(name_or_id)
         except NotFound:
             return
         with contextlib.suppress(APIError):

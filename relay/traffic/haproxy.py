@@ -9,12 +9,15 @@ new frontend, which needs a reload: the server state is saved first and loaded b
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -90,28 +93,51 @@ class HAProxyRouter:
         raw = json.loads(self.routes_file.read_text())
         return {name: Route(**value) for name, value in raw.items()}
 
-    def ensure_route(self, route: Route) -> None:
-        """Make sure HAProxy serves `route`; reloads only when the configuration changes."""
-        routes = self.routes()
-        changed = routes.get(route.service) != route
-        routes[route.service] = route
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time per environment: several pipelines (processes) share it, and a
+        weight set between saving the state and the new process loading it would be lost."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.pidfile.parent.mkdir(parents=True, exist_ok=True)
-        if changed:
-            text = render_config(list(routes.values()), self.socket_path, self.state_file)
+        with (self.dir / "lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def ensure_route(self, route: Route) -> None:
+        """Make sure HAProxy serves `route`; reloads only when the configuration changes.
+
+        The route list is saved only once HAProxy runs with it; a failed reload puts the
+        previous configuration back, so the next attempt tries again.
+        """
+        with self._locked():
+            routes = self.routes()
+            pid = self.pid()
+            if routes.get(route.service) == route and pid is not None:
+                return
+            routes[route.service] = route
+            self.pidfile.parent.mkdir(parents=True, exist_ok=True)
             candidate = self.config.with_suffix(".new")
-            candidate.write_text(text)
+            candidate.write_text(
+                render_config(list(routes.values()), self.socket_path, self.state_file)
+            )
             self._check(candidate)
+            previous = self.config.read_text() if self.config.exists() else None
             candidate.replace(self.config)
+            try:
+                if pid is None:
+                    self._start([])
+                else:
+                    self._save_state()
+                    self._start(["-sf", str(pid)])
+            except RelayError:
+                if previous is not None:
+                    self.config.write_text(previous)
+                raise
             self.routes_file.write_text(
                 json.dumps({k: asdict(v) for k, v in routes.items()}, indent=2)
             )
-        pid = self.pid()
-        if pid is None:
-            self._start([])
-        elif changed:
-            self._save_state()
-            self._start(["-sf", str(pid)])
 
     def pid(self) -> int | None:
         """The running HAProxy's PID, if the pidfile names a live haproxy process."""
@@ -146,7 +172,7 @@ class HAProxyRouter:
                 try:
                     self.command("show info")
                     return
-                except OSError:
+                except RelayError:
                     pass
             time.sleep(0.05)
         raise RelayError(f"HAProxy {self.name} started but its admin socket never answered")
@@ -162,23 +188,35 @@ class HAProxyRouter:
     # -- runtime API ----------------------------------------------------------------------------
 
     def command(self, line: str) -> str:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5)
-            sock.connect(str(self.socket_path))
-            sock.sendall(line.encode() + b"\n")
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
+        """One runtime API command over the admin socket (a connection per command)."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(5)
+                sock.connect(str(self.socket_path))
+                sock.sendall(line.encode() + b"\n")
+                chunks = []
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+        except OSError as exc:
+            raise RelayError(
+                f"HAProxy {self.name} does not answer on {self.socket_path} ({exc}); "
+                "a deploy to this environment starts it again"
+            ) from exc
         return b"".join(chunks).decode()
 
     def set_weight(self, service: str, weights: dict[str, int]) -> None:
         """Set slot weights (0-256) at once; unknown slots are an error, not ignored."""
-        for slot, weight in weights.items():
-            if slot not in SLOTS:
-                raise ValueError(f"slot {slot!r} is not one of {', '.join(SLOTS)}")
-            reply = self.command(f"set weight {_backend(service)}/{slot} {weight}").strip()
-            if reply:
-                raise RelayError(f"HAProxy refused weight {weight} for {service}/{slot}: {reply}")
+        unknown = sorted(set(weights) - set(SLOTS))
+        if unknown:
+            raise ValueError(f"slot {unknown[0]!r} is not one of {', '.join(SLOTS)}")
+        with self._locked():
+            for slot, weight in weights.items():
+                self._set_one(service, slot, weight)
+
+    def _set_one(self, service: str, slot: str, weight: int) -> None:
+        reply = self.command(f"set weight {_backend(service)}/{slot} {weight}").strip()
+        if reply:
+            raise RelayError(f"HAProxy refused weight {weight} for {service}/{slot}: {reply}")
 
     def mark_healthy(self, service: str, slot: str) -> None:
         """Tell HAProxy a slot is up now (Relay has just checked it), instead of waiting a check."""
