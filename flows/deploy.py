@@ -1,29 +1,42 @@
-"""Deploying one image of one service to one environment, with its strategy, into the ledger.
+"""Deploying images of services to an environment: one at a time per service, with the
+environment's strategy, verified, put back when verification fails, and recorded.
 
-Shared by the service pipeline (dev) and promotion (staging, prod): both decide *what* to
-deploy; this module is *how*: skip when it already serves, run the environment's strategy
-subflow, and record the attempt, whatever its outcome.
+Shared by the service pipeline (dev), promotion (staging, prod) and rollback. They decide
+*what* to deploy; this module is *how*:
+- `deploy_lock`: a Prefect global concurrency limit per app, environment and service, so a
+  second deployment of the same service waits instead of interleaving with the first.
+- `roll_out`: skip when the image already serves, else run the strategy subflow.
+- `put_back`: after a failed verification (tests after the switch), the previous version.
+- `record_outcome` / `recorded`: every attempt lands in the ledger, whatever happened.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prefect import runtime
+from prefect import runtime, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists
 from prefect_docker import DockerHost
 
 from flows.strategies import strategy_flow
 from relay.errors import NotApproved, RolledBack
-from relay.ledger import Outcome, Record
+from relay.ledger import Ledger, Outcome, Record
 from relay.manifest import Manifest
 from relay.platforms.docker import DeployResult
+from relay.settings import ledger_path
 from relay.wiring import deploy_spec
 from tasks.deploy import current_version, serving_already
 from tasks.record import record_deployment
+
+LOCK_WAIT_SECONDS = 3600
 
 
 @dataclass
@@ -40,7 +53,7 @@ class Attempt:
     approver: str | None = None
     comment: str | None = None
     release: str | None = None
-    unchanged: bool = False  # it served already: nothing happened worth a record
+    unchanged: bool = False  # it served, and the ledger knew it: nothing worth a record
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def record(self, outcome: Outcome, reason: str = "") -> Record:
@@ -63,29 +76,27 @@ class Attempt:
         )
 
 
+def lock_name(app: str, environment: str, service: str) -> str:
+    return f"deploy-{app}-{environment}-{service}"
+
+
+@task(name="ensure-deploy-lock", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def ensure_deploy_lock(name: str) -> None:
+    """Create the limit (1 slot) the first time; `strict` use below fails on a missing one."""
+    with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+
+
 @contextmanager
-def recorded(attempt: Attempt) -> Iterator[Attempt]:
-    """Record the attempt in the ledger when the block ends: succeeded, or why not."""
-    try:
-        yield attempt
-    except RolledBack as exc:
-        record_deployment(attempt.record(Outcome.ROLLED_BACK, str(exc)))
-        raise
-    except NotApproved as exc:
-        record_deployment(attempt.record(Outcome.REJECTED, str(exc)))
-        raise
-    except BaseException as exc:
-        record_deployment(attempt.record(Outcome.FAILED, f"{type(exc).__name__}: {exc}"))
-        raise
-    if not attempt.unchanged:
-        record_deployment(attempt.record(Outcome.SUCCEEDED))
+def deploy_lock(attempt: Attempt) -> Iterator[None]:
+    name = lock_name(attempt.app, attempt.environment, attempt.service)
+    ensure_deploy_lock(name)
+    with concurrency(name, occupy=1, strict=True, timeout_seconds=LOCK_WAIT_SECONDS):
+        yield
 
 
 def roll_out(
-    docker_host: DockerHost,
-    manifest: Manifest,
-    checkout_path: Path,
-    attempt: Attempt,
+    docker_host: DockerHost, manifest: Manifest, checkout_path: Path, attempt: Attempt
 ) -> DeployResult:
     """Run the environment's strategy for `attempt.image`, unless it serves already."""
     spec = deploy_spec(
@@ -93,9 +104,78 @@ def roll_out(
     )
     serving = serving_already(docker_host, spec)
     if serving is not None:
-        attempt.unchanged = True
+        known = Ledger(ledger_path()).current(attempt.app, attempt.environment, attempt.service)
+        # Served but never recorded (a re-run after failed tests, a crash before the record):
+        # this attempt's verification is what the ledger is missing.
+        attempt.unchanged = known is not None and known.image == attempt.image
         return DeployResult(serving.slot, serving.name, spec.image, spec.public_url, False, None)
     env = manifest.environments[attempt.environment]
     has_previous = current_version(docker_host, spec) is not None
     service_dir = checkout_path / manifest.services[attempt.service].path
     return strategy_flow(env.strategy)(docker_host, spec, env, has_previous, service_dir)
+
+
+def put_back(
+    docker_host: DockerHost, manifest: Manifest, attempt: Attempt, result: DeployResult
+) -> str | None:
+    """Deploy what served before `result` again (rolling); returns its image, or None when
+    there was nothing before (a first deployment stays, for debugging, and is recorded failed)."""
+    if not result.changed or result.previous is None:
+        return None
+    before = Ledger(ledger_path()).current(attempt.app, attempt.environment, attempt.service)
+    commit, tree = ("", "")
+    if before is not None and before.image == result.previous:
+        commit, tree = before.commit, before.tree
+    spec = deploy_spec(
+        manifest, attempt.environment, attempt.service, result.previous, commit, tree
+    )
+    env = manifest.environments[attempt.environment]
+    strategy_flow("rolling")(docker_host, spec, env, True, None)
+    return result.previous
+
+
+def outcome_of(exc: BaseException) -> Outcome:
+    if isinstance(exc, RolledBack):
+        return Outcome.ROLLED_BACK
+    if isinstance(exc, NotApproved):
+        return Outcome.REJECTED
+    return Outcome.FAILED
+
+
+def record_outcome(attempt: Attempt, exc: BaseException | None, reason: str = "") -> None:
+    """Record the attempt: succeeded (unless nothing new happened), or why not."""
+    if exc is None:
+        if not attempt.unchanged:
+            record_deployment(attempt.record(Outcome.SUCCEEDED))
+        return
+    record_deployment(attempt.record(outcome_of(exc), reason or f"{type(exc).__name__}: {exc}"))
+
+
+@contextmanager
+def recorded(attempt: Attempt) -> Iterator[Attempt]:
+    """Record the attempt in the ledger when the block ends."""
+    try:
+        yield attempt
+    except BaseException as exc:
+        record_outcome(attempt, exc, str(exc) if isinstance(exc, RolledBack | NotApproved) else "")
+        raise
+    record_outcome(attempt, None)
+
+
+@contextmanager
+def verified(
+    docker_host: DockerHost, manifest: Manifest, deployed: list[tuple[Attempt, DeployResult]]
+) -> Iterator[None]:
+    """Run checks after traffic moved; when they fail, put every previous version back
+    (newest deployment first) and report the whole as rolled back."""
+    try:
+        yield
+    except Exception as exc:
+        restored = [
+            f"{a.service} → {image}"
+            for a, r in reversed(deployed)
+            if (image := put_back(docker_host, manifest, a, r)) is not None
+        ]
+        if not restored:
+            raise
+        raise RolledBack(f"{exc}\nput back: {', '.join(restored)}") from exc

@@ -2,7 +2,9 @@
 
 staging: deploy each service (its environment's strategy), then the end-to-end tests.
 prod: one approval for the whole promotion, then each service with its strategy (canary).
-Every service's attempt lands in the ledger; only recorded successes can be promoted further.
+The services of one promotion move together: if one fails, or the end-to-end tests do, every
+service this promotion already switched is put back, newest first. Every attempt lands in the
+ledger; only recorded successes can be promoted further.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from prefect import flow
 from prefect_docker import DockerHost
 
 from blocks import ContainerRegistry
-from flows.approval import approval
-from flows.deploy import Attempt, recorded, roll_out
+from flows.approval import Decision, approval
+from flows.deploy import Attempt, deploy_lock, record_outcome, roll_out, verified
 from flows.service_pipeline import ServiceRelease
+from relay.errors import NotApproved, TerminalError
 from relay.graph import topological_order
+from relay.manifest import Manifest
+from relay.platforms.docker import DeployResult
 from relay.promotion import Candidate, previous_environment
 from relay.wiring import service_urls
 from tasks.promotion import verify_promotable
@@ -37,51 +42,87 @@ def promote(
     checkout = checkout_commit(repository, commit)
     manifest = read_manifest(checkout, manifest_file)
     previous = previous_environment(manifest, environment)
-    order = [s for s in topological_order(manifest.dependency_graph()) if s in (services or [s])]
+    order = _selected(manifest, services)
     registry = ContainerRegistry(address=manifest.registry)
     candidates = verify_promotable(registry, manifest.app, checkout.commit, order, previous)
     env = manifest.environments[environment]
     attempts = [_attempt(manifest.app, environment, env.strategy, c, checkout) for c in candidates]
 
-    results: list[ServiceRelease] = []
-    with ExitStack() as stack:
+    if env.approval.required:
+        decision = _approve(manifest, environment, previous, candidates, checkout, attempts)
         for attempt in attempts:
-            stack.enter_context(recorded(attempt))
-        if env.approval.required:
-            decision = approval(
-                manifest.app,
-                environment,
-                _approval_description(manifest.app, environment, previous, candidates, checkout),
-                env.approval,
-                [checkout.author, checkout.author_email],
-            )
-            for attempt in attempts:
-                attempt.approver, attempt.comment = decision.approver, decision.comment
-        docker_host = DockerHost()
+            attempt.approver, attempt.comment = decision.approver, decision.comment
+
+    docker_host = DockerHost()
+    deployed: list[tuple[Attempt, DeployResult]] = []
+    with ExitStack() as locks:
+        for attempt in attempts:  # always in dependency order: no two promotions deadlock
+            locks.enter_context(deploy_lock(attempt))
+        try:
+            with verified(docker_host, manifest, deployed):
+                for attempt in attempts:
+                    deployed.append(
+                        (attempt, _roll_out_one(docker_host, manifest, checkout, attempt))
+                    )
+                if manifest.e2e_tests and not env.approval.required:
+                    run_e2e_tests(
+                        manifest.app,
+                        checkout.path,
+                        list(manifest.e2e_tests),
+                        service_urls(manifest, environment),
+                        artifact_key(manifest.app, environment, "e2e-tests"),
+                    )
+        except BaseException as exc:
+            for attempt, _ in deployed:
+                record_outcome(attempt, exc, f"the promotion stopped: {exc}")
+            raise
+        for attempt, _ in deployed:
+            record_outcome(attempt, None)
+    return [_release(attempt, result, checkout.commit) for attempt, result in deployed]
+
+
+def _roll_out_one(
+    docker_host: DockerHost, manifest: Manifest, checkout: Checkout, attempt: Attempt
+) -> DeployResult:
+    """One service; its own failure is recorded here, the promotion's fate by the caller."""
+    try:
+        return roll_out(docker_host, manifest, checkout.path, attempt)
+    except BaseException as exc:
+        record_outcome(attempt, exc, str(exc))
+        raise
+
+
+def _approve(
+    manifest: Manifest,
+    environment: str,
+    previous: str,
+    candidates: list[Candidate],
+    checkout: Checkout,
+    attempts: list[Attempt],
+) -> Decision:
+    try:
+        return approval(
+            manifest.app,
+            environment,
+            _approval_description(manifest.app, environment, previous, candidates, checkout),
+            manifest.environments[environment].approval,
+            [checkout.author, checkout.author_email],
+        )
+    except NotApproved as exc:
         for attempt in attempts:
-            deployed = roll_out(docker_host, manifest, checkout.path, attempt)
-            results.append(
-                ServiceRelease(
-                    service=attempt.service,
-                    environment=environment,
-                    commit=checkout.commit,
-                    tree=attempt.tree,
-                    image=attempt.image,
-                    built=False,
-                    url=deployed.url,
-                    changed=deployed.changed,
-                    stage_seconds={},
-                )
-            )
-        if manifest.e2e_tests and not env.approval.required:
-            run_e2e_tests(
-                manifest.app,
-                checkout.path,
-                list(manifest.e2e_tests),
-                service_urls(manifest, environment),
-                artifact_key(manifest.app, environment, "e2e-tests"),
-            )
-    return results
+            record_outcome(attempt, exc, str(exc))
+        raise
+
+
+def _selected(manifest: Manifest, services: list[str] | None) -> list[str]:
+    order = topological_order(manifest.dependency_graph())
+    unknown = sorted(set(services or []) - set(order))
+    if unknown:
+        raise TerminalError(
+            f"{manifest.source}: no service named {', '.join(unknown)}; "
+            f"use one of: {', '.join(order)}"
+        )
+    return [s for s in order if s in (services or order)]
 
 
 def _attempt(
@@ -95,6 +136,20 @@ def _attempt(
         commit=checkout.commit,
         tree=candidate.verified.tree,
         strategy=strategy,
+    )
+
+
+def _release(attempt: Attempt, result: DeployResult, commit: str) -> ServiceRelease:
+    return ServiceRelease(
+        service=attempt.service,
+        environment=attempt.environment,
+        commit=commit,
+        tree=attempt.tree,
+        image=attempt.image,
+        built=False,
+        url=result.url,
+        changed=result.changed,
+        stage_seconds={},
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect_docker import DockerHost
 
-from flows.deploy import Attempt, recorded
+from flows.deploy import Attempt, deploy_lock, recorded
 from flows.strategies import strategy_flow
 from relay.errors import TerminalError
 from relay.ledger import Ledger
@@ -31,7 +31,16 @@ def rollback(
     """Deploy the previous good version of `service` in `environment` (rolling, no analysis)."""
     checkout = checkout_commit(repository, ref)
     manifest = read_manifest(checkout, manifest_file)
-    target = Ledger(ledger_path()).previous_good(manifest.app, environment, service)
+    ledger = Ledger(ledger_path())
+    current = ledger.current(manifest.app, environment, service)
+    if current is not None and current.strategy == "rollback":
+        raise TerminalError(
+            f"{service} in {environment} already runs a rolled-back version ({current.image}, "
+            f"since {current.ended_at:%Y-%m-%d %H:%M} UTC); rolling back again would bring back "
+            f"the version it replaced. Promote the version you want instead; see "
+            f"`relay history {service} --env {environment}`"
+        )
+    target = ledger.previous_good(manifest.app, environment, service)
     if target is None:
         raise TerminalError(
             f"{service} has no earlier good version in {environment} to roll back to; "
@@ -50,6 +59,6 @@ def rollback(
     docker_host = DockerHost()
     spec = deploy_spec(manifest, environment, service, target.image, target.commit, target.tree)
     env = manifest.environments[environment]
-    with recorded(attempt):
+    with deploy_lock(attempt), recorded(attempt):
         has_previous = current_version(docker_host, spec) is not None
         return strategy_flow("rolling")(docker_host, spec, env, has_previous, None)

@@ -11,7 +11,7 @@ from prefect_docker import DockerHost
 from pydantic import BaseModel
 
 from blocks import ContainerRegistry
-from flows.deploy import Attempt, recorded, roll_out
+from flows.deploy import Attempt, deploy_lock, recorded, roll_out, verified
 from relay.errors import TerminalError
 from relay.manifest import Manifest
 from relay.wiring import service_urls
@@ -118,10 +118,13 @@ def service_pipeline(
         tree=tree,
         strategy=manifest.environments[environment].strategy,
     )
-    with recorded(attempt):
+    with deploy_lock(attempt), recorded(attempt):
         with timer.stage("deploy"):
             deployed = roll_out(docker_host, manifest, checkout.path, attempt)
-        with timer.stage("integration-tests"):
+        with (
+            timer.stage("integration-tests"),
+            verified(docker_host, manifest, [(attempt, deployed)]),
+        ):
             run_integration_tests(
                 service,
                 directory,

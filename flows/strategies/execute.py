@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from prefect import runtime
+from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
-from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from prefect_docker import DockerHost
-from pydantic import Field
 
+from flows.approval import ApprovalForm
 from relay.analysis import ServerCounters, Verdict
 from relay.errors import RolledBack, StageFailed
 from relay.manifest import Environment
@@ -42,13 +43,8 @@ from tasks.deploy import (
 from tasks.record import artifact_key
 from tasks.test import run_smoke_tests
 
-
-class CanaryDecision(RunInput):
-    """What a person says about a canary whose analysis was inconclusive."""
-
-    proceed: bool = Field(default=False, description="Continue the canary to the next step.")
-    decided_by: str = Field(description="Who decides.")
-    comment: str = Field(default="", description="Why.")
+# How long an inconclusive canary waits for a person while traffic stays split.
+INCONCLUSIVE_WAIT_SECONDS = 900
 
 
 class _Run:
@@ -83,10 +79,11 @@ def execute_plan(
     try:
         for step in plan.steps:
             _execute(step, run, smoke_directory)
-    except Exception as exc:
+    except BaseException as exc:  # a cancellation or Ctrl-C too: never leave a canary serving
         if run.rollout is not None and not run.switched:
             abort_rollout(docker_host, run.rollout)
-            raise RolledBack(f"{spec.service}: {exc}; the previous version serves") from exc
+            if isinstance(exc, Exception):
+                raise RolledBack(f"{spec.service}: {exc}; the previous version serves") from exc
         raise
     return run.started.result()
 
@@ -147,20 +144,33 @@ def _inconclusive(run: _Run, reasons: str) -> None:
         return
     if policy == "fail":
         raise StageFailed(f"canary analysis inconclusive at {run.weight}%: {reasons}")
-    decision = pause_flow_run(
-        wait_for_input=CanaryDecision.with_initial_data(
-            description=(
-                f"The canary of **{run.spec.service}** ({run.spec.image}) at {run.weight}% "
-                f"is inconclusive: {reasons}. Continue, or roll back?"
-            ),
-            proceed=False,
-        ),
-        timeout=int(run.env.approval.timeout_seconds),
-        poll_interval=2,
-        key=f"canary-{run.spec.service}-{run.weight}",
+    wait = min(INCONCLUSIVE_WAIT_SECONDS, run.env.approval.timeout_seconds)
+    get_run_logger().warning(
+        "%s canary at %s%% is inconclusive (%s); waiting up to %s s for a person: "
+        "`relay approve %s --as NAME` continues, `relay reject ...` rolls back",
+        run.spec.service,
+        run.weight,
+        reasons,
+        wait,
+        runtime.flow_run.id,
     )
-    if not decision.proceed:
+    try:
+        decision = pause_flow_run(
+            wait_for_input=ApprovalForm.with_initial_data(
+                description=(
+                    f"The canary of **{run.spec.service}** ({run.spec.image}) at {run.weight}% "
+                    f"is inconclusive: {reasons}. Approve to continue, reject to roll back."
+                ),
+                approve=False,
+            ),
+            timeout=wait,
+            poll_interval=2,
+            key=f"canary-{run.spec.service}-{run.weight}",
+        )
+    except FlowPauseTimeout:
+        raise StageFailed(f"nobody decided on the inconclusive canary within {wait} s") from None
+    if not decision.approve:
         raise StageFailed(
-            f"{decision.decided_by} stopped the inconclusive canary at {run.weight}%"
+            f"{decision.approver} stopped the inconclusive canary at {run.weight}%"
             + (f": {decision.comment}" if decision.comment else "")
         )
