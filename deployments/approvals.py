@@ -1,12 +1,15 @@
 """Answering approval forms from the command line (`relay approve|reject`, `--auto-approve`).
 
 The answer goes through Prefect's own resume API with the same typed input the UI form sends,
-so the flow applies the same policy checks whatever the channel.
+so the flow applies the same policy checks whatever the channel; when the flow refuses the
+answer (not an approver, the change's author), it pauses again and this module says why.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from typing import Any
 from uuid import UUID
 
@@ -15,25 +18,32 @@ from prefect.client.schemas.filters import (
     FlowFilter,
     FlowFilterName,
     FlowRunFilter,
+    FlowRunFilterName,
     FlowRunFilterParentFlowRunId,
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.exceptions import FlowPauseTimeout, NotPausedError
 from prefect.flow_runs import resume_flow_run
 
 from relay.errors import TerminalError
 
 PAUSED = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+REFUSAL_MARK = "**Not accepted:**"
 
 
 def waiting_runs(flow_name: str = "approval") -> list[FlowRun]:
-    """Runs of `flow_name` that wait for input now."""
+    """Runs of `flow_name` that wait for a decision now."""
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
             flow_run_filter=FlowRunFilter(state=PAUSED),
         )
+
+
+def _pause_key(run: FlowRun) -> str | None:
+    return run.state.state_details.pause_key if run.state is not None else None
 
 
 def find_waiting(run_id: str) -> FlowRun:
@@ -56,12 +66,40 @@ def find_waiting(run_id: str) -> FlowRun:
     return children[0]
 
 
-def decide(run_id: str, approve: bool, approver: str, comment: str = "") -> UUID:
+def decide(run_id: str, approve: bool, approver: str, comment: str = "", wait: float = 8.0) -> UUID:
+    """Answer the form; raise TerminalError if the run refuses the answer (within `wait` s)."""
     run = find_waiting(run_id)
-    resume_flow_run(
-        run.id, run_input={"approve": approve, "approver": approver, "comment": comment}
-    )
+    answered_key = _pause_key(run)
+    try:
+        resume_flow_run(
+            run.id, run_input={"approve": approve, "approver": approver, "comment": comment}
+        )
+    except (RuntimeError, NotPausedError, FlowPauseTimeout) as exc:
+        raise TerminalError(f"run {run.id} did not take the answer: {exc}") from exc
+    refusal = _refusal(run.id, answered_key, wait)
+    if refusal:
+        raise TerminalError(f"run {run.id} refused the answer: {refusal}")
     return run.id
+
+
+def _refusal(run_id: UUID, answered_key: str | None, wait: float) -> str | None:
+    """The flow's reason when it paused again for a new answer, else None."""
+    deadline = time.monotonic() + wait
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(run_id)
+            if run.state is None or run.state.is_final():
+                return None
+            key = _pause_key(run)
+            if run.state.is_paused() and key and key != answered_key:
+                description = str(client.read_flow_run_input(run_id, f"paused-{key}-description"))
+                lines = [line for line in description.splitlines() if REFUSAL_MARK in line]
+                reason = lines[0].split(REFUSAL_MARK, 1)[1] if lines else description[:200]
+                return reason.strip(' >."')
+            if run.state.is_running() and time.monotonic() > deadline - wait / 2:
+                return None
+            time.sleep(0.5)
+    return None
 
 
 def promote_with_auto_approval(
@@ -71,29 +109,52 @@ def promote_with_auto_approval(
     services: list[str] | None,
     approver: str | None,
 ) -> Any:
-    """Run the promotion; with `approver`, answer its approval form as that person."""
+    """Run the promotion here; with `approver`, answer its own approval forms as that person.
+
+    Only forms under this promotion's run are answered, never another promotion's.
+    """
     from flows.promote import promote
 
     if approver is None:
         return promote(repository, ref, environment, services)
-    outcome: dict[str, Any] = {}
+    name = f"promote-{environment}-{uuid.uuid4().hex[:8]}"
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=_answer_forms, args=(name, approver, stop), name="auto-approve", daemon=True
+    )
+    watcher.start()
+    try:
+        return promote.with_options(flow_run_name=name)(repository, ref, environment, services)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
 
-    def run() -> None:
-        try:
-            outcome["result"] = promote(repository, ref, environment, services)
-        except BaseException as exc:  # handed to the caller's thread below
-            outcome["error"] = exc
 
-    known = {r.id for r in waiting_runs()}
-    worker = threading.Thread(target=run, name="promote", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        fresh = [r for r in waiting_runs() if r.id not in known]
-        for paused in fresh:
-            decide(str(paused.id), True, approver, "approved with --auto-approve")
-            print(f"auto-approved {paused.name} ({paused.id}) as {approver!r} (--auto-approve)")
-            known.add(paused.id)
-        worker.join(timeout=0.5)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+def _answer_forms(run_name: str, approver: str, stop: threading.Event) -> None:
+    answered: set[UUID] = set()
+    while not stop.wait(0.5):
+        for form in _paused_children(run_name):
+            if form.id in answered:
+                continue
+            answered.add(form.id)
+            try:
+                decide(str(form.id), True, approver, "approved with --auto-approve")
+                print(f"auto-approved {form.name} ({form.id}) as {approver!r} (--auto-approve)")
+            except TerminalError as exc:
+                print(f"auto-approve failed: {exc}; rejecting so the promotion ends")
+                decide(str(form.id), False, approver, f"--auto-approve refused: {exc}", wait=0)
+
+
+def _paused_children(run_name: str) -> list[FlowRun]:
+    with get_client(sync_client=True) as client:
+        parents = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name]))
+        )
+        if not parents:
+            return []
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parents[0].id]),
+                state=PAUSED,
+            )
+        )
