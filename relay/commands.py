@@ -18,6 +18,10 @@ from pathlib import Path
 from relay.errors import StageFailed
 
 OUTPUT_LIMIT = 20_000
+# The only variables of the worker's environment a stage command sees. The commands come from
+# the repository being built, and their output lands in the Prefect UI: the worker's
+# credentials (AWS keys, API keys, tokens) must not be one `env` away.
+INHERITED = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER")
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,8 @@ def run_command(
     timeout: float = 600,
 ) -> CommandResult:
     """Run argv in cwd; never raises for a non-zero exit (the caller judges), only for a timeout."""
-    full_env = {**os.environ, "PATH": tool_path(), "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+    inherited = {name: os.environ[name] for name in INHERITED if name in os.environ}
+    full_env = {**inherited, "PATH": tool_path(), "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
     started = time.monotonic()
     try:
         proc = subprocess.run(

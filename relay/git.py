@@ -27,7 +27,7 @@ def _git(args: list[str], cwd: Path | None = None) -> str:
         ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=300
     )
     if proc.returncode != 0:
-        raise RelayError(f"git {' '.join(args)} failed: {proc.stderr.strip()}")
+        raise RelayError(redact(f"git {' '.join(args)} failed: {proc.stderr.strip()}"))
     return proc.stdout.strip()
 
 
@@ -36,19 +36,32 @@ def resolve_commit(repository: str, ref: str) -> str:
     if not Path(repository).is_dir():
         if re.fullmatch(r"[0-9a-f]{40}", ref):
             return ref
-        try:
-            out = _git(["ls-remote", repository, ref])
-        except RelayError as exc:
-            raise TerminalError(f"cannot read repository {repository!r}: {exc}") from exc
-        if not out:
-            raise TerminalError(f"{ref!r} is not a branch or tag of {repository}")
-        return out.split()[0]
+        return _remote_commit(repository, ref)
     try:
         return _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=Path(repository))
     except RelayError as exc:
         raise TerminalError(
             f"{ref!r} is not a commit in {repository}; pass a branch, tag or commit SHA that exists"
         ) from exc
+
+
+def _remote_commit(repository: str, ref: str) -> str:
+    """The commit of branch or tag `ref` on a remote, by exact name (`main` must not match
+    `feature/main`); an annotated tag resolves to its commit, not the tag object."""
+    try:
+        out = _git(["ls-remote", repository, f"refs/heads/{ref}", f"refs/tags/{ref}*"])
+    except RelayError as exc:
+        raise TerminalError(f"cannot read repository {redact(repository)}: {exc}") from exc
+    refs = dict(reversed(line.split("\t", 1)) for line in out.splitlines() if "\t" in line)
+    for name in (f"refs/heads/{ref}", f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}"):
+        if name in refs:
+            return refs[name]
+    raise TerminalError(f"{ref!r} is not a branch or tag of {redact(repository)}")
+
+
+def redact(url: str) -> str:
+    """A repository URL without its credentials (`https://token@host/...`), for messages."""
+    return re.sub(r"//[^/@\s']+@", "//***@", url)
 
 
 def checkout(repository: str, sha: str, dest: Path) -> Path:
@@ -71,7 +84,7 @@ def checkout(repository: str, sha: str, dest: Path) -> Path:
     try:
         _git(["checkout", "--quiet", "--detach", sha], cwd=dest)
     except RelayError as exc:
-        raise TerminalError(f"commit {sha} is not in {repository}: {exc}") from exc
+        raise TerminalError(f"commit {sha} is not in {redact(repository)}: {exc}") from exc
     return dest
 
 
