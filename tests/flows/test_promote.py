@@ -116,8 +116,8 @@ def test_production_waits_for_an_allowed_approver(shop: Shop, v1: str) -> None:
     description = form_description(form)
     assert v1 in description and "sha256:" in description and "passed staging" in description
 
-    decide(str(form.id), True, "mallory", "let me in")  # not in approvers: asked again
-    time.sleep(3)
+    with pytest.raises(TerminalError, match="'mallory' is not an approver here"):
+        decide(str(form.id), True, "mallory", "let me in")  # the flow asks again
     assert thread.is_alive(), "an approver outside the policy must not release it"
     again = next(r for r in waiting_runs() if r.id == form.id)
     decide(str(again.id), True, "alice", "ship it")
@@ -174,3 +174,9 @@ def test_rollback_puts_the_previous_good_version_back(shop: Shop, v1: str) -> No
     assert version(result.url) == v1
     record = Ledger(ledger_path()).current(shop.app, "staging", "payments")
     assert record is not None and record.strategy == "rollback" and record.commit == v1
+
+
+def test_a_second_rollback_is_refused_instead_of_undoing_the_first(shop: Shop, v1: str) -> None:
+    with pytest.raises(TerminalError, match="already runs a rolled-back version"):
+        rollback(str(shop.repo), "payments", "staging")
+    assert version(public_url("staging", 8004)) == v1

@@ -6,20 +6,31 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import datetime
 from pathlib import Path
+from uuid import UUID
 
 import docker
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterParentFlowRunId,
+)
 
 from flows.release import release
 from flows.service_pipeline import ServiceRelease
-from relay.errors import ManifestError, StageFailed
+from relay.errors import ManifestError, RolledBack, StageFailed
+from relay.ledger import Ledger, Outcome
 from relay.registry import RegistryClient
+from relay.settings import ledger_path
 from tests.flows.shop import Shop, shop_repository
 
 pytestmark = pytest.mark.stack
@@ -199,3 +210,80 @@ def test_a_bad_manifest_stops_before_anything_is_built(
     finally:
         shop.edit("relay.yaml", "- paymnts", "- payments")
         shop.commit("Fix the typo")
+
+
+def test_failing_integration_tests_put_the_previous_version_back(
+    shop: Shop, second: tuple[str, dict[str, ServiceRelease]]
+) -> None:
+    sha2, after = second
+    broken = shop.repo / "services/payments/tests/integration/test_broken.py"
+    broken.write_text("def test_fails_against_dev():\n    assert False, 'broken on purpose'\n")
+    sha = shop.commit("Ship payments with a failing integration test")
+    try:
+        with pytest.raises(RolledBack, match="put back: payments"):
+            release(str(shop.repo), sha, services=["payments"])
+        assert version_of(after["payments"]) == sha2, "the previous payments serves again"
+        last = Ledger(ledger_path()).history(shop.app, "payments", "dev", limit=1)[0]
+        assert last.outcome == Outcome.ROLLED_BACK and "integration tests failed" in last.reason
+        current = Ledger(ledger_path()).current(shop.app, "dev", "payments")
+        assert current is not None and current.image == after["payments"].image
+    finally:
+        broken.unlink()
+        shop.commit("Remove the failing integration test")
+
+
+def test_two_deployments_of_one_service_wait_for_each_other(
+    shop: Shop, second: tuple[str, dict[str, ServiceRelease]]
+) -> None:
+    shop.edit("services/inventory/app.py", '"""', '"""Inventory, concurrent A.\n')
+    a = shop.commit("Inventory A")
+    shop.edit("services/inventory/app.py", "concurrent A", "concurrent B")
+    b = shop.commit("Inventory B")
+    outcomes: dict[str, object] = {}
+
+    def ship(sha: str) -> None:
+        try:
+            outcomes[sha] = release(str(shop.repo), sha, services=["inventory"])
+        except BaseException as exc:
+            outcomes[sha] = exc
+
+    threads = [threading.Thread(target=ship, args=(sha,)) for sha in (a, b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert all(isinstance(o, list) for o in outcomes.values()), outcomes
+    with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
+        live = client.containers.list(
+            filters={"label": [f"relay.app={shop.app}", "relay.env=dev", "relay.service=inventory"]}
+        )
+    assert len(live) == 1, "one version serves; neither deploy removed the other's container"
+    current = Ledger(ledger_path()).current(shop.app, "dev", "inventory")
+    assert current is not None and live[0].labels["relay.image"] == current.image
+    history = Ledger(ledger_path()).history(shop.app, "inventory", "dev", limit=2)
+    assert {r.commit for r in history} == {a, b}
+    assert all(r.outcome == Outcome.SUCCEEDED for r in history)
+    first, second = sorted(deploy_window(r.flow_run_id) for r in history)
+    assert first[1] <= second[0], "the second deploy started only after the first was tested"
+
+
+def deploy_window(flow_run_id: str | None) -> tuple[datetime, datetime]:
+    """From the new version's start to its integration tests' end, as Prefect recorded it."""
+    assert flow_run_id
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+        )
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[UUID(flow_run_id)])
+            )
+        )
+        for child in children:
+            runs += client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[child.id]))
+            )
+    starts = [r.start_time for r in runs if r.name.startswith("start-new-version") and r.start_time]
+    ends = [r.end_time for r in runs if r.name.startswith("run-integration-tests") and r.end_time]
+    assert starts and ends, [r.name for r in runs]
+    return min(starts), max(ends)

@@ -65,3 +65,26 @@ def test_checkout_fetches_commits_made_after_the_first_clone(repo: Path, tmp_pat
     git.checkout(str(repo), one, tmp_path / "work")
     two = commit(repo, {"x.txt": "2\n"}, "two")
     assert (git.checkout(str(repo), two, tmp_path / "work") / "x.txt").read_text() == "2\n"
+
+
+def test_remote_refs_resolve_by_exact_name_and_tags_to_commits(repo: Path) -> None:
+    main = commit(repo, {"x.txt": "1\n"}, "on main")
+    subprocess.run(["git", "branch", "-m", "main"], cwd=repo, check=True)
+    subprocess.run(["git", "checkout", "-qb", "feature/main"], cwd=repo, check=True)
+    feature = commit(repo, {"x.txt": "2\n"}, "on feature/main")
+    subprocess.run(["git", *ID, "tag", "-a", "v1", "-m", "v1", main], cwd=repo, check=True)
+    url = f"file://{repo}"
+    assert git.resolve_commit(url, "main") == main, "not feature/main"
+    assert git.resolve_commit(url, "feature/main") == feature
+    assert git.resolve_commit(url, "v1") == main, "the tagged commit, not the tag object"
+    with pytest.raises(TerminalError, match="'nope' is not a branch or tag"):
+        git.resolve_commit(url, "nope")
+
+
+def test_credentials_are_not_repeated_in_errors() -> None:
+    assert git.redact("https://x-token:s3cret@example.invalid/a.git") == (
+        "https://***@example.invalid/a.git"
+    )
+    with pytest.raises(TerminalError) as failure:
+        git.resolve_commit("https://user:s3cret@127.0.0.1:9/none.git", "main")
+    assert "s3cret" not in str(failure.value)
