@@ -108,3 +108,14 @@ def commit_info(checkout_dir: Path, sha: str) -> CommitInfo:
     out = _git(["show", "-s", "--format=%H%x00%an%x00%ae%x00%s", sha], cwd=checkout_dir)
     full, author, email, subject = out.split("\x00", 3)
     return CommitInfo(full, author, email, subject)
+
+
+def changed_files(checkout_dir: Path, base: str, head: str) -> list[str]:
+    """Files that differ between two commits, relative to the repository root."""
+    try:
+        out = _git(["diff", "--name-only", f"{base}..{head}"], cwd=checkout_dir)
+    except RelayError as exc:
+        raise TerminalError(
+            f"cannot compare {base!r} with {head[:12]}: {exc}; pass a commit that exists"
+        ) from exc
+    return [line for line in out.splitlines() if line]

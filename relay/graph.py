@@ -132,3 +132,25 @@ def dependents(deps: Graph, name: str) -> set[str]:
                 todo.append(consumer)
     found.discard(name)
     return found
+
+
+def services_touched(paths: Mapping[str, str], changed_files: Sequence[str]) -> set[str]:
+    """The services whose directory (`paths`: service → path, relative to the repository root)
+    contains at least one of `changed_files`."""
+    touched = set()
+    for service, path in paths.items():
+        prefix = path.strip("/") + "/"
+        if any(f == path.strip("/") or f.startswith(prefix) for f in changed_files):
+            touched.add(service)
+    return touched
+
+
+def impact(deps: Mapping[str, Sequence[str]], changed: set[str]) -> tuple[list[str], list[str]]:
+    """(changed services, their transitive dependents that did not change), each in
+    dependency order: the first need building and deploying, the second only their
+    integration tests re-run against the new providers."""
+    order = topological_order(deps)
+    consumers: set[str] = set()
+    for name in changed:
+        consumers |= dependents(deps, name)
+    return [s for s in order if s in changed], [s for s in order if s in consumers - changed]

@@ -177,9 +177,13 @@ class Ledger:
         return self._first(f"WHERE {_TARGET} AND {_SUCCEEDED}", [app, environment, service])
 
     def verified_in(self, app: str, environment: str, service: str, digest: str) -> Record | None:
-        """The latest SUCCEEDED record of exactly `digest` there (the promotion gate)."""
-        where = f"WHERE {_TARGET} AND {_SUCCEEDED} AND digest = ?"
-        return self._first(where, [app, environment, service, digest])
+        """The latest record of exactly `digest` there, when it SUCCEEDED (the promotion gate).
+
+        A later failure of the same digest (its dependents' tests, a stopped release) takes the
+        earlier success back: what passed once and then broke something is not verified.
+        """
+        latest = self._first(f"WHERE {_TARGET} AND digest = ?", [app, environment, service, digest])
+        return latest if latest is not None and latest.outcome == Outcome.SUCCEEDED else None
 
     def previous_good(self, app: str, environment: str, service: str) -> Record | None:
         """The latest SUCCEEDED record whose digest differs from `current`'s: the rollback target.

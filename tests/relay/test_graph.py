@@ -4,6 +4,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 
+from relay import graph
 from relay.graph import dependents, find_cycles, topological_order, waves
 
 Deps = Mapping[str, Sequence[str]]
@@ -121,3 +122,22 @@ def test_dependents(name: str, expected: set[str]) -> None:
 
 def test_dependents_in_a_cycle_never_include_the_service_itself() -> None:
     assert dependents({"a": ["b"], "b": ["a"], "c": ["a"]}, "a") == {"b", "c"}
+
+
+SHOP = {"gateway": ["orders"], "orders": ["inventory", "payments"], "inventory": [], "payments": []}
+PATHS = {s: f"services/{s}" for s in SHOP}
+
+
+@pytest.mark.parametrize(
+    ("files", "changed", "dependents"),
+    [
+        (["services/payments/app.py"], ["payments"], ["orders", "gateway"]),
+        (["services/gateway/Dockerfile"], ["gateway"], []),
+        (["services/inventory/a.py", "services/orders/b.py"], ["inventory", "orders"], ["gateway"]),
+        (["README.md", "relay.yaml"], [], []),
+        (["services/payments-v2/app.py"], [], []),  # a prefix of a name is not the service
+    ],
+)
+def test_change_impact(files: list[str], changed: list[str], dependents: list[str]) -> None:
+    touched = graph.services_touched(PATHS, files)
+    assert graph.impact(SHOP, touched) == (changed, dependents)

@@ -187,6 +187,14 @@ def test_verified_in_needs_a_success_of_that_digest_in_that_environment(ledger: 
     assert ledger.verified_in("shop", "dev", "orders", digest("b")) == verified
 
 
+def test_a_later_failure_of_the_same_digest_takes_its_verification_back(ledger: Ledger) -> None:
+    ledger.append(record("a"))
+    ledger.append(record("a", outcome=Outcome.FAILED, reason="a dependent's tests failed"))
+    assert ledger.verified_in("shop", "dev", "orders", digest("a")) is None
+    again = ledger.append(record("a"))
+    assert ledger.verified_in("shop", "dev", "orders", digest("a")) == again
+
+
 def test_previous_good_is_the_version_before_the_current_one(ledger: Ledger) -> None:
     assert ledger.previous_good("shop", "dev", "orders") is None
     ledger.append(record("1"))
