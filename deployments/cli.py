@@ -2,7 +2,7 @@
 
     relay stack up|down|status|env     the local stack (dockerd, registry, moto, Prefect)
     relay validate [PATH]              check a relay.yaml and print every problem in it
-    relay run --repo PATH [--ref REF] [--service NAME ...] [--env dev]
+    relay run --repo PATH [--ref REF] [--base REF | --service NAME ...] [--through ENV]
     relay promote --repo PATH --ref REF --env staging|prod [--auto-approve NAME]
     relay approve RUN_ID --as NAME [--comment TEXT]      (and `relay reject ...`)
     relay rollback --repo PATH --service NAME --env ENV
@@ -58,15 +58,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_release(repository: str, ref: str, services: list[str] | None, environment: str) -> list:
+def cmd_run(args: argparse.Namespace) -> int:
     _use_stack_environment()
+    if args.concurrency:
+        os.environ["RELAY_CONCURRENCY"] = str(args.concurrency)
     from flows.release import release
 
-    return release(repository, ref, services, environment)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    results = _run_release(args.repo, args.ref, args.service or None, args.env)
+    results = release(args.repo, args.ref, args.service or None, args.through, args.base)
     for r in results:
         print(f"{r.service:12} {r.image}  {r.url}")
     return 0
@@ -146,7 +144,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--repo", required=True, help="path or URL of the application repository")
     r.add_argument("--ref", default="HEAD", help="branch, tag or commit (default HEAD)")
     r.add_argument("--service", action="append", help="only this service (repeatable)")
-    r.add_argument("--env", default="dev", help="target environment (default dev)")
+    r.add_argument(
+        "--base", help="only services changed since this commit (and re-test dependents)"
+    )
+    r.add_argument("--through", help="promote up to this environment (default: the first only)")
+    r.add_argument("--concurrency", type=int, help="services built and deployed at once (4)")
     r.set_defaults(func=cmd_run)
     pr = sub.add_parser("promote", help="promote a commit's verified images to an environment")
     pr.add_argument("--repo", required=True, help="path or URL of the application repository")

@@ -1,6 +1,7 @@
 """Promotion: the exact digests that passed the previous environment, into the next one.
 
-staging: deploy each service (its environment's strategy), then the end-to-end tests.
+staging: deploy each service (its environment's strategy), then the integration tests of the
+promoted services and their dependents, and the end-to-end tests.
 prod: one approval for the whole promotion, then each service with its strategy (canary).
 The services of one promotion move together: if one fails, or the end-to-end tests do, every
 service this promotion already switched is put back, newest first. Every attempt lands in the
@@ -19,7 +20,7 @@ from flows.approval import Decision, approval
 from flows.deploy import Attempt, deploy_lock, record_outcome, roll_out, verified
 from flows.service_pipeline import ServiceRelease
 from relay.errors import NotApproved, TerminalError
-from relay.graph import topological_order
+from relay.graph import impact, topological_order
 from relay.manifest import Manifest
 from relay.platforms.docker import DeployResult
 from relay.promotion import Candidate, previous_environment
@@ -27,7 +28,7 @@ from relay.wiring import service_urls
 from tasks.promotion import verify_promotable
 from tasks.record import artifact_key
 from tasks.source import Checkout, checkout_commit, read_manifest
-from tasks.test import run_e2e_tests
+from tasks.test import run_e2e_tests, run_integration_tests
 
 
 @flow(name="promote", flow_run_name="promote-{environment}")
@@ -64,14 +65,8 @@ def promote(
                     deployed.append(
                         (attempt, _roll_out_one(docker_host, manifest, checkout, attempt))
                     )
-                if manifest.e2e_tests and not env.approval.required:
-                    run_e2e_tests(
-                        manifest.app,
-                        checkout.path,
-                        list(manifest.e2e_tests),
-                        service_urls(manifest, environment),
-                        artifact_key(manifest.app, environment, "e2e-tests"),
-                    )
+                if not env.approval.required:
+                    _verify(manifest, checkout, environment, [c.service for c in candidates])
         except BaseException as exc:
             for attempt, _ in deployed:
                 record_outcome(attempt, exc, f"the promotion stopped: {exc}")
@@ -79,6 +74,30 @@ def promote(
         for attempt, _ in deployed:
             record_outcome(attempt, None)
     return [_release(attempt, result, checkout.commit) for attempt, result in deployed]
+
+
+def _verify(manifest: Manifest, checkout: Checkout, environment: str, services: list[str]) -> None:
+    """The promoted services' and their dependents' integration tests, then the end-to-end
+    tests. Production skips them: its checks are the strategy's (smoke tests, analysis)."""
+    urls = service_urls(manifest, environment)
+    changed, dependents = impact(manifest.dependency_graph(), set(services))
+    for name in changed + dependents:
+        spec = manifest.services[name]
+        run_integration_tests(
+            name,
+            checkout.path / spec.path,
+            spec.integration_tests,
+            urls,
+            artifact_key(manifest.app, name, f"{environment}-integration-tests"),
+        )
+    if manifest.e2e_tests:
+        run_e2e_tests(
+            manifest.app,
+            checkout.path,
+            list(manifest.e2e_tests),
+            urls,
+            artifact_key(manifest.app, environment, "e2e-tests"),
+        )
 
 
 def _roll_out_one(
