@@ -28,6 +28,9 @@ services:                      # required, at least one; names match ^[a-z][a-z0
     port: 8003
 environments:                  # in promotion order; when the key is absent: dev, staging, prod
   dev:                         # names match ^[a-z][a-z0-9-]{0,19}$
+    branch: develop            # optional: the git branch whose pushes release into this
+                               # environment (`relay webhook serve`); a release goes through
+                               # every environment before it, too
     platform: docker           # docker | kubernetes
     port_offset: 10000         # docker only, required there: public port = port + port_offset
     secrets: dev-config        # AWS Secrets Manager secret id; default "<environment>-config"
@@ -51,6 +54,7 @@ environments:                  # in promotion order; when the key is absent: dev
   staging:
     port_offset: 12000
   prod:
+    branch: main
     platform: kubernetes
     namespace: shop-prod       # kubernetes only, required there
     strategy: canary
@@ -426,6 +430,8 @@ class Environment(_Model):
     analysis: Analysis = Field(default_factory=Analysis)
     keep_previous_seconds: Annotated[float, Field(ge=0, le=KEEP_PREVIOUS_MAX)] = 30
     smoke_tests: Command | None = None
+    # The git branch whose pushes release into this environment (see relay/webhooks.py).
+    branch: Annotated[str, Field(min_length=1)] | None = None
 
     def ports(self, service: Service) -> ServicePorts:
         """The public, blue and green host ports of `service` here (see `ServicePorts`)."""
@@ -537,6 +543,7 @@ _EXAMPLES = {
     "max_response_ms": "1000",
     "min_requests": "20",
     "keep_previous_seconds": "30",
+    "branch": "main",
 }
 _MAPPING_EXAMPLES: dict[type[BaseModel], str] = {
     Service: "{path: services/orders, port: 8002}",
