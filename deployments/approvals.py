@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
@@ -109,31 +111,43 @@ def promote_with_auto_approval(
     services: list[str] | None,
     approver: str | None,
 ) -> Any:
-    """Run the promotion here; with `approver`, answer its own approval forms as that person.
-
-    Only forms under this promotion's run are answered, never another promotion's.
-    """
+    """Run the promotion here; with `approver`, answer its own approval forms as that person."""
     from flows.promote import promote
 
     if approver is None:
         return promote(repository, ref, environment, services)
     name = f"promote-{environment}-{uuid.uuid4().hex[:8]}"
+    with auto_approving(approver, run_name=name):
+        return promote.with_options(flow_run_name=name)(repository, ref, environment, services)
+
+
+@contextmanager
+def auto_approving(
+    approver: str, run_name: str | None = None, run_id: UUID | None = None
+) -> Iterator[None]:
+    """While the block runs, answer the forms under one flow run (given by id, or by a name
+    set with `with_options`) as `approver`, never another promotion's, and say so."""
     stop = threading.Event()
     watcher = threading.Thread(
-        target=_answer_forms, args=(name, approver, stop), name="auto-approve", daemon=True
+        target=_answer_forms,
+        args=(run_name, run_id, approver, stop),
+        name="auto-approve",
+        daemon=True,
     )
     watcher.start()
     try:
-        return promote.with_options(flow_run_name=name)(repository, ref, environment, services)
+        yield
     finally:
         stop.set()
         watcher.join(timeout=10)
 
 
-def _answer_forms(run_name: str, approver: str, stop: threading.Event) -> None:
+def _answer_forms(
+    run_name: str | None, run_id: UUID | None, approver: str, stop: threading.Event
+) -> None:
     answered: set[UUID] = set()
     while not stop.wait(0.5):
-        for form in _paused_children(run_name):
+        for form in _paused_children(run_name, run_id):
             if form.id in answered:
                 continue
             answered.add(form.id)
@@ -145,16 +159,17 @@ def _answer_forms(run_name: str, approver: str, stop: threading.Event) -> None:
                 decide(str(form.id), False, approver, f"--auto-approve refused: {exc}", wait=0)
 
 
-def _paused_children(run_name: str) -> list[FlowRun]:
+def _paused_children(run_name: str | None, run_id: UUID | None) -> list[FlowRun]:
     with get_client(sync_client=True) as client:
-        parents = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name]))
-        )
-        if not parents:
-            return []
+        if run_id is None:
+            parents = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name or ""]))
+            )
+            if not parents:
+                return []
+            run_id = parents[0].id
         return client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
-                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parents[0].id]),
-                state=PAUSED,
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]), state=PAUSED
             )
         )

@@ -8,6 +8,8 @@
     relay rollback --repo PATH --service NAME --env ENV
     relay status [--app APP]           what runs where, since when, who approved; drift
     relay history SERVICE [--app APP] [--env ENV]
+    relay deploy [--nightly-repo PATH] [--nightly-cron CRON]   register prefect.yaml
+    relay webhook serve [--host H] [--port P] [--config FILE]   git pushes start releases
     relay demo                         the example shop: dev, staging, a canary to prod
 
 Prefect reads its settings when it is imported, so commands that run flows first point the
@@ -123,6 +125,28 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    _use_stack_environment()
+    from deployments.register import register_deployments
+
+    repository = (
+        args.nightly_repo
+        or os.environ.get("RELAY_NIGHTLY_REPOSITORY")
+        or str(relay_home() / "demo" / "shop")
+    )
+    register_deployments(repository, args.nightly_cron)
+    print(f"registered the deployments of prefect.yaml (nightly-e2e checks {repository})")
+    return 0
+
+
+def cmd_webhook(args: argparse.Namespace) -> int:
+    _use_stack_environment()
+    from deployments.webhooks import WebhookSettings, serve
+
+    serve(WebhookSettings.load(args.config), args.host, args.port)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     _use_stack_environment()
     from deployments.demo import run_demo
@@ -181,6 +205,21 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--env", default=None)
     h.add_argument("--limit", type=int, default=30)
     h.set_defaults(func=cmd_history)
+    dp = sub.add_parser("deploy", help="register the Prefect deployments of prefect.yaml")
+    dp.add_argument("--nightly-repo", help="repository the nightly end-to-end run checks")
+    dp.add_argument("--nightly-cron", help='when the nightly run starts, UTC (default "0 2 * * *")')
+    dp.set_defaults(func=cmd_deploy)
+    w = sub.add_parser("webhook", help="receive GitHub/GitLab webhooks that start releases")
+    w.add_argument("action", choices=["serve"])
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    w.add_argument("--port", type=int, default=8787, help="port to listen on (8787)")
+    w.add_argument(
+        "--config",
+        type=Path,
+        help="YAML: repositories (full name -> url, manifest_file), deployment, state_dir; "
+        "secrets come from RELAY_GITHUB_WEBHOOK_SECRET / RELAY_GITLAB_WEBHOOK_TOKEN",
+    )
+    w.set_defaults(func=cmd_webhook)
     d = sub.add_parser("demo", help="run the example shop from commit to production")
     d.set_defaults(func=cmd_demo)
     return p

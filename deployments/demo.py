@@ -13,6 +13,7 @@ loop on 127.0.0.1 while production changes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -21,26 +22,28 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from uuid import UUID
 
-from deployments.approvals import promote_with_auto_approval
-from flows.release import release
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+
+from deployments.approvals import auto_approving
+from deployments.register import register_deployments
 from relay.demo import commit_change, sync_repository
-from relay.errors import RolledBack
+from relay.errors import RelayError
 from relay.manifest import load_manifest
 from relay.wiring import service_urls
 
 APPROVER = "demo-approver"
 BUG = (
-    '    card = normalize_card(body.get("card"))\n',
-    '    card = normalize_card(body.get("card"))\n'
-    "    fraud_score = 5_000 // (5_000 - min(amount, 5_000))  # v2: crashes from $50 up\n"
-    "    if fraud_score > 1:\n"
-    '        raise HttpError(402, "suspected fraud")\n',
+    "    card = normalize_card(body.get(\"card\"))\n",
+    "    card = normalize_card(body.get(\"card\"))\n"
+    "    risk = 5_000 / (5_000 - min(amount, 5_000))  # v2 fraud check: crashes from $50 up\n",
 )
 FIX = (
-    "    fraud_score = 5_000 // (5_000 - min(amount, 5_000))  # v2: crashes from $50 up\n"
-    "    if fraud_score > 1:\n",
-    "    fraud_score = amount // 5_000  # v3: no division by zero\n    if fraud_score > 1_000:\n",
+    "    risk = 5_000 / (5_000 - min(amount, 5_000))  # v2 fraud check: crashes from $50 up\n",
+    "    risk = amount / 5_000  # v3 fraud check: no division by zero\n",
 )
 
 
@@ -95,34 +98,92 @@ def run_demo(example: Path, repo: Path, prefect_ui: str) -> int:
     sha = sync_repository(example, repo, "Shop v1")
     manifest = load_manifest(repo / "relay.yaml")
     prod = service_urls(manifest, "prod")
+    register_deployments(str(repo))
+    print("registered the deployments of prefect.yaml; runs go server → work pool → worker")
+    demo = _Demo(str(repo), prefect_ui)
+
     print(f"\n== 1/3 the shop at {sha[:12]}: dev → staging → prod ({repo})")
-    release(str(repo), sha)
-    promote_with_auto_approval(str(repo), sha, "staging", None, None)
+    demo.run("release/release", commit=sha)
+    demo.run("promote/promote", commit=sha, environment="staging")
     with ProductionTraffic(prod):
-        promote_with_auto_approval(str(repo), sha, "prod", None, APPROVER)
+        demo.run("promote/promote", commit=sha, environment="prod", approver=APPROVER)
 
     print("\n== 2/3 payments v2: a fraud check that crashes on charges from $50 up")
-    sha = commit_change(repo, "services/payments/app.py", *BUG, "Payments v2: fraud check")
-    release(str(repo), sha, ["payments"])
-    promote_with_auto_approval(str(repo), sha, "staging", ["payments"], None)
-    try:
-        with ProductionTraffic(prod) as traffic:
-            promote_with_auto_approval(str(repo), sha, "prod", ["payments"], APPROVER)
-    except RolledBack as exc:
-        print(f"canary rolled back, as it should: {exc}")
-        print(f"client responses during it: {dict(traffic.statuses)}")
-    else:
-        print("UNEXPECTED: the buggy payments v2 passed its canary")
+    base, sha = sha, commit_change(repo, "services/payments/app.py", *BUG, "Payments v2: fraud")
+    demo.run("release/release", commit=sha, base=base)
+    demo.run("promote/promote", commit=sha, environment="staging", services=["payments"])
+    with ProductionTraffic(prod) as traffic:
+        run = demo.run(
+            "promote/promote",
+            commit=sha,
+            environment="prod",
+            services=["payments"],
+            approver=APPROVER,
+            expect_failure=True,
+        )
+    if "RolledBack" not in (run.state.message or ""):
+        print(f"UNEXPECTED: the buggy payments v2 was not rolled back: {run.state.message}")
         return 1
+    print(f"canary rolled back, as it should: {run.state.message}")
+    print(f"client responses during it: {dict(traffic.statuses)}")
 
     print("\n== 3/3 payments v3: the fix, through the same gates")
-    sha = commit_change(repo, "services/payments/app.py", *FIX, "Payments v3: fix fraud check")
-    release(str(repo), sha, ["payments"])
-    promote_with_auto_approval(str(repo), sha, "staging", ["payments"], None)
+    base, sha = sha, commit_change(repo, "services/payments/app.py", *FIX, "Payments v3: fix")
+    demo.run("release/release", commit=sha, base=base)
+    demo.run("promote/promote", commit=sha, environment="staging", services=["payments"])
     with ProductionTraffic(prod) as traffic:
-        promote_with_auto_approval(str(repo), sha, "prod", ["payments"], APPROVER)
+        demo.run(
+            "promote/promote",
+            commit=sha,
+            environment="prod",
+            services=["payments"],
+            approver=APPROVER,
+        )
     print(f"client responses during the canary: {dict(traffic.statuses)}")
+
+    print("\n== the nightly end-to-end run (scheduled at 02:00 UTC), started by hand once")
+    demo.run("nightly-e2e/nightly-e2e")
     return _summary(manifest.environments, repo, prefect_ui)
+
+
+class _Demo:
+    """Starts deployment runs and waits for them, as the UI or a webhook would start them."""
+
+    def __init__(self, repository: str, prefect_ui: str) -> None:
+        self.repository = repository
+        self.ui = prefect_ui
+
+    def run(
+        self,
+        deployment: str,
+        approver: str | None = None,
+        expect_failure: bool = False,
+        **parameters: object,
+    ) -> FlowRun:
+        if deployment != "nightly-e2e/nightly-e2e":
+            parameters = {"repository": self.repository, **parameters}
+        run = run_deployment(deployment, parameters=parameters, timeout=0, as_subflow=False)
+        with auto_approving(approver, run_id=run.id) if approver else contextlib.nullcontext():
+            run = _wait(run.id)
+        state = run.state.name if run.state else "?"
+        print(f"  {deployment:28} {state:10} {self.ui}/runs/flow-run/{run.id}")
+        if not expect_failure and (run.state is None or not run.state.is_completed()):
+            message = run.state.message if run.state else ""
+            raise RelayError(f"{deployment} did not complete: {message}")
+        return run
+
+
+def _wait(run_id: UUID, timeout: float = 1800) -> FlowRun:
+    """Until the run is final (bounded), as `run_deployment(timeout=None)` would."""
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            if time.monotonic() > deadline:
+                raise RelayError(f"flow run {run_id} did not finish within {timeout:.0f} s")
+            time.sleep(1)
 
 
 def _summary(environments: object, repo: Path, prefect_ui: str) -> int:

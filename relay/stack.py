@@ -579,7 +579,45 @@ SERVICES: tuple[_Service, ...] = (
         prepare=_prefect_prepare,
     ),
 )
-_SERVICE_BY_NAME = {s.name: s for s in SERVICES}
+
+
+def _worker_started(p: _Paths) -> bool:
+    """The worker logs "... started!" once it polls its work pool (since its latest start)."""
+    try:
+        text = p.log("worker").read_text(errors="replace")
+    except OSError:
+        return False
+    return "started!" in text.rsplit("=== relay.stack", 1)[-1]
+
+
+def _worker_env(p: _Paths) -> dict[str, str]:
+    # The worker runs flows that use the stack: it gets the stack's environment, and polls
+    # every 2 s instead of 10 so local runs start promptly.
+    return {**os.environ, **environment(), "PREFECT_WORKER_QUERY_SECONDS": "2"}
+
+
+# The worker starts after the others: it needs the Prefect server and the work pool.
+WORKER = _Service(
+    name="worker",
+    address=lambda p: f"work pool '{WORK_POOL}'",
+    argv=lambda p: [
+        sys.executable,
+        "-m",
+        "prefect",
+        "worker",
+        "start",
+        "--pool",
+        WORK_POOL,
+        "--name",
+        f"relay-{os.uname().nodename}",
+    ],
+    is_ours=lambda a, p: "prefect" in _programs(a) and "worker" in a and WORK_POOL in a,
+    ready=_worker_started,
+    timeout=60.0,
+    env=_worker_env,
+)
+
+_SERVICE_BY_NAME = {s.name: s for s in (*SERVICES, WORKER)}
 
 
 def _pidfile_matches(name: str, argv: list[str], paths: _Paths) -> bool:
@@ -1055,6 +1093,11 @@ def up(progress: Callable[[str], None] = print) -> StackStatus:
                     progress(_line(p.service.name, f"running (pid {pid}, {address})"))
                 else:
                     progress(_line(p.service.name, f"ready in {took:.1f} s ({address})"))
+            worker = _start(WORKER, paths)
+            pending.append(worker)
+            took = _wait_ready(worker, paths)
+            state = "running" if worker.proc is None else f"ready in {took:.1f} s"
+            progress(_line("worker", f"{state} ({WORKER.address(paths)})"))
         except BaseException:
             # Leave nothing half-started: stop what this call started (not what ran before).
             started = [(p.service.name, p.proc.pid) for p in pending if p.proc is not None]
@@ -1074,7 +1117,7 @@ def status() -> StackStatus:
     """What runs now: each component's name, running, pid, address (cheap; starts nothing)."""
     paths = _paths()
     result = StackStatus(paths.home)
-    for service in SERVICES:
+    for service in (*SERVICES, WORKER):
         pid = _our_pid(service.name, paths)
         ready = pid is not None and service.ready(paths)
         result.components.append(

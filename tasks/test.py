@@ -8,6 +8,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from relay.commands import CommandResult
+from relay.errors import StageFailed
+from relay.platforms.docker import health_ok
 from tasks.build import run_tests
 
 
@@ -34,3 +36,10 @@ def run_e2e_tests(
 ) -> CommandResult:
     """The application's end-to-end tests against a whole environment."""
     return run_tests("end-to-end tests", app, directory, command, artifact_key, env=urls)
+
+
+@task(name="check-health", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def check_health(service: str, url: str) -> None:
+    """One request to a service's health endpoint through its router; retried briefly."""
+    if not health_ok(url, timeout=5):
+        raise StageFailed(f"{service}: {url} did not answer 200")
