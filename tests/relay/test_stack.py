@@ -23,7 +23,7 @@ from relay import stack
 
 pytestmark = pytest.mark.stack
 
-COMPONENTS = ["dockerd", "base-image", "registry", "moto", "prefect"]
+COMPONENTS = ["dockerd", "base-image", "registry", "moto", "prefect", "worker"]
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 MANAGED = {stack.MANAGED_LABEL: "true"}
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -54,7 +54,7 @@ def _request(url: str, method: str = "GET", headers: dict[str, str] | None = Non
     return _NO_PROXY.open(req, timeout=10)
 
 
-def test_status_shows_all_five_running(live_stack: dict[str, str]) -> None:
+def test_status_shows_every_component_running(live_stack: dict[str, str]) -> None:
     st = stack.status()
     assert [c.name for c in st.components] == COMPONENTS
     not_ready = [c.name for c in st.components if not (c.running and c.ready)]
