@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import os
 import platform as pyplatform
 import random
@@ -51,6 +50,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.results import write_results  # noqa: E402
 from relay import stack  # noqa: E402
 
 # Prefect reads its settings at import time: the stack's environment first (as tests/conftest).
@@ -470,23 +470,6 @@ def _range(stat: dict[str, float]) -> str:
     return f"{stat['min']:.2f}..{stat['max']:.2f}"
 
 
-def write_results(payload: dict[str, Any]) -> Path:
-    path = ROOT / "bench" / "results.json"
-    data: dict[str, Any] = {}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text())
-        except ValueError:
-            data = {}
-        if not isinstance(data, dict):
-            data = {}
-    data["fleet"] = payload
-    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="flow runs per concurrency")
@@ -521,6 +504,7 @@ def main() -> None:
     runtime = time.monotonic() - started
     print_table(deps, durations, summary, builds, args.runs)
     path_written = write_results(
+        "fleet",
         {
             "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {
@@ -547,7 +531,7 @@ def main() -> None:
             "summary": summary,
             "builds_per_change": builds,
             "runtime_s": runtime,
-        }
+        },
     )
     print(f"\nruntime {runtime:.1f} s; results merged into {path_written} under 'fleet'")
 

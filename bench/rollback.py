@@ -16,7 +16,6 @@ under the `rollback` key. Run it with `make bench` (which brings the stack up if
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform as pyplatform
 import shutil
@@ -35,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `tests.echo` is not an installed package
 
+from bench.results import write_results  # noqa: E402
 from relay import stack  # noqa: E402
 
 # Prefect reads its settings at import time: the stack's environment first (as tests/conftest).
@@ -368,23 +368,6 @@ def print_table(
     print(f"{'weights back / canary wall (medians)':<{width}}{text:>12}")
 
 
-def write_results(payload: dict[str, Any]) -> Path:
-    path = ROOT / "bench" / "results.json"
-    data: dict[str, Any] = {}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text())
-        except ValueError:
-            data = {}
-        if not isinstance(data, dict):
-            data = {}
-    data["rollback"] = payload
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return path
-
-
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -453,6 +436,7 @@ def main() -> None:
     summary = summarize(platform_runs, flow_runs)
     print_table(platform_runs, flow_runs, summary)
     path = write_results(
+        "rollback",
         {
             "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {
@@ -472,7 +456,7 @@ def main() -> None:
             "summary": summary,
             "platform_runs": platform_runs,
             "flow_runs": flow_runs,
-        }
+        },
     )
     print(f"runtime {runtime:.1f} s; raw numbers in {path.relative_to(ROOT)} (key: rollback)")
 

@@ -81,9 +81,7 @@ def nightly_e2e(
     return rows
 
 
-def _check(
-    check: str, environment: str, service: str, run: Callable[[], object]
-) -> dict[str, str]:
+def _check(check: str, environment: str, service: str, run: Callable[[], object]) -> dict[str, str]:
     row = {"check": check, "environment": environment, "service": service}
     try:
         run()

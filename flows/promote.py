@@ -28,7 +28,7 @@ from relay.wiring import service_urls
 from tasks.promotion import verify_promotable
 from tasks.record import artifact_key
 from tasks.source import Checkout, checkout_commit, read_manifest
-from tasks.test import run_e2e_tests, run_integration_tests
+from tasks.test import run_e2e_tests, run_services_integration_tests
 
 
 @flow(name="promote", flow_run_name="promote-{environment}")
@@ -79,23 +79,14 @@ def promote(
 def _verify(manifest: Manifest, checkout: Checkout, environment: str, services: list[str]) -> None:
     """The promoted services' and their dependents' integration tests, then the end-to-end
     tests. Production skips them: its checks are the strategy's (smoke tests, analysis)."""
-    urls = service_urls(manifest, environment)
     changed, dependents = impact(manifest.dependency_graph(), set(services))
-    for name in changed + dependents:
-        spec = manifest.services[name]
-        run_integration_tests(
-            name,
-            checkout.path / spec.path,
-            spec.integration_tests,
-            urls,
-            artifact_key(manifest.app, name, f"{environment}-integration-tests"),
-        )
+    run_services_integration_tests(manifest, checkout.path, environment, changed + dependents)
     if manifest.e2e_tests:
         run_e2e_tests(
             manifest.app,
             checkout.path,
             list(manifest.e2e_tests),
-            urls,
+            service_urls(manifest, environment),
             artifact_key(manifest.app, environment, "e2e-tests"),
         )
 

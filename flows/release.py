@@ -27,10 +27,9 @@ from relay import git
 from relay.errors import StageFailed, TerminalError
 from relay.graph import impact, services_touched
 from relay.manifest import Manifest
-from relay.wiring import service_urls
 from tasks.record import artifact_key
 from tasks.source import Checkout, checkout_commit, read_manifest
-from tasks.test import run_integration_tests
+from tasks.test import run_services_integration_tests
 
 # How many services of a release are built and deployed at once (RELAY_CONCURRENCY).
 CONCURRENCY = int(os.environ.get("RELAY_CONCURRENCY", "4"))
@@ -133,17 +132,8 @@ def _test_dependents(
 ) -> None:
     """Consumers of what changed, tested against it; a failure takes back the changed
     services' verification (the ledger records them failed, so they cannot be promoted)."""
-    urls = service_urls(manifest, environment)
     try:
-        for name in dependents:
-            spec = manifest.services[name]
-            run_integration_tests(
-                name,
-                checkout.path / spec.path,
-                spec.integration_tests,
-                urls,
-                artifact_key(manifest.app, name, f"{environment}-integration-tests"),
-            )
+        run_services_integration_tests(manifest, checkout.path, environment, dependents)
     except StageFailed as exc:
         for result in results:
             attempt = Attempt(

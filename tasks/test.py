@@ -9,8 +9,11 @@ from prefect.cache_policies import NO_CACHE
 
 from relay.commands import CommandResult
 from relay.errors import StageFailed
+from relay.manifest import Manifest
 from relay.platforms.docker import health_ok
+from relay.wiring import service_urls
 from tasks.build import run_tests
+from tasks.record import artifact_key
 
 
 @task(name="run-integration-tests", cache_policy=NO_CACHE)
@@ -43,3 +46,19 @@ def check_health(service: str, url: str) -> None:
     """One request to a service's health endpoint through its router; retried briefly."""
     if not health_ok(url, timeout=5):
         raise StageFailed(f"{service}: {url} did not answer 200")
+
+
+def run_services_integration_tests(
+    manifest: Manifest, checkout_path: Path, environment: str, services: list[str]
+) -> None:
+    """The integration tests of several services against one environment, in order."""
+    urls = service_urls(manifest, environment)
+    for name in services:
+        spec = manifest.services[name]
+        run_integration_tests(
+            name,
+            checkout_path / spec.path,
+            spec.integration_tests,
+            urls,
+            artifact_key(manifest.app, name, f"{environment}-integration-tests"),
+        )
