@@ -57,7 +57,10 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import parse_qs
@@ -68,8 +71,8 @@ import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prefect.client.orchestration import get_client
-from prefect.deployments.flow_runs import arun_deployment
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from relay import git
@@ -100,6 +103,10 @@ ENV_BLOCK_SUFFIX = "_BLOCK"
 FORM = "application/x-www-form-urlencoded"
 # Forges send UUIDs (36 characters); anything much longer is not a delivery id.
 MAX_DELIVERY_ID = 200
+# Creating a run is retried quickly on these (the idempotency key makes it safe), for at most
+# CREATE_RUN_SECONDS: under GitHub's 10 s delivery timeout.
+RETRIED_STATUSES = frozenset({429, 502, 503})
+CREATE_RUN_SECONDS = 6.0
 
 
 class RepositoryTarget(BaseModel):
@@ -299,6 +306,8 @@ class _Receiver:
         self._checkout_locks: dict[Path, asyncio.Lock] = {}
         # Forges treat owner/name case-insensitively, and so does the lookup.
         self._targets = {name.lower(): t for name, t in settings.repositories.items()}
+        self._client: Any = None
+        self._deployment_id: Any = None
 
     async def release(self, forge: Forge, decision: Trigger | Ignored) -> dict[str, Any]:
         if isinstance(decision, Ignored):
@@ -377,6 +386,53 @@ class _Receiver:
                 problems=problems,
             ) from None
 
+    async def open(self) -> None:
+        """One Prefect client for the receiver's lifetime: a client per delivery cost ~20 ms."""
+        self._client = get_client()
+        await self._client.__aenter__()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.__aexit__(None, None, None)
+            self._client = None
+
+    async def _create_run(self, parameters: dict[str, Any], key: str, tags: list[str]) -> Any:
+        """Create the run from the deployment (its id looked up once).
+
+        A Prefect server on SQLite answers 503 to concurrent writes, and the client's own
+        retries back off 2, 4, 8... s: far past GitHub's 10 s delivery timeout. The idempotency
+        key makes a retry safe, so this retries quickly instead, for a few seconds at most.
+        """
+        if self._client is None:  # served without the app's lifespan: a client of its own
+            async with get_client() as client:
+                return await self._create_with(client, parameters, key, tags)
+        return await self._create_with(self._client, parameters, key, tags)
+
+    async def _create_with(
+        self, client: Any, parameters: dict[str, Any], key: str, tags: list[str]
+    ) -> Any:
+        deadline = time.monotonic() + CREATE_RUN_SECONDS
+        delay = 0.05
+        while True:
+            try:
+                with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}):
+                    if self._deployment_id is None:
+                        found = await client.read_deployment_by_name(self.settings.deployment)
+                        self._deployment_id = found.id
+                    return await client.create_flow_run_from_deployment(
+                        self._deployment_id, parameters=parameters, idempotency_key=key, tags=tags
+                    )
+            except ObjectNotFound:
+                self._deployment_id = None
+                raise
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code not in RETRIED_STATUSES:
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter)
+            delay = min(delay * 2, 1.0)
+
     async def _start_run(
         self, trigger: Trigger, target: RepositoryTarget, environment: str, key: str
     ) -> str:
@@ -388,17 +444,7 @@ class _Receiver:
             "manifest_file": target.manifest_file,
         }
         try:
-            async with get_client() as client:
-                # What `prefect.deployments.run_deployment` dispatches to in async code.
-                run = await arun_deployment(
-                    self.settings.deployment,
-                    client=client,
-                    parameters=parameters,
-                    timeout=0,
-                    idempotency_key=key,
-                    tags=["webhook", f"branch:{trigger.branch}"],
-                    as_subflow=False,
-                )
+            run = await self._create_run(parameters, key, ["webhook", f"branch:{trigger.branch}"])
         except ObjectNotFound:
             logger.error("deployment %r does not exist", self.settings.deployment)
             raise _rejected(
@@ -424,7 +470,18 @@ def create_app(settings: WebhookSettings) -> FastAPI:
         >>> uvicorn.run(app, host="127.0.0.1", port=8787)  # doctest: +SKIP
     """
     receiver = _Receiver(settings)
-    app = FastAPI(title="Relay webhooks", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await receiver.open()
+        try:
+            yield
+        finally:
+            await receiver.close()
+
+    app = FastAPI(
+        title="Relay webhooks", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
 
     async def answer(forge: Forge, request: Request) -> JSONResponse:
         delivery = "-"
