@@ -37,8 +37,8 @@ from relay.wiring import service_urls
 
 APPROVER = "demo-approver"
 BUG = (
-    "    card = normalize_card(body.get(\"card\"))\n",
-    "    card = normalize_card(body.get(\"card\"))\n"
+    '    card = normalize_card(body.get("card"))\n',
+    '    card = normalize_card(body.get("card"))\n'
     "    risk = 5_000 / (5_000 - min(amount, 5_000))  # v2 fraud check: crashes from $50 up\n",
 )
 FIX = (
@@ -143,7 +143,7 @@ def run_demo(example: Path, repo: Path, prefect_ui: str) -> int:
 
     print("\n== the nightly end-to-end run (scheduled at 02:00 UTC), started by hand once")
     demo.run("nightly-e2e/nightly-e2e")
-    return _summary(manifest.environments, repo, prefect_ui)
+    return _summary(repo, prefect_ui)
 
 
 class _Demo:
@@ -186,7 +186,7 @@ def _wait(run_id: UUID, timeout: float = 1800) -> FlowRun:
             time.sleep(1)
 
 
-def _summary(environments: object, repo: Path, prefect_ui: str) -> int:
+def _summary(repo: Path, prefect_ui: str) -> int:
     manifest = load_manifest(repo / "relay.yaml")
     print(f"\nPrefect UI: {prefect_ui}")
     failures = 0

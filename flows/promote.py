@@ -19,7 +19,7 @@ from blocks import ContainerRegistry
 from flows.approval import Decision, approval
 from flows.deploy import Attempt, deploy_lock, record_outcome, roll_out, verified
 from flows.service_pipeline import ServiceRelease
-from relay.errors import NotApproved, TerminalError
+from relay.errors import NotApproved
 from relay.graph import impact, topological_order
 from relay.manifest import Manifest
 from relay.platforms.docker import DeployResult
@@ -125,13 +125,8 @@ def _approve(
 
 
 def _selected(manifest: Manifest, services: list[str] | None) -> list[str]:
+    manifest.check_services(services or [])
     order = topological_order(manifest.dependency_graph())
-    unknown = sorted(set(services or []) - set(order))
-    if unknown:
-        raise TerminalError(
-            f"{manifest.source}: no service named {', '.join(unknown)}; "
-            f"use one of: {', '.join(order)}"
-        )
     return [s for s in order if s in (services or order)]
 
 

@@ -24,7 +24,7 @@ from flows.deploy import Attempt, record_outcome
 from flows.promote import promote
 from flows.service_pipeline import ServiceRelease, service_pipeline
 from relay import git
-from relay.errors import StageFailed, TerminalError
+from relay.errors import StageFailed
 from relay.graph import impact, services_touched
 from relay.manifest import Manifest
 from tasks.record import artifact_key
@@ -89,13 +89,9 @@ def release(
 
 
 def _target(manifest: Manifest, through: str | None) -> str:
-    names = list(manifest.environments)
     if through is None:
-        return names[0]
-    if through not in names:
-        raise TerminalError(
-            f"{manifest.source}: no environment {through!r}; use one of: {', '.join(names)}"
-        )
+        return next(iter(manifest.environments))
+    manifest.check_environment(through)
     return through
 
 
@@ -108,12 +104,7 @@ def _scope(
 ) -> tuple[list[str], list[str]]:
     deps = manifest.dependency_graph()
     if services:
-        unknown = sorted(set(services) - set(deps))
-        if unknown:
-            raise TerminalError(
-                f"{manifest.source}: no service named {', '.join(unknown)}; "
-                f"use one of: {', '.join(deps)}"
-            )
+        manifest.check_services(services)
         return impact(deps, set(services))
     if base is None:
         return impact(deps, set(deps))

@@ -148,15 +148,8 @@ def service_pipeline(
 
 
 def _check_target(manifest: Manifest, service: str, environment: str) -> None:
-    if service not in manifest.services:
-        raise TerminalError(
-            f"{manifest.source}: no service {service!r}; use one of: {', '.join(manifest.services)}"
-        )
-    if environment not in manifest.environments:
-        raise TerminalError(
-            f"{manifest.source}: no environment {environment!r}; "
-            f"use one of: {', '.join(manifest.environments)}"
-        )
+    manifest.check_services([service])
+    manifest.check_environment(environment)
     platform = manifest.environments[environment].platform
     if platform != "docker":
         raise TerminalError(

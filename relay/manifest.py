@@ -97,7 +97,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from relay.errors import ManifestError
+from relay.errors import ManifestError, TerminalError
 from relay.graph import find_cycles
 
 __all__ = [
@@ -506,6 +506,23 @@ class Manifest(_Model):
     def dependency_graph(self) -> dict[str, list[str]]:
         """Each service's `depends_on`, for `relay.graph`."""
         return {name: list(service.depends_on) for name, service in self.services.items()}
+
+    def check_services(self, names: Sequence[str]) -> None:
+        """Raise TerminalError naming every unknown service in `names` (a command's input)."""
+        unknown = sorted(set(names) - set(self.services))
+        if unknown:
+            raise TerminalError(
+                f"{self.source}: no service named {', '.join(unknown)}; "
+                f"use one of: {', '.join(self.services)}"
+            )
+
+    def check_environment(self, name: str) -> None:
+        """Raise TerminalError when `name` is not one of the manifest's environments."""
+        if name not in self.environments:
+            raise TerminalError(
+                f"{self.source}: no environment {name!r}; "
+                f"use one of: {', '.join(self.environments)}"
+            )
 
     def image_repository(self, service_name: str) -> str:
         """Where a service's images go: `<registry>/<app>/<service>`."""

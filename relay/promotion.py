@@ -19,11 +19,8 @@ class Candidate:
 
 
 def previous_environment(manifest: Manifest, environment: str) -> str:
+    manifest.check_environment(environment)
     names = list(manifest.environments)
-    if environment not in names:
-        raise TerminalError(
-            f"{manifest.source}: no environment {environment!r}; use one of: {', '.join(names)}"
-        )
     index = names.index(environment)
     if index == 0:
         raise TerminalError(

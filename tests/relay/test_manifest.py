@@ -776,3 +776,12 @@ def test_manifest_is_immutable(tmp_path: Path) -> None:
     field = "app"
     with pytest.raises(ValueError, match="frozen"):
         setattr(manifest, field, "other")
+
+
+def test_unknown_services_and_environments_in_a_command_are_named(tmp_path: Path) -> None:
+    manifest = load_manifest(write(tmp_path, VALID))
+    manifest.check_services(list(manifest.services))
+    with pytest.raises(TerminalError, match=r"no service named gatway, ordrs; use one of: "):
+        manifest.check_services(["gatway", "ordrs", next(iter(manifest.services))])
+    with pytest.raises(TerminalError, match=r"no environment 'qa'; use one of: "):
+        manifest.check_environment("qa")
