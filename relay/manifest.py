@@ -20,6 +20,12 @@ services:                      # required, at least one; names match ^[a-z][a-z0
     sast:
       command: "bandit -r . -f json -x ./tests"
       fail_on: high            # low | medium | high | never
+    secret_keys: [PAYMENTS_API_KEY]   # optional: the keys this service needs from its
+                               # environment's secret; only these are injected, and a missing
+                               # one stops the deployment before anything changes.
+                               # [] (the default): every key of the secret
+    secrets:                   # optional, per environment: a secret of this service's own,
+      prod: prod-orders-config #   whose keys are laid over the environment's
   inventory:
     path: services/inventory
     port: 8001
@@ -33,7 +39,9 @@ environments:                  # in promotion order; when the key is absent: dev
                                # every environment before it, too
     platform: docker           # docker | kubernetes
     port_offset: 10000         # docker only, required there: public port = port + port_offset
-    secrets: dev-config        # AWS Secrets Manager secret id; default "<environment>-config"
+    secrets: dev-config        # AWS Secrets Manager secret id, a JSON object whose keys become
+                               # the services' environment variables; default
+                               # "<environment>-config"; null: no configuration secret
     strategy: rolling          # rolling | blue_green | canary
     canary_steps: [10, 50, 100]   # traffic percentages: increasing, 1..100, ending at 100
     approval:
@@ -41,12 +49,15 @@ environments:                  # in promotion order; when the key is absent: dev
       timeout_seconds: 3600    # 5..604800
       approvers: []            # user names; [] means anyone
       allow_self_approval: false
+      block_on_alarms: []      # CloudWatch alarm names: no approval is asked (nor accepted)
+                               # while one of them is in ALARM
     analysis:                  # canary: how the new version is judged at each canary step
       interval_seconds: 10     # 1..3600: how long each step runs before it is judged
       max_error_rate: 0.05     # 0..1: highest fraction of 5xx among the new version's responses
       max_response_ms: 1000    # >= 1: highest average response time of the new version
       min_requests: 20         # >= 1: fewer requests to the new version in a step is inconclusive
       on_inconclusive: fail    # fail | pause (ask a person) | continue (count it as passed)
+      cloudwatch_alarms: []    # CloudWatch alarm names: a step fails while one is in ALARM
     keep_previous_seconds: 30  # blue_green, 0..86400: the previous version keeps running this
                                # long after the switch, so that switching back is instant
     smoke_tests: "python -m pytest -q tests/smoke"   # optional; run against the new version
@@ -60,7 +71,22 @@ environments:                  # in promotion order; when the key is absent: dev
     strategy: canary
 e2e_tests: "python -m pytest -q tests/e2e"   # optional; app-level end-to-end tests, run from
                                              # this file's directory
+image_scan:                    # the vulnerability gate on pushed images (before promotion)
+  source: none                 # none | ecr (Amazon ECR's scan findings of the image's digest)
+  fail_on: high                # critical | high | medium | low | informational | never
+  allow:                       # accepted findings, each with a reason and an expiry date
+    - id: CVE-2024-0001
+      reason: not reachable from our code
+      until: 2027-01-31
+cloudwatch:                    # delivery metrics and pipeline logs in Amazon CloudWatch
+  metrics: true                # deployments, failures, lead time, time to restore
+  namespace: Relay
+  logs: true                   # each run's log lines to the log group /relay/<service>
 ```
+
+`registry` may be an Amazon ECR address (`<account>.dkr.ecr.<region>.amazonaws.com`): then
+Relay creates each repository (immutable tags, scan on push) and logs Docker in with ECR's
+authorization token before pushing.
 
 When `environments` is absent, the defaults are dev (docker, port_offset 10000), staging
 (docker, port_offset 12000) and prod (docker, port_offset 14000, strategy canary, approval
@@ -81,6 +107,7 @@ import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -150,6 +177,7 @@ _SERVICE_NAME = r"^[a-z][a-z0-9-]{0,39}$"
 _ENVIRONMENT_NAME = r"^[a-z][a-z0-9-]{0,19}$"
 _APP_NAME = r"^[a-z0-9][a-z0-9-]{0,39}$"
 _NAMESPACE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+_VARIABLE = r"[A-Za-z_][A-Za-z0-9_]*"
 
 # --- messages: "<what is wrong>; <what to write instead>" -------------------------------------
 
@@ -157,6 +185,11 @@ BAD_NAME = "{value!r} is not a valid {kind} name; use {rule}, such as {example!r
 PATH_ABSOLUTE = "{value!r} is absolute; write a path relative to {base}, such as {example!r}"
 PATH_ESCAPES = "{value!r} goes up with '..'; write a path inside {base}, such as {example!r}"
 PATH_EMPTY = "is empty; write a path relative to {base}, such as {example!r}"
+BAD_VARIABLE = (
+    "{value!r} cannot be an environment variable name; use letters, digits and '_', not "
+    "starting with a digit, such as 'DATABASE_URL'"
+)
+UNKNOWN_SECRET_ENVIRONMENT = "no environment {name!r}; write secrets for one of: {known}"
 HEALTH_NOT_ABSOLUTE = "{value!r} does not start with '/'; write a URL path such as '/healthz'"
 REGISTRY_INVALID = (
     "{value!r} is not a registry address; write host:port without a scheme, "
@@ -333,6 +366,17 @@ def _command(default: str) -> Any:
 
 Port = Annotated[int, Field(ge=PORT_MIN, le=PORT_MAX)]
 
+
+def _check_variable(value: str) -> str:
+    if not re.fullmatch(_VARIABLE, value):
+        raise _custom(BAD_VARIABLE.format(value=value))
+    return value
+
+
+SecretKey = Annotated[str, AfterValidator(_check_variable)]
+SecretId = Annotated[str, Field(min_length=1)]
+AlarmName = Annotated[str, Field(min_length=1)]
+
 # --- models ----------------------------------------------------------------------------------
 
 
@@ -360,6 +404,8 @@ class Service(_Model):
     unit_tests: Command = _command(DEFAULT_UNIT_TESTS)
     integration_tests: Command = _command(DEFAULT_INTEGRATION_TESTS)
     sast: Sast = Field(default_factory=Sast)
+    secret_keys: list[SecretKey] = Field(default_factory=list)
+    secrets: dict[str, SecretId] = Field(default_factory=dict)
 
     def directory(self, root: Path) -> Path:
         """The service's source directory, given the manifest's directory."""
@@ -384,6 +430,7 @@ class Analysis(_Model):
     max_response_ms: Annotated[int, Field(ge=1)] = 1000
     min_requests: Annotated[int, Field(ge=1)] = 20
     on_inconclusive: Literal["fail", "pause", "continue"] = "fail"
+    cloudwatch_alarms: list[AlarmName] = Field(default_factory=list)
 
 
 class Approval(_Model):
@@ -395,6 +442,7 @@ class Approval(_Model):
     )
     approvers: list[str] = Field(default_factory=list)
     allow_self_approval: bool = False
+    block_on_alarms: list[AlarmName] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -423,7 +471,7 @@ class Environment(_Model):
     platform: Literal["docker", "kubernetes"] = "docker"
     port_offset: Annotated[int, Field(ge=0, le=PORT_OFFSET_MAX)] | None = None
     namespace: Namespace | None = None
-    secrets: Annotated[str, Field(min_length=1)]
+    secrets: SecretId | None
     strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
     canary_steps: list[int] = Field(default_factory=lambda: list(DEFAULT_CANARY_STEPS))
     approval: Approval = Field(default_factory=Approval)
@@ -474,6 +522,33 @@ def default_environments() -> dict[str, Environment]:
     }
 
 
+class AllowedFinding(_Model):
+    """A vulnerability accepted for a while, with the reason written down."""
+
+    id: Annotated[str, Field(min_length=1)]
+    reason: Annotated[str, Field(min_length=1)]
+    until: date
+
+
+class ImageScan(_Model):
+    """The image vulnerability gate: where findings come from and how many are too many."""
+
+    source: Literal["none", "ecr"] = "none"
+    fail_on: Literal["critical", "high", "medium", "low", "informational", "never"] = "high"
+    allow: list[AllowedFinding] = Field(default_factory=list)
+
+
+class CloudWatch(_Model):
+    """What Relay publishes to Amazon CloudWatch about deliveries."""
+
+    metrics: bool = True
+    namespace: Annotated[str, Field(min_length=1)] = "Relay"
+    logs: bool = True
+    log_group_prefix: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./#-]*[A-Za-z0-9_#-]$")] = (
+        "/relay"
+    )
+
+
 class Manifest(_Model):
     """A validated `relay.yaml`. Build it with `load_manifest` or `parse_manifest`."""
 
@@ -484,6 +559,8 @@ class Manifest(_Model):
         default_factory=default_environments
     )
     e2e_tests: Command | None = None
+    image_scan: ImageScan = Field(default_factory=ImageScan)
+    cloudwatch: CloudWatch = Field(default_factory=CloudWatch)
 
     _root: Path = PrivateAttr(default=Path("."))
     _source: Path = PrivateAttr(default=Path("relay.yaml"))
@@ -541,6 +618,9 @@ _MODELS_BY_SHAPE: dict[tuple[str, ...], type[BaseModel]] = {
     ("environments", "*"): Environment,
     ("environments", "*", "approval"): Approval,
     ("environments", "*", "analysis"): Analysis,
+    ("image_scan",): ImageScan,
+    ("image_scan", "allow", "*"): AllowedFinding,
+    ("cloudwatch",): CloudWatch,
 }
 # Example values used in hints, by field name.
 _EXAMPLES = {
@@ -561,6 +641,14 @@ _EXAMPLES = {
     "min_requests": "20",
     "keep_previous_seconds": "30",
     "branch": "main",
+    "secret_keys": "[DATABASE_URL]",
+    "cloudwatch_alarms": "[shop-prod-5xx]",
+    "block_on_alarms": "[shop-prod-5xx]",
+    "until": "2027-01-31",
+    "reason": "not reachable from our code",
+    "id": "CVE-2024-0001",
+    "namespace": "Relay",
+    "log_group_prefix": "/relay",
 }
 _MAPPING_EXAMPLES: dict[type[BaseModel], str] = {
     Service: "{path: services/orders, port: 8002}",
@@ -577,7 +665,14 @@ _COMMAND_FIELDS = {
     "smoke_tests",
     "command",
 }
-_ITEM_EXAMPLES = {"canary_steps": "50", "depends_on": "inventory", "approvers": "alice"}
+_ITEM_EXAMPLES = {
+    "canary_steps": "50",
+    "depends_on": "inventory",
+    "approvers": "alice",
+    "secret_keys": "DATABASE_URL",
+    "cloudwatch_alarms": "shop-prod-5xx",
+    "block_on_alarms": "shop-prod-5xx",
+}
 # (lowest, highest or None for no limit) of the fields with a range.
 _RANGES: dict[str, tuple[int, int | None]] = {
     "port": (PORT_MIN, PORT_MAX),
@@ -597,17 +692,21 @@ _RANGE_ERRORS = {"greater_than_equal", "less_than_equal", "greater_than", "less_
 _MAPPING_ERRORS = {"dict_type", "model_type", "model_attributes_type"}
 
 
+# Lists of mappings: an int inside them is an index, not a key.
+_LISTS = {"allow"}
+
+
 def _format_loc(loc: Sequence[str | int]) -> str:
     """`("services", "orders", "depends_on", 1)` -> `"services.orders.depends_on[1]"`.
 
-    Lists in the manifest hold only scalars, so an int is a list index only at the end of a
-    location; anywhere else it is a mapping key YAML read as a number.
+    An int is a list index at the end of a location or inside a list of mappings (`_LISTS`);
+    anywhere else it is a mapping key YAML read as a number.
     """
     text = ""
     for position, part in enumerate(loc):
         if part == "[key]":
             continue
-        if isinstance(part, int) and position == len(loc) - 1:
+        if isinstance(part, int) and (position == len(loc) - 1 or loc[position - 1] in _LISTS):
             text += f"[{part}]"
         else:
             text += f".{part}" if text else str(part)
@@ -622,7 +721,7 @@ def _field_name(loc: Sequence[str | int]) -> tuple[str, bool]:
 
 
 def _shape(loc: Sequence[str | int]) -> tuple[str, ...]:
-    parts = [str(part) for part in loc]
+    parts = ["*" if isinstance(part, int) else str(part) for part in loc]
     if len(parts) >= 2 and parts[0] in ("services", "environments"):
         parts[1] = "*"
     return tuple(parts)
@@ -659,6 +758,10 @@ def _hint(error: ErrorDetails, field: str, is_item: bool) -> str:
     if kind == "literal_error":
         expected = str(error.get("ctx", {}).get("expected", ""))
         return "write one of: " + ", ".join(part.strip("' ") for part in _split_choices(expected))
+    if kind == "string_pattern_mismatch" and example:
+        return f"write a value such as {example}"
+    if kind.startswith("date_"):
+        return f"write a date as YYYY-MM-DD without quotes, such as {_EXAMPLES['until']}"
     if kind in {"bool_type", "bool_parsing"}:
         return "write true or false"
     if kind == "string_type":
@@ -959,6 +1062,20 @@ def _environment_problems(environments: Mapping[str, Environment], app: str) -> 
     return problems
 
 
+def _secret_problems(
+    services: Mapping[str, Service], environments: Mapping[str, Environment]
+) -> list[str]:
+    """Per-service secrets must name environments of this manifest."""
+    problems: list[str] = []
+    known = ", ".join(environments)
+    for name, service in services.items():
+        for env_name in service.secrets:
+            if env_name not in environments:
+                message = UNKNOWN_SECRET_ENVIRONMENT.format(name=env_name, known=known)
+                problems.append(f"services.{name}.secrets.{env_name}: {message}")
+    return problems
+
+
 def _file_problems(services: Mapping[str, Service], root: Path) -> list[str]:
     problems: list[str] = []
     for name, service in services.items():
@@ -978,6 +1095,7 @@ def _cross_field_problems(facts: _Facts, files_root: Path | None) -> list[str]:
         *_duplicate_port_problems(facts.ports),
         *_environment_problems(facts.environments, facts.app),
         *_docker_port_problems(facts.environments, facts.ports),
+        *_secret_problems(facts.services, facts.environments),
     ]
     if files_root is not None:
         problems += _file_problems(facts.services, files_root)
