@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from relay.redaction import redact
+
 __all__ = [
     "ManifestError",
     "NotApproved",
@@ -29,7 +31,14 @@ __all__ = [
 
 
 class RelayError(Exception):
-    """Base class of every error Relay raises on purpose."""
+    """Base class of every error Relay raises on purpose.
+
+    Its text is masked (`relay.redaction`): it may quote foreign output, such as a container's
+    last lines, and Prefect stores it as the failed state's message.
+    """
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class TerminalError(RelayError):
