@@ -11,6 +11,7 @@
     relay deploy [--nightly-repo PATH] [--nightly-cron CRON]   register prefect.yaml
     relay webhook serve [--host H] [--port P] [--config FILE]   git pushes start releases
     relay demo                         the example shop: dev, staging, a canary to prod
+    relay iam-policy SERVICE ENV [--pipeline] [--file relay.yaml]   least-privilege IAM JSON
 
 Prefect reads its settings when it is imported, so commands that run flows first point the
 process at the local stack (unless PREFECT_API_URL etc. are already set), then import flows.
@@ -19,6 +20,7 @@ process at the local stack (unless PREFECT_API_URL etc. are already set), then i
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -155,6 +157,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(EXAMPLE, relay_home() / "demo" / "shop", ui)
 
 
+def cmd_iam_policy(args: argparse.Namespace) -> int:
+    """The runtime policy needs the secrets' real ARNs (they end in a random suffix), so it
+    asks Secrets Manager; the pipeline policy needs the account and region it will run in."""
+    _use_stack_environment()
+    from blocks.aws import aws_client
+    from relay.aws.iam import pipeline_policy, runtime_policy, secret_arns
+
+    manifest = load_manifest(args.file)
+    manifest.check_services([args.service])
+    manifest.check_environment(args.env)
+    if args.pipeline:
+        sts = aws_client("sts")
+        account = sts.get_caller_identity()["Account"]
+        policy = pipeline_policy(manifest, account, sts.meta.region_name)
+    else:
+        arns = secret_arns(aws_client("secretsmanager"), manifest, args.service, args.env)
+        if not arns:
+            print(
+                f"{args.service} reads no secret in {args.env}: its runtime needs no AWS policy",
+                file=sys.stderr,
+            )
+            return 0
+        policy = runtime_policy(arns)
+    print(json.dumps(policy, indent=2))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="relay", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -222,6 +251,14 @@ def parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_webhook)
     d = sub.add_parser("demo", help="run the example shop from commit to production")
     d.set_defaults(func=cmd_demo)
+    iam = sub.add_parser("iam-policy", help="print the least-privilege IAM policy (JSON)")
+    iam.add_argument("service", help="the service whose runtime the policy is for")
+    iam.add_argument("env", help="the environment it runs in")
+    iam.add_argument(
+        "--pipeline", action="store_true", help="the pipeline's own policy instead (whole app)"
+    )
+    iam.add_argument("--file", type=Path, default=Path("relay.yaml"), help="the manifest")
+    iam.set_defaults(func=cmd_iam_policy)
     return p
 
 

@@ -3,7 +3,9 @@
 The form is Prefect's own (`pause_flow_run(wait_for_input=...)`), answered from the Prefect UI,
 `relay approve|reject`, or the API. An answer that breaks the environment's policy (not an
 approver, approving one's own change) pauses again with the reason on top. No decision before
-the timeout counts as a rejection.
+the timeout counts as a rejection. While one of the environment's `block_on_alarms` is in ALARM,
+no form is shown and an approval given is not accepted (checked again before deploying): that
+is a rejection too, naming the alarm.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import BaseModel, Field
 from relay.approval import approval_problem
 from relay.errors import NotApproved
 from relay.manifest import Approval
+from tasks.metrics import read_alarm_states
 
 POLL_SECONDS = 2
 
@@ -42,6 +45,7 @@ def approval(
     app: str, environment: str, description: str, policy: Approval, authors: list[str]
 ) -> Decision:
     """Wait for an approval of `app` in `environment`; raise NotApproved otherwise."""
+    _stop_on_alarms(app, environment, policy, "no approval was asked")
     deadline = time.monotonic() + policy.timeout_seconds
     get_run_logger().info(
         "waiting up to %s s for a decision: answer the form in the Prefect UI, or run "
@@ -75,8 +79,24 @@ def approval(
                 f"{answer.approver} rejected {app} in {environment}"
                 + (f": {answer.comment}" if answer.comment else "")
             )
+        _stop_on_alarms(app, environment, policy, f"{answer.approver}'s approval was not accepted")
         return Decision(approver=answer.approver, comment=answer.comment)
     raise NotApproved(
         f"nobody approved {app} in {environment} within {policy.timeout_seconds} s; "
         "a timeout counts as a rejection, nothing was deployed"
     )
+
+
+def _stop_on_alarms(app: str, environment: str, policy: Approval, what: str) -> None:
+    """Raise NotApproved while one of `policy.block_on_alarms` is in ALARM: releasing into an
+    environment that is already in trouble makes the trouble harder to read and to fix."""
+    if not policy.block_on_alarms:
+        return
+    where = f"relay.yaml: environments.{environment}.approval.block_on_alarms"
+    states = read_alarm_states(list(policy.block_on_alarms), where)
+    firing = [name for name, state in states.items() if state == "ALARM"]
+    if firing:
+        raise NotApproved(
+            f"CloudWatch alarm {', '.join(repr(n) for n in firing)} is in ALARM ({where}): "
+            f"{what} and nothing was deployed to {app} {environment}; promote again once it is OK"
+        )

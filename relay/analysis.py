@@ -16,12 +16,12 @@ fail (and be retried), but that is not a FAILED verdict.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from relay.manifest import Analysis
 
-__all__ = ["Judgement", "ServerCounters", "Verdict", "judge", "window"]
+__all__ = ["Judgement", "ServerCounters", "Verdict", "judge", "window", "with_alarms"]
 
 # The response-status fields of a row of HAProxy's `show stat`; together they count every
 # HTTP response the server gave.
@@ -36,6 +36,7 @@ ERROR_RATE_TOO_HIGH = (
     "error rate {rate:.1%} is above the {limit:.1%} limit ({errors} of {requests} requests)"
 )
 TOO_SLOW = "mean response time {mean} ms is above the {limit} ms limit"
+ALARM_FIRING = "CloudWatch alarm {name!r} is in ALARM"
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,23 @@ def judge(window: ServerCounters, analysis: Analysis) -> Judgement:
     if mean_ms > analysis.max_response_ms:
         reasons.append(TOO_SLOW.format(mean=_ms(mean_ms), limit=analysis.max_response_ms))
     return judgement(Verdict.FAILED if reasons else Verdict.SUCCESSFUL, reasons)
+
+
+def with_alarms(judgement: Judgement, alarm_states: Mapping[str, str]) -> Judgement:
+    """The judgement once the environment's CloudWatch alarms (`analysis.cloudwatch_alarms`,
+    name -> state) are counted: any alarm in ALARM fails the step, whatever the counters say.
+
+    The alarms watch what the canary's own counters cannot (its dependents' errors, business
+    metrics, the whole fleet's latency), so they can only make a verdict worse: OK and
+    INSUFFICIENT_DATA leave it as it was. The failing alarms come first among the reasons; a
+    counter failure's reasons stay, an inconclusive one's are dropped (the alarm decided).
+    """
+    firing = [name for name, state in alarm_states.items() if state == "ALARM"]
+    if not firing:
+        return judgement
+    kept = judgement.reasons if judgement.verdict == Verdict.FAILED else []
+    reasons = [ALARM_FIRING.format(name=name) for name in firing] + kept
+    return replace(judgement, verdict=Verdict.FAILED, reasons=reasons)
 
 
 def _ms(value: float) -> str:

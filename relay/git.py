@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from relay.errors import RelayError, TerminalError
@@ -20,6 +21,7 @@ class CommitInfo:
     author: str
     email: str
     subject: str
+    committed_at: datetime | None = None  # the committer date: where lead time starts
 
 
 def _git(args: list[str], cwd: Path | None = None) -> str:
@@ -105,9 +107,9 @@ def tree_hash(checkout_dir: Path, sha: str, path: str) -> str:
 
 
 def commit_info(checkout_dir: Path, sha: str) -> CommitInfo:
-    out = _git(["show", "-s", "--format=%H%x00%an%x00%ae%x00%s", sha], cwd=checkout_dir)
-    full, author, email, subject = out.split("\x00", 3)
-    return CommitInfo(full, author, email, subject)
+    out = _git(["show", "-s", "--format=%H%x00%an%x00%ae%x00%cI%x00%s", sha], cwd=checkout_dir)
+    full, author, email, committed, subject = out.split("\x00", 4)
+    return CommitInfo(full, author, email, subject, datetime.fromisoformat(committed))
 
 
 def changed_files(checkout_dir: Path, base: str, head: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""Analysis stage: judge a canary by its own HAProxy counters over one step's window."""
+"""Analysis stage: judge a canary by its own HAProxy counters over one step's window, and by
+the environment's CloudWatch alarms (read by `tasks.metrics.read_alarm_states`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from relay.analysis import Judgement, ServerCounters, judge, window
+from relay.analysis import Judgement, ServerCounters, judge, window, with_alarms
 from relay.manifest import Analysis
 
 
@@ -19,8 +20,9 @@ def analyze_canary(
     after: ServerCounters,
     analysis: Analysis,
     artifact_key: str,
+    alarm_states: dict[str, str] | None = None,
 ) -> Judgement:
-    judgement = judge(window(before, after), analysis)
+    judgement = with_alarms(judge(window(before, after), analysis), alarm_states or {})
     create_table_artifact(
         key=artifact_key,
         table=[
@@ -29,6 +31,7 @@ def analyze_canary(
                 "requests": judgement.requests,
                 "error rate": f"{judgement.error_rate:.1%}",
                 "mean response ms": round(judgement.mean_response_ms, 1),
+                "alarms": ", ".join(f"{n}: {s}" for n, s in (alarm_states or {}).items()),
                 "verdict": str(judgement.verdict.value),
                 "reasons": "; ".join(judgement.reasons),
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from prefect import task
@@ -20,6 +21,7 @@ class Checkout(BaseModel):
     author: str
     author_email: str
     subject: str
+    committed_at: datetime | None = None  # when the commit was made: lead time starts here
 
 
 @task(name="checkout-commit", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
@@ -35,6 +37,7 @@ def checkout_commit(repository: str, ref: str) -> Checkout:
         author=info.author,
         author_email=info.email,
         subject=info.subject,
+        committed_at=info.committed_at,
     )
 
 

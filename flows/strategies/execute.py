@@ -40,6 +40,7 @@ from tasks.deploy import (
     stop_previous_version,
     switch_traffic,
 )
+from tasks.metrics import read_alarm_states
 from tasks.record import artifact_key
 from tasks.test import run_smoke_tests
 
@@ -122,6 +123,8 @@ def _analyze(run: _Run) -> None:
     rollout = run.started
     if run.baseline is None:
         raise RuntimeError("plan error: Analyze must follow SetWeight")
+    alarms = list(run.env.analysis.cloudwatch_alarms)
+    where = f"relay.yaml: environments.{run.spec.environment}.analysis.cloudwatch_alarms"
     judgement = analyze_canary(
         run.spec.service,
         run.weight,
@@ -129,6 +132,7 @@ def _analyze(run: _Run) -> None:
         read_slot_counters(rollout),
         run.env.analysis,
         artifact_key(run.spec.app, run.spec.service, run.spec.environment, "canary"),
+        read_alarm_states(alarms, where) if alarms else None,
     )
     if judgement.verdict == Verdict.FAILED:
         raise StageFailed(

@@ -1,0 +1,207 @@
+"""Amazon CloudWatch: delivery metrics out, alarm states in.
+
+Relay publishes what it knows about deliveries as custom metrics, so a team graphs and alarms on
+them next to its services' own metrics, and reads alarms that the team owns, so a canary step or
+a production approval stops while one of them is in ALARM.
+
+* `delivery_metrics` (pure) turns one ledger record, the records before it and the commit's time
+  into metric data: `Deployments`, `Failures`, `LeadTimeSeconds`, `TimeToRestoreSeconds`, each
+  with the dimensions App, Service and Environment (`Deployments` once more with Outcome).
+* `put_metrics` sends them with `PutMetricData`, in chunks the API accepts.
+* `alarm_states` / `alarms_in_alarm` read alarms by name with `DescribeAlarms`; a name that does
+  not exist is a configuration error (a typo must not silently disable a safety check).
+
+Every function takes a boto3 CloudWatch client made by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, TypedDict
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from relay.errors import TerminalError, TransientError
+from relay.ledger import Outcome, Record
+
+__all__ = [
+    "ALARM",
+    "Dimension",
+    "MetricDatum",
+    "alarm_states",
+    "alarms_in_alarm",
+    "delivery_metrics",
+    "put_metrics",
+]
+
+ALARM = "ALARM"
+# PutMetricData takes at most 1000 data per request; DescribeAlarms at most 100 names.
+_PUT_CHUNK = 1000
+_DESCRIBE_CHUNK = 100
+_FAILED = {Outcome.FAILED, Outcome.ROLLED_BACK}
+
+MISSING_ALARM = (
+    "CloudWatch alarm {names} does not exist in {region}; create it "
+    "(aws cloudwatch put-metric-alarm --alarm-name ...) or fix the name in {where}"
+)
+
+
+class Dimension(TypedDict):
+    Name: str
+    Value: str
+
+
+class MetricDatum(TypedDict):
+    """One element of PutMetricData's `MetricData`, in the API's own spelling."""
+
+    MetricName: str
+    Dimensions: list[Dimension]
+    Timestamp: datetime
+    Value: float
+    Unit: str
+
+
+def delivery_metrics(
+    record: Record, history: Iterable[Record], commit_time: datetime | None
+) -> list[MetricDatum]:
+    """The delivery metrics of one deployment attempt.
+
+    Args:
+        record: The attempt, as the ledger saved it.
+        history: Earlier attempts of the same service in the same environment, newest first
+            (as `Ledger.history` returns them); `record` itself and anything appended after it
+            (by id) are skipped.
+        commit_time: When the deployed commit was made, for the lead time; None when unknown.
+
+    Returns:
+        * `Deployments` (Count, 1) for every attempt, once with App/Service/Environment and once
+          more with Outcome as well: CloudWatch keys a metric by its exact dimensions, so the
+          total and the split by outcome are separate metrics.
+        * `Failures` (Count, 1 failed or rolled back, 0 succeeded): its average over a period
+          is the change failure rate. A rejection deployed nothing and has none.
+        * `LeadTimeSeconds`: commit → success. Not for rollbacks, which redeploy an old commit
+          (its age is not a lead time), nor when the commit time is unknown or in the future.
+        * `TimeToRestoreSeconds`: when a success follows failed or rolled-back attempts, from
+          the end of the first of them (when the failure was known) to the end of this success.
+          Rejections in between neither end nor start such a run of failures.
+    """
+    base = [
+        Dimension(Name="App", Value=record.app),
+        Dimension(Name="Service", Value=record.service),
+        Dimension(Name="Environment", Value=record.environment),
+    ]
+    with_outcome = [*base, Dimension(Name="Outcome", Value=record.outcome.value)]
+
+    def datum(name: str, value: float, unit: str, dims: list[Dimension] = base) -> MetricDatum:
+        return MetricDatum(
+            MetricName=name,
+            Dimensions=list(dims),
+            Timestamp=record.ended_at,
+            Value=value,
+            Unit=unit,
+        )
+
+    data = [datum("Deployments", 1, "Count"), datum("Deployments", 1, "Count", with_outcome)]
+    if record.outcome == Outcome.REJECTED:
+        return data
+    data.append(datum("Failures", 1 if record.outcome in _FAILED else 0, "Count"))
+    if record.outcome != Outcome.SUCCEEDED:
+        return data
+    if commit_time is not None and record.strategy != "rollback":
+        lead = (record.ended_at - commit_time).total_seconds()
+        if lead >= 0:
+            data.append(datum("LeadTimeSeconds", lead, "Seconds"))
+    first_failure = _first_failure_since_success(record, history)
+    if first_failure is not None:
+        restore = (record.ended_at - first_failure.ended_at).total_seconds()
+        data.append(datum("TimeToRestoreSeconds", max(restore, 0.0), "Seconds"))
+    return data
+
+
+def _first_failure_since_success(record: Record, history: Iterable[Record]) -> Record | None:
+    """The oldest failed or rolled-back attempt after the latest success before `record`."""
+    first: Record | None = None
+    for earlier in history:
+        if record.id is not None and earlier.id is not None and earlier.id >= record.id:
+            continue  # itself, or appended after it by a concurrent run
+        if earlier.outcome == Outcome.SUCCEEDED:
+            break
+        if earlier.outcome in _FAILED:
+            first = earlier
+    return first
+
+
+def put_metrics(client: Any, namespace: str, data: Sequence[MetricDatum]) -> int:
+    """Publish `data` under `namespace`; returns how many data were sent.
+
+    Raises:
+        TransientError: CloudWatch could not be reached or refused the call; the caller decides
+            whether that matters (Relay only warns: metrics never fail a deployment).
+    """
+    for start in range(0, len(data), _PUT_CHUNK):
+        chunk = [dict(d) for d in data[start : start + _PUT_CHUNK]]
+        _call(
+            client.put_metric_data,
+            f"publishing metrics to {namespace!r}",
+            Namespace=namespace,
+            MetricData=chunk,
+        )
+    return len(data)
+
+
+def alarm_states(client: Any, names: Sequence[str], where: str = "relay.yaml") -> dict[str, str]:
+    """The state (OK, ALARM, INSUFFICIENT_DATA) of each named metric or composite alarm.
+
+    Args:
+        names: Alarm names, as written in the manifest.
+        where: Where the names come from, for the error message
+            (e.g. "relay.yaml: environments.prod.analysis.cloudwatch_alarms").
+
+    Raises:
+        TerminalError: One or more names do not exist; every missing one is named.
+        TransientError: CloudWatch could not be reached.
+    """
+    wanted = list(dict.fromkeys(names))
+    states: dict[str, str] = {}
+    for start in range(0, len(wanted), _DESCRIBE_CHUNK):
+        chunk = wanted[start : start + _DESCRIBE_CHUNK]
+        pages = _call(
+            client.get_paginator("describe_alarms")
+            .paginate(AlarmNames=chunk, AlarmTypes=["MetricAlarm", "CompositeAlarm"])
+            .build_full_result,
+            "reading CloudWatch alarms",
+        )
+        for alarm in [*pages.get("MetricAlarms", []), *pages.get("CompositeAlarms", [])]:
+            states[alarm["AlarmName"]] = alarm["StateValue"]
+    missing = [name for name in wanted if name not in states]
+    if missing:
+        raise TerminalError(
+            MISSING_ALARM.format(
+                names=", ".join(repr(n) for n in missing),
+                region=client.meta.region_name,
+                where=where,
+            )
+        )
+    return {name: states[name] for name in wanted}
+
+
+def alarms_in_alarm(client: Any, names: Sequence[str], where: str = "relay.yaml") -> list[str]:
+    """The named alarms that are in ALARM now, in the order given (see `alarm_states`)."""
+    return [name for name, state in alarm_states(client, names, where).items() if state == ALARM]
+
+
+def _call(method: Any, doing: str, **kwargs: Any) -> Any:
+    """Call a boto3 method; AWS's failures become TransientError naming what was being done."""
+    try:
+        return method(**kwargs)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in {"AccessDenied", "AccessDeniedException"}:
+            raise TerminalError(
+                f"{doing}: not allowed ({code}); grant the pipeline's role the policy of "
+                "`relay iam-policy SERVICE ENV --pipeline`"
+            ) from None
+        raise TransientError(f"{doing}: {code or exc}") from None
+    except BotoCoreError as exc:
+        raise TransientError(f"{doing}: {type(exc).__name__}: {exc}") from None

@@ -1,0 +1,87 @@
+"""CloudWatch stage: delivery metrics out after every ledger record, alarm states in for canary
+steps and production approvals (`relay.aws.cloudwatch` does the work)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.logging import get_run_logger
+
+from blocks.aws import aws_client
+from relay.aws.cloudwatch import alarm_states, delivery_metrics, put_metrics
+from relay.errors import TransientError
+from relay.ledger import Ledger, Record
+from relay.manifest import CloudWatch
+from relay.settings import ledger_path
+
+# Enough earlier attempts to find the start of any realistic run of failures.
+HISTORY_LIMIT = 200
+
+
+def _only_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry reading alarms when AWS was unreachable, not when an alarm does not exist."""
+    try:
+        state.result()
+    except TransientError:
+        return True
+    except BaseException:  # noqa: BLE001 - any other failure is final
+        return False
+    return False
+
+
+@task(name="publish-delivery-metrics", cache_policy=NO_CACHE)
+def publish_delivery_metrics(
+    record: Record, settings: CloudWatch, commit_time: datetime | None
+) -> int:
+    """Publish one attempt's delivery metrics; returns how many data were sent.
+
+    Never raises: the deployment already happened (or did not) and is in the ledger, which is
+    the truth; a metric that could not be sent is a warning, not a reason to fail a release.
+    """
+    logger = get_run_logger()
+    if not settings.metrics:
+        return 0
+    try:
+        history = Ledger(ledger_path()).history(
+            record.app, record.service, record.environment, limit=HISTORY_LIMIT
+        )
+        data = delivery_metrics(record, history, commit_time)
+        put_metrics(aws_client("cloudwatch"), settings.namespace, data)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        logger.warning(
+            "delivery metrics of %s in %s were not published to CloudWatch (%s): %s",
+            record.service,
+            record.environment,
+            settings.namespace,
+            exc,
+        )
+        return 0
+    logger.info(
+        "CloudWatch %s: %s for %s in %s",
+        settings.namespace,
+        ", ".join(sorted({d["MetricName"] for d in data})),
+        record.service,
+        record.environment,
+    )
+    return len(data)
+
+
+@task(
+    name="read-alarm-states",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=_only_transient,
+)
+def read_alarm_states(names: list[str], where: str) -> dict[str, str]:
+    """The state of each named CloudWatch alarm; `where` names the manifest field for errors
+    (an alarm that does not exist is a TerminalError: a typo must not switch a check off)."""
+    states = alarm_states(aws_client("cloudwatch"), names, where)
+    get_run_logger().info(
+        "CloudWatch alarms: %s", ", ".join(f"{name} {state}" for name, state in states.items())
+    )
+    return states
