@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import secrets
 import threading
 import time
 import urllib.error
@@ -28,11 +29,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
+from blocks.aws import aws_client
 from deployments.approvals import auto_approving
 from deployments.register import register_deployments
 from relay.demo import commit_change, sync_repository
 from relay.errors import RelayError
-from relay.manifest import load_manifest
+from relay.manifest import Manifest, load_manifest
 from relay.wiring import service_urls
 
 APPROVER = "demo-approver"
@@ -94,10 +96,24 @@ class ProductionTraffic:
             self.statuses[0] += 1
 
 
+def _ensure_config_secrets(manifest: Manifest) -> None:
+    """Each environment's configuration secret in the stack's Secrets Manager (moto), created
+    the first time with a greeting and a generated API key; never printed."""
+    client = aws_client("secretsmanager")
+    for name, env in manifest.environments.items():
+        if env.secrets is None:
+            continue
+        config = {"GREETING": f"hello from {name}", "PAYMENTS_API_KEY": secrets.token_hex(16)}
+        with contextlib.suppress(client.exceptions.ResourceExistsException):
+            client.create_secret(Name=env.secrets, SecretString=json.dumps(config))
+            print(f"created the configuration secret {env.secrets} (GREETING, PAYMENTS_API_KEY)")
+
+
 def run_demo(example: Path, repo: Path, prefect_ui: str) -> int:
     sha = sync_repository(example, repo, "Shop v1")
     manifest = load_manifest(repo / "relay.yaml")
     prod = service_urls(manifest, "prod")
+    _ensure_config_secrets(manifest)
     register_deployments(str(repo))
     print("registered the deployments of prefect.yaml; runs go server → work pool → worker")
     demo = _Demo(str(repo), prefect_ui)

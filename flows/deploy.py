@@ -7,7 +7,8 @@ Shared by the service pipeline (dev), promotion (staging, prod) and rollback. Th
   second deployment of the same service waits instead of interleaving with the first.
 - `roll_out`: skip when the image already serves, else run the strategy subflow.
 - `put_back`: after a failed verification (tests after the switch), the previous version.
-- `record_outcome` / `recorded`: every attempt lands in the ledger, whatever happened.
+- `record_outcome` / `recorded`: every attempt lands in the ledger, whatever happened, and
+  its delivery metrics in CloudWatch (`tasks.metrics`; a failure to publish is only a warning).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from prefect_docker import DockerHost
 from flows.strategies import strategy_flow
 from relay.errors import NotApproved, RolledBack
 from relay.ledger import Ledger, Outcome, Record
-from relay.manifest import Manifest
+from relay.manifest import CloudWatch, Manifest
 from relay.platforms.docker import DeployResult
 from relay.settings import ledger_path
 from relay.wiring import deploy_spec
 from tasks.deploy import current_version, serving_already
+from tasks.metrics import publish_delivery_metrics
 from tasks.record import record_deployment
+from tasks.secrets import resolve_config
 
 LOCK_WAIT_SECONDS = 3600
 
@@ -53,7 +56,10 @@ class Attempt:
     approver: str | None = None
     comment: str | None = None
     release: str | None = None
+    config: str | None = None  # the configuration secrets' versions it ran with
     unchanged: bool = False  # it served, and the ledger knew it: nothing worth a record
+    cloudwatch: CloudWatch | None = None  # where its delivery metrics go; None: nowhere
+    committed_at: datetime | None = None  # when its commit was made: the lead time's start
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def record(self, outcome: Outcome, reason: str = "") -> Record:
@@ -70,6 +76,7 @@ class Attempt:
             approver=self.approver,
             comment=self.comment,
             release=self.release,
+            config=self.config,
             flow_run_id=str(runtime.flow_run.id) if runtime.flow_run.id else None,
             started_at=self.started_at,
             ended_at=datetime.now(UTC),
@@ -98,9 +105,18 @@ def deploy_lock(attempt: Attempt) -> Iterator[None]:
 def roll_out(
     docker_host: DockerHost, manifest: Manifest, checkout_path: Path, attempt: Attempt
 ) -> DeployResult:
-    """Run the environment's strategy for `attempt.image`, unless it serves already."""
+    """Run the environment's strategy for `attempt.image`, unless it serves already (with
+    the same configuration versions: a rotated secret is deployed again)."""
+    config = resolve_config(manifest, attempt.environment, attempt.service)
+    attempt.config = config.label or None
     spec = deploy_spec(
-        manifest, attempt.environment, attempt.service, attempt.image, attempt.commit, attempt.tree
+        manifest,
+        attempt.environment,
+        attempt.service,
+        attempt.image,
+        attempt.commit,
+        attempt.tree,
+        config,
     )
     serving = serving_already(docker_host, spec)
     if serving is not None:
@@ -126,8 +142,9 @@ def put_back(
     commit, tree = ("", "")
     if before is not None and before.image == result.previous:
         commit, tree = before.commit, before.tree
+    config = resolve_config(manifest, attempt.environment, attempt.service)
     spec = deploy_spec(
-        manifest, attempt.environment, attempt.service, result.previous, commit, tree
+        manifest, attempt.environment, attempt.service, result.previous, commit, tree, config
     )
     env = manifest.environments[attempt.environment]
     strategy_flow("rolling")(docker_host, spec, env, True, None)
@@ -146,9 +163,17 @@ def record_outcome(attempt: Attempt, exc: BaseException | None, reason: str = ""
     """Record the attempt: succeeded (unless nothing new happened), or why not."""
     if exc is None:
         if not attempt.unchanged:
-            record_deployment(attempt.record(Outcome.SUCCEEDED))
+            _publish(attempt, record_deployment(attempt.record(Outcome.SUCCEEDED)))
         return
-    record_deployment(attempt.record(outcome_of(exc), reason or f"{type(exc).__name__}: {exc}"))
+    saved = record_deployment(
+        attempt.record(outcome_of(exc), reason or f"{type(exc).__name__}: {exc}")
+    )
+    _publish(attempt, saved)
+
+
+def _publish(attempt: Attempt, saved: Record) -> None:
+    if attempt.cloudwatch is not None:
+        publish_delivery_metrics(saved, attempt.cloudwatch, attempt.committed_at)
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from relay.errors import StageFailed
 from relay.graph import impact, services_touched
 from relay.manifest import Manifest
 from tasks.record import artifact_key
+from tasks.secrets import resolve_configs
 from tasks.source import Checkout, checkout_commit, read_manifest
 from tasks.test import run_services_integration_tests
 
@@ -70,6 +71,8 @@ def release(
         ", ".join(dependents) or "none",
     )
     first = environments[0]
+    for environment in environments[: environments.index(target) + 1]:
+        resolve_configs(manifest, environment, changed)  # every environment, before any deploy
     graph = {s: [d for d in manifest.services[s].depends_on if d in changed] for s in changed}
     shipped = run_over_graph(
         graph,

@@ -17,10 +17,12 @@ from relay.platforms.docker import DeployResult
 from relay.settings import ledger_path
 from relay.wiring import deploy_spec
 from tasks.deploy import current_version
+from tasks.logs import SHIP_LOGS
+from tasks.secrets import resolve_config
 from tasks.source import checkout_commit, read_manifest
 
 
-@flow(name="rollback", flow_run_name="rollback-{service}-{environment}")
+@flow(name="rollback", flow_run_name="rollback-{service}-{environment}", **SHIP_LOGS)
 def rollback(
     repository: str,
     service: str,
@@ -55,9 +57,14 @@ def rollback(
         tree=target.tree,
         strategy="rollback",
         comment=f"rollback to the version recorded at {target.ended_at:%Y-%m-%d %H:%M} UTC",
+        cloudwatch=manifest.cloudwatch,
     )
     docker_host = DockerHost()
-    spec = deploy_spec(manifest, environment, service, target.image, target.commit, target.tree)
+    config = resolve_config(manifest, environment, service)
+    attempt.config = config.label or None
+    spec = deploy_spec(
+        manifest, environment, service, target.image, target.commit, target.tree, config
+    )
     env = manifest.environments[environment]
     with deploy_lock(attempt), recorded(attempt):
         has_previous = current_version(docker_host, spec) is not None

@@ -72,6 +72,7 @@ class Record(BaseModel):
     approver: str | None = None
     comment: str | None = None
     release: str | None = None  # groups the services of one release
+    config: str | None = None  # configuration secrets' versions: "dev-config@<version id>"
     flow_run_id: str | None = None
     started_at: AwareDatetime
     ended_at: AwareDatetime
@@ -119,6 +120,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TRIGGER records_no_delete BEFORE DELETE ON records
             BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END""",
     ),
+    ("ALTER TABLE records ADD COLUMN config TEXT",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -343,7 +345,7 @@ def format_status(rows: Iterable[Record]) -> str:
 def format_history(records: Iterable[Record]) -> str:
     """`relay history SERVICE`: one line per attempt, in the order given (newest first)."""
     headers = ["WHEN (UTC)", "ENVIRONMENT", "OUTCOME", "DIGEST", "COMMIT", "STRATEGY"]
-    headers += ["APPROVER", "REASON"]
+    headers += ["APPROVER", "CONFIG", "REASON"]
     cells = [
         (
             _minute(r.ended_at),
@@ -353,11 +355,21 @@ def format_history(records: Iterable[Record]) -> str:
             r.commit[:12],
             r.strategy,
             r.approver or "-",
+            _short_config(r.config),
             next(iter(r.reason.splitlines()), ""),
         )
         for r in records
     ]
     return _table(headers, cells)
+
+
+def _short_config(config: str | None) -> str:
+    """`dev-config@0a1b2c3d-...` -> `dev-config@0a1b2c3d`: enough to see a rotation."""
+    if not config:
+        return "-"
+    return ",".join(
+        part[: part.find("@") + 9] if "@" in part else part for part in config.split(",")
+    )
 
 
 def _minute(moment: datetime) -> str:

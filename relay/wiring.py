@@ -7,6 +7,7 @@ loopback, so a dependency's blue/green switch is invisible to its consumers.
 
 from __future__ import annotations
 
+from relay.aws.secrets import ServiceConfig
 from relay.manifest import Manifest
 from relay.platforms.docker import DeploySpec
 from relay.traffic.haproxy import Route
@@ -34,7 +35,13 @@ def dependency_urls(manifest: Manifest, environment: str, service: str) -> dict[
 
 
 def deploy_spec(
-    manifest: Manifest, environment: str, service: str, image: str, commit: str, tree: str
+    manifest: Manifest,
+    environment: str,
+    service: str,
+    image: str,
+    commit: str,
+    tree: str,
+    config: ServiceConfig | None = None,
 ) -> DeploySpec:
     """Everything the docker platform needs to run `image` as `service` in `environment`."""
     spec = manifest.services[service]
@@ -57,4 +64,5 @@ def deploy_spec(
             "RELAY_SERVICE": service,
             "RELAY_ENVIRONMENT": environment,
         },
+        config=config,
     )

@@ -14,7 +14,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect_docker import DockerHost
 
+from blocks.aws import aws_client
 from relay.analysis import ServerCounters
+from relay.aws.secrets import read_values
 from relay.platforms.docker import DeploySpec, DockerPlatform, Rollout, Running
 from relay.settings import relay_home
 from relay.traffic import TrafficRouter, make_router
@@ -46,8 +48,11 @@ def serving_already(docker_host: DockerHost, spec: DeploySpec) -> Running | None
 
 @task(name="start-new-version", cache_policy=NO_CACHE)
 def start_new_version(docker_host: DockerHost, spec: DeploySpec) -> Rollout:
+    """The configuration values are read here, at the last moment, and go straight into the
+    container: they never pass through a flow's parameters or a task's result."""
+    values = read_values(aws_client("secretsmanager"), spec.config) if spec.config else {}
     with _platform(docker_host, spec) as platform:
-        rollout = platform.start_new(spec)
+        rollout = platform.start_new(spec, values)
     get_run_logger().info(
         "%s %s is healthy in slot %s (no traffic yet)", spec.service, spec.image, rollout.slot
     )

@@ -25,6 +25,7 @@ import docker
 from docker.errors import APIError, NotFound
 from docker.models.containers import Container
 
+from relay.aws.secrets import ServiceConfig
 from relay.errors import RelayError, StageFailed, TransientError
 from relay.traffic import TrafficRouter
 from relay.traffic.haproxy import SLOTS, Route
@@ -45,6 +46,13 @@ class DeploySpec:
     route: Route
     env: Mapping[str, str] = field(default_factory=dict)
     health_timeout: float = 60.0
+    # The configuration secrets' versions and keys (never values): a container started from
+    # this spec gets those values in its environment, and the versions in its labels.
+    config: ServiceConfig | None = None
+
+    @property
+    def config_label(self) -> str:
+        return self.config.label if self.config else ""
 
     @property
     def public_url(self) -> str:
@@ -62,6 +70,7 @@ class Running:
     digest: str
     commit: str
     status: str
+    config: str = ""  # the secret versions it was started with (ServiceConfig.label)
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,7 @@ def _labels(spec: DeploySpec, slot: str) -> dict[str, str]:
         f"{LABEL}.digest": spec.image.rsplit("@", 1)[-1],
         f"{LABEL}.commit": spec.commit,
         f"{LABEL}.tree": spec.tree,
+        f"{LABEL}.config": spec.config_label,
     }
 
 
@@ -158,6 +168,7 @@ class DockerPlatform:
                     digest=labels.get(f"{LABEL}.digest", ""),
                     commit=labels.get(f"{LABEL}.commit", ""),
                     status=str(c.status),
+                    config=labels.get(f"{LABEL}.config", ""),
                 )
             )
         return found
@@ -177,11 +188,12 @@ class DockerPlatform:
         return max(reversed(serving), key=lambda r: weights[r.slot]) if serving else None
 
     def serves(self, spec: DeploySpec) -> Running | None:
-        """The active container if it runs exactly `spec.image`, takes all the traffic and
-        answers its health check; an interrupted canary (traffic still split) does not count."""
+        """The active container if it runs exactly `spec.image` with the same configuration
+        versions, takes all the traffic and answers its health check; an interrupted canary
+        (traffic still split) does not count, nor does a rotated secret."""
         self.router.ensure_route(spec.route)
         current = self.active(spec.app, spec.environment, spec.service)
-        if current is None or current.image != spec.image:
+        if current is None or current.image != spec.image or current.config != spec.config_label:
             return None
         if self.router.weights(spec.service) != {current.slot: 100, **_others(current.slot, 0)}:
             return None
@@ -189,11 +201,14 @@ class DockerPlatform:
 
     # -- the steps strategies are made of -----------------------------------------------------
 
-    def start_new(self, spec: DeploySpec) -> Rollout:
+    def start_new(
+        self, spec: DeploySpec, config_values: Mapping[str, str] | None = None
+    ) -> Rollout:
         """Start `spec` in the free slot next to the stable version; return once it is healthy.
 
         It gets no traffic yet. If it never becomes healthy it is removed, and the stable
-        version is untouched.
+        version is untouched. `config_values` (read from `spec.config` by the caller) go into
+        the container's environment; Relay's own variables win over them.
         """
         self.router.ensure_route(spec.route)
         stable = self.active(spec.app, spec.environment, spec.service)
@@ -201,7 +216,7 @@ class DockerPlatform:
         if stable is not None:
             # An interrupted rollout may have left traffic on the free slot: take it back first.
             self.router.set_weight(spec.service, {stable.slot: 100, slot: 0})
-        new = self._start(spec, slot)
+        new = self._start(spec, slot, config_values or {})
         self._wait_healthy(spec, slot, new)
         self.router.mark_healthy(spec.service, slot)
         return Rollout(spec=spec, slot=slot, container=str(new.name), stable=stable)
@@ -246,19 +261,21 @@ class DockerPlatform:
             self.router.set_weight(rollout.spec.service, {slot: 0 for slot in SLOTS})
         self._remove(rollout.container)
 
-    def deploy(self, spec: DeploySpec) -> DeployResult:
+    def deploy(
+        self, spec: DeploySpec, config_values: Mapping[str, str] | None = None
+    ) -> DeployResult:
         """The rolling strategy in one call: start, switch when healthy, stop the old one."""
         current = self.serves(spec)
         if current is not None:
             return DeployResult(
                 current.slot, current.name, spec.image, spec.public_url, False, current.image
             )
-        rollout = self.start_new(spec)
+        rollout = self.start_new(spec, config_values)
         self.switch(rollout)
         self.stop_previous(rollout)
         return rollout.result()
 
-    def _start(self, spec: DeploySpec, slot: str) -> Container:
+    def _start(self, spec: DeploySpec, slot: str, config_values: Mapping[str, str]) -> Container:
         name = container_name(spec.app, spec.environment, spec.service, slot)
         self._remove(name)  # a leftover of an interrupted deploy, never the serving one
         port = spec.route.slots[slot]
@@ -269,7 +286,13 @@ class DockerPlatform:
                 detach=True,
                 init=True,
                 network_mode="host",
-                environment={**spec.env, "PORT": str(port), "HOST": "127.0.0.1"},
+                environment={
+                    **config_values,
+                    **spec.env,
+                    "RELAY_CONFIG_KEYS": ",".join(config_values),
+                    "PORT": str(port),
+                    "HOST": "127.0.0.1",
+                },
                 labels=_labels(spec, slot),
                 read_only=True,
                 tmpfs={"/tmp": "size=64m"},  # noqa: S108 (a container's private tmpfs)

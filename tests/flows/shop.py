@@ -1,11 +1,13 @@
 """A private copy of the example shop as a git repository, for flow tests.
 
-Each test module gets its own app name and ports, so modules neither see each other nor a
-running demo, and everything it deployed is removed afterwards.
+Each test module gets its own app name, ports and configuration secrets (in the stack's moto
+server: `<app>-<environment>-config`), so modules neither see each other nor a running demo,
+and everything it deployed is removed afterwards.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import docker
 import pytest
 import yaml
@@ -52,6 +55,10 @@ class Shop:
         file.write_text(text.replace(old, new, 1))
 
 
+def config_secret(app: str, environment: str) -> str:
+    return f"{app}-{environment}-config"
+
+
 @contextmanager
 def shop_repository(
     factory: pytest.TempPathFactory, prefix: str, offsets: dict[str, int]
@@ -65,8 +72,15 @@ def shop_repository(
         manifest["app"] = app
         for name, offset in offsets.items():
             manifest["environments"][name]["port_offset"] = offset
+            manifest["environments"][name]["secrets"] = config_secret(app, name)
 
     shop.edit_manifest(configure)
+    secrets = boto3.client("secretsmanager")
+    for name in offsets:
+        secrets.create_secret(
+            Name=config_secret(app, name),
+            SecretString=json.dumps({"GREETING": f"hello from {name}"}),
+        )
     subprocess.run(["git", "init", "-q", "--initial-branch=main", str(repo)], check=True)
     try:
         yield shop
@@ -76,3 +90,7 @@ def shop_repository(
                 router = make_router("haproxy", f"{app}-{environment}", relay_home())
                 DockerPlatform(client, router).remove_all(app, environment)
                 router.remove_managed_routes()
+        for name in offsets:
+            secrets.delete_secret(
+                SecretId=config_secret(app, name), ForceDeleteWithoutRecovery=True
+            )

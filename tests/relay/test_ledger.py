@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from relay.errors import TerminalError
 from relay.ledger import (
+    _MIGRATIONS,
     SCHEMA_VERSION,
     Ledger,
     Outcome,
@@ -312,7 +313,7 @@ def test_format_history_shows_the_first_line_of_the_reason() -> None:
 
     assert len(lines) == 3
     assert lines[0].split()[:3] == ["WHEN", "(UTC)", "ENVIRONMENT"]
-    assert lines[1].split()[:9] == [
+    assert lines[1].split()[:10] == [
         "2026-05-09",
         "07:32",
         "dev",
@@ -321,6 +322,7 @@ def test_format_history_shows_the_first_line_of_the_reason() -> None:
         "bbbbbbbbbbbb",
         "canary",
         "bob",
+        "-",
         "error",
     ]
     assert lines[1].endswith("error rate 12% > 5% at step 2")
@@ -328,4 +330,34 @@ def test_format_history_shows_the_first_line_of_the_reason() -> None:
     assert lines[2].split()[3:] == ["succeeded", "sha256:aaaaaaaaaaaa", "aaaaaaaaaaaa"] + [
         "rolling",
         "-",
+        "-",
     ]
+
+
+def test_history_shows_which_configuration_version_ran(ledger: Ledger) -> None:
+    version = "0a1b2c3d-aaaa-bbbb-cccc-000000000001"
+    stored = ledger.append(record("a", config=f"dev-config@{version}"))
+
+    assert ledger.history("shop")[0].config == f"dev-config@{version}"
+    assert "dev-config@0a1b2c3d " in format_history([stored]) + " "
+
+
+def test_a_ledger_file_of_the_first_schema_is_migrated_with_its_records(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        for statement in _MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO records (app, service, environment, image, digest, commit_sha, tree, "
+            "strategy, outcome, reason, started_at, ended_at) VALUES ('shop', 'orders', 'dev', "
+            f"'r/o@{digest('a')}', '{digest('a')}', 'c', 't', 'rolling', 'succeeded', '', "
+            "'2026-05-09T07:30:00+00:00', '2026-05-09T07:32:00+00:00')"
+        )
+
+    ledger = Ledger(path)
+
+    [old] = ledger.history("shop")
+    assert old.config is None and old.service == "orders"
+    ledger.append(record("b", config="dev-config@v2"))
+    assert ledger.history("shop")[0].config == "dev-config@v2"

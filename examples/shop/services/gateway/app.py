@@ -3,6 +3,9 @@
 Endpoints:
     GET  /healthz             -> 200 {"status": "ok"}   (never calls a dependency)
     GET  /version             -> 200 {"service": "gateway", "version": "<GIT_SHA or unknown>"}
+    GET  /config              -> 200 {"keys": {"<NAME>": "<sha256 of its value>", ...}}: which
+                                 configuration the deployment injected (RELAY_CONFIG_KEYS,
+                                 from AWS Secrets Manager), as fingerprints, never values
     POST /api/orders          -> POST {ORDERS_URL}/orders, answer passed through (201, 4xx, 502)
     GET  /api/orders/<id>     -> GET  {ORDERS_URL}/orders/<id>, answer passed through
                                  | 502 when orders is unreachable
@@ -13,6 +16,7 @@ payments) and returned to the client. The only dependency is ORDERS_URL (exit 2 
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -98,11 +102,19 @@ def service_version(environ: Mapping[str, str]) -> str:
     return environ.get("GIT_SHA", "").strip() or "unknown"
 
 
+def config_fingerprints(environ: Mapping[str, str]) -> dict[str, str]:
+    """sha256 of each configuration value the deployment injected: enough to check which
+    version of a secret a running process has, without showing it."""
+    names = [name for name in environ.get("RELAY_CONFIG_KEYS", "").split(",") if name]
+    return {name: hashlib.sha256(environ.get(name, "").encode()).hexdigest() for name in names}
+
+
 # --- routing -----------------------------------------------------------------------------------
 
 ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("GET", re.compile(r"/healthz"), "healthz"),
     ("GET", re.compile(r"/version"), "version"),
+    ("GET", re.compile(r"/config"), "config"),
     ("POST", re.compile(r"/api/orders"), "create_order"),
     ("GET", re.compile(r"/api/orders/(?P<order_id>[A-Za-z0-9_-]{1,64})"), "get_order"),
 )
@@ -202,12 +214,16 @@ class App:
     def __init__(self, environ: Mapping[str, str], urls: Mapping[str, str]):
         self.service_version = service_version(environ)
         self.urls = dict(urls)
+        self.config_keys = config_fingerprints(environ)
 
     def healthz(self, params, raw, request_id):
         return 200, {"status": "ok"}
 
     def version(self, params, raw, request_id):
         return 200, {"service": SERVICE, "version": self.service_version}
+
+    def config(self, params, raw, request_id):
+        return 200, {"keys": self.config_keys}
 
     def create_order(self, params, raw, request_id):
         body = parse_json_object(raw)

@@ -1,5 +1,7 @@
 """Pure logic of the gateway; calls to orders are replaced by a fake (no network)."""
 
+import hashlib
+
 import gateway_app as app
 import pytest
 
@@ -19,6 +21,7 @@ def test_route():
     assert app.route("GET", "/api/orders/ord_1") == ("get_order", {"order_id": "ord_1"})
     assert app.route("GET", "/healthz") == ("healthz", {})
     assert app.route("GET", "/version") == ("version", {})
+    assert app.route("GET", "/config") == ("config", {})
     with pytest.raises(app.HttpError) as err:
         app.route("DELETE", "/api/orders/ord_1")
     assert err.value.status == 405 and err.value.headers == {"Allow": "GET"}
@@ -116,3 +119,14 @@ def test_healthz_and_version_make_no_calls(monkeypatch):
     assert gateway.healthz({}, b"", None) == (200, {"status": "ok"})
     assert gateway.version({}, b"", None) == (200, {"service": "gateway", "version": "abc"})
     assert fake.calls == []
+
+
+def test_config_shows_fingerprints_of_the_injected_keys_only():
+    environ = {"RELAY_CONFIG_KEYS": "GREETING,API_KEY", "GREETING": "hi", "API_KEY": "s3cret"}
+    answer = app.App({**environ, "HOME": "/root"}, URLS).config({}, b"", None)
+    digest = hashlib.sha256(b"s3cret").hexdigest()
+    assert answer[0] == 200
+    assert set(answer[1]["keys"]) == {"GREETING", "API_KEY"}
+    assert answer[1]["keys"]["API_KEY"] == digest
+    assert "s3cret" not in str(answer)
+    assert app.App({}, URLS).config({}, b"", None) == (200, {"keys": {}})

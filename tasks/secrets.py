@@ -1,0 +1,54 @@
+"""Secrets stage: each service's configuration in an environment, checked and pinned to the
+secrets' current versions before anything is deployed (values are read only when a container
+starts, see tasks/deploy.py)."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from blocks.aws import aws_client
+from relay.aws.secrets import ServiceConfig, resolve
+from relay.errors import TerminalError
+from relay.manifest import Manifest
+from tasks.retry import only_transient
+
+
+@task(
+    name="resolve-config",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=[1, 3, 10],
+    retry_condition_fn=only_transient,
+)
+def resolve_config(manifest: Manifest, environment: str, service: str) -> ServiceConfig:
+    config = resolve(aws_client("secretsmanager"), manifest, environment, service)
+    get_run_logger().info(
+        "%s in %s: %s key(s) from %s",
+        service,
+        environment,
+        len(config.keys),
+        config.label or "no configuration secret",
+    )
+    return config
+
+
+def resolve_configs(
+    manifest: Manifest, environment: str, services: list[str]
+) -> dict[str, ServiceConfig]:
+    """Every service's configuration, or one error naming every problem: a release stops
+    before its first deployment when any service of it would fail."""
+    configs: dict[str, ServiceConfig] = {}
+    problems: list[str] = []
+    for service in services:
+        try:
+            configs[service] = resolve_config(manifest, environment, service)
+        except TerminalError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise TerminalError(
+            f"configuration for {environment} is incomplete; nothing was deployed:\n  "
+            + "\n  ".join(problems)
+        )
+    return configs
