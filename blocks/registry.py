@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from relay.registry import RegistryClient
 
@@ -30,6 +30,23 @@ class ContainerRegistry(Block):
         description="The registry's host:port as it appears in image names.",
     )
 
+    username: str | None = Field(
+        default=None,
+        description="The user for registries that need a login (AWS for ECR); none by default.",
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        description="The password or token for that user (ECR's authorization token).",
+    )
+
+    def auth_config(self) -> dict[str, str] | None:
+        """Docker's `auth_config` for a push, or None when the registry needs no login."""
+        if self.username is None or self.password is None:
+            return None
+        return {"username": self.username, "password": self.password.get_secret_value()}
+
     def get_client(self) -> RegistryClient:
         """A registry client; use it as a context manager so its connections close."""
-        return RegistryClient(self.address)
+        auth = self.auth_config()
+        credentials = (auth["username"], auth["password"]) if auth else None
+        return RegistryClient(self.address, credentials=credentials)

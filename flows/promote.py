@@ -15,7 +15,6 @@ from contextlib import ExitStack
 from prefect import flow
 from prefect_docker import DockerHost
 
-from blocks import ContainerRegistry
 from flows.approval import Decision, approval
 from flows.deploy import Attempt, deploy_lock, record_outcome, roll_out, verified
 from flows.service_pipeline import ServiceRelease
@@ -25,8 +24,10 @@ from relay.manifest import Manifest
 from relay.platforms.docker import DeployResult
 from relay.promotion import Candidate, previous_environment
 from relay.wiring import service_urls
+from tasks.image import log_in_registry
 from tasks.promotion import verify_promotable
 from tasks.record import artifact_key
+from tasks.scan import check_image_scans
 from tasks.source import Checkout, checkout_commit, read_manifest
 from tasks.test import run_e2e_tests, run_services_integration_tests
 
@@ -44,8 +45,9 @@ def promote(
     manifest = read_manifest(checkout, manifest_file)
     previous = previous_environment(manifest, environment)
     order = _selected(manifest, services)
-    registry = ContainerRegistry(address=manifest.registry)
+    registry = log_in_registry(manifest.registry)
     candidates = verify_promotable(registry, manifest.app, checkout.commit, order, previous)
+    check_image_scans(manifest.image_scan, manifest.app, [(c.service, c.image) for c in candidates])
     env = manifest.environments[environment]
     attempts = [_attempt(manifest.app, environment, env.strategy, c, checkout) for c in candidates]
 

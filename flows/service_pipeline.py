@@ -10,15 +10,15 @@ from prefect import flow
 from prefect_docker import DockerHost
 from pydantic import BaseModel
 
-from blocks import ContainerRegistry
 from flows.deploy import Attempt, deploy_lock, recorded, roll_out, verified
 from relay.errors import TerminalError
 from relay.manifest import Manifest
 from relay.wiring import service_urls
 from tasks.build import compile_service, run_unit_tests
-from tasks.image import build_image, find_image, push_service_image, tag_image
+from tasks.image import build_image, find_image, log_in_registry, push_service_image, tag_image
 from tasks.record import artifact_key, publish_summary
 from tasks.sast import run_sast
+from tasks.scan import check_image_scan
 from tasks.source import checkout_commit, read_manifest, service_tree_hash
 from tasks.test import run_integration_tests
 
@@ -68,7 +68,7 @@ def service_pipeline(
         directory = checkout.path / spec.path
         tree = service_tree_hash(checkout, spec.path)
 
-    registry = ContainerRegistry(address=manifest.registry)
+    registry = log_in_registry(manifest.registry)
     docker_host = DockerHost()
     repository_name = f"{manifest.app}/{service}"
     image = find_image(registry, repository_name, tree)
@@ -108,6 +108,7 @@ def service_pipeline(
     else:
         with timer.stage("image"):
             image = tag_image(registry, image, checkout.commit)
+    check_image_scan(manifest.image_scan, manifest.app, service, str(image))  # before any deploy
 
     attempt = Attempt(
         app=manifest.app,

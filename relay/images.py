@@ -66,11 +66,22 @@ def build_image(
     return BuiltImage(image_id=str(image.id), tag=tag, log_tail="".join(lines)[-2000:])
 
 
-def push_image(client: docker.DockerClient, repository: str, tag: str) -> str:
-    """Push `repository:tag` and return the digest the registry reported."""
+def push_image(
+    client: docker.DockerClient,
+    repository: str,
+    tag: str,
+    auth_config: Mapping[str, str] | None = None,
+) -> str:
+    """Push `repository:tag` and return the digest the registry reported.
+
+    `auth_config` (`{"username", "password"}`) logs in for this push only, as ECR needs: its
+    token expires after 12 hours, so it is never stored in the engine's config.
+    """
     digest = ""
+    auth = dict(auth_config) if auth_config else None
     try:
-        for event in client.images.push(repository, tag=tag, stream=True, decode=True):
+        events = client.images.push(repository, tag=tag, stream=True, decode=True, auth_config=auth)
+        for event in events:
             if "error" in event:
                 raise TransientError(f"push of {repository}:{tag} failed: {event['error']}")
             aux = event.get("aux") or {}

@@ -41,12 +41,23 @@ def _is_loopback(address: str) -> bool:
 
 
 class RegistryClient:
-    """Reads and copies manifests. `address` is `host:port`, as in image names."""
+    """Reads and copies manifests. `address` is `host:port`, as in image names.
 
-    def __init__(self, address: str, http: httpx.Client | None = None) -> None:
+    `credentials` (username, password) are sent as HTTP basic auth, which is what ECR accepts
+    for the same login Docker uses for its push.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        http: httpx.Client | None = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         self.address = address
         scheme = "http" if _is_loopback(address) else "https"
         self._http = http or httpx.Client(base_url=f"{scheme}://{address}", timeout=30)
+        # Per request, so that an injected client (tests) gets the credentials too.
+        self._auth = httpx.BasicAuth(*credentials) if credentials else httpx.USE_CLIENT_DEFAULT
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -56,7 +67,7 @@ class RegistryClient:
 
     def _request(self, method: str, url: str, **kwargs: object) -> httpx.Response:
         try:
-            response = self._http.request(method, url, **kwargs)  # type: ignore[arg-type]
+            response = self._http.request(method, url, auth=self._auth, **kwargs)  # type: ignore[arg-type]
         except httpx.TransportError as exc:
             raise TransientError(f"registry {self.address} unreachable: {exc}") from exc
         if response.status_code >= 500:

@@ -2,6 +2,8 @@
 
 An image is built once per service content. Its tags are the commit SHA (what people look for)
 and `tree-<hash>` (how Relay finds it again for another commit with the same content).
+When the registry is Amazon ECR, Relay logs in with ECR's authorization token and makes each
+repository (immutable tags, scan on push) before its first push.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from prefect.logging import get_run_logger
 from prefect_docker import DockerHost
 
 from blocks import ContainerRegistry
+from blocks.aws import aws_client
+from relay.aws.ecr import docker_auth, ensure_repository, parse_ecr_address
 from relay.images import build_image as _build
 from relay.images import image_labels, push_image
 from relay.registry import ImageRef
@@ -23,6 +27,23 @@ NETWORK_RETRIES = {"retries": 3, "retry_delay_seconds": [1, 4, 10], "retry_jitte
 
 def tree_tag(tree: str) -> str:
     return f"tree-{tree[:40]}"
+
+
+@task(name="log-in-registry", cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def log_in_registry(address: str) -> ContainerRegistry:
+    """The registry at `address`, with ECR's login when it is ECR.
+
+    The token is fetched per run, not saved in a block: it expires after 12 hours.
+    """
+    registry = ContainerRegistry(address=address)
+    if parse_ecr_address(address) is not None:
+        auth = docker_auth(aws_client("ecr"))
+        registry = ContainerRegistry(
+            address=address,
+            username=auth["username"],
+            password=auth["password"],  # type: ignore[arg-type]  # pydantic makes it SecretStr
+        )
+    return registry
 
 
 @task(name="find-image", cache_policy=NO_CACHE, **NETWORK_RETRIES)
@@ -65,8 +86,10 @@ def push_service_image(
 ) -> ImageRef:
     """Push the commit tag, then point the tree tag at the same digest."""
     name = f"{registry.address}/{repository}"
+    if parse_ecr_address(registry.address) is not None:
+        get_run_logger().info("%s", ensure_repository(aws_client("ecr"), repository))
     with docker_host.get_client() as client:
-        digest = push_image(client, name, commit)
+        digest = push_image(client, name, commit, registry.auth_config())
     with registry.get_client() as client:
         client.tag(repository, digest, tree_tag(tree))
     return ImageRef(registry.address, repository, digest)
