@@ -46,10 +46,12 @@ ECR_PUSH_AND_SCAN = [
     "ecr:InitiateLayerUpload",
     "ecr:ListImages",
     "ecr:PutImage",
+    "ecr:PutImageScanningConfiguration",
+    "ecr:PutImageTagMutability",
     "ecr:StartImageScan",
-    "ecr:TagResource",
     "ecr:UploadLayerPart",
 ]
+ECR_READ_SCANS = ["ecr:DescribeImageScanFindings", "ecr:StartImageScan"]
 
 
 def secret_sources(manifest: Manifest, service: str, environment: str) -> dict[str, str]:
@@ -112,8 +114,12 @@ def pipeline_policy(manifest: Manifest, account: str, region: str) -> Policy:
     """What Relay itself calls in AWS for `manifest`'s app, in `account` and `region`.
 
     Statements appear only for what the manifest uses: ECR when `registry` is an ECR address
-    (its account and region are the address's), secrets of environments that name one,
-    metrics and logs when `cloudwatch` enables them, alarms the environments name.
+    (its account and region are the address's), ECR scan findings when `image_scan.source` is
+    ecr and the images are pushed elsewhere, secrets of environments that name one, metrics and
+    logs when `cloudwatch` enables them, alarms the environments name.
+
+    Raises:
+        TerminalError: Relay makes no AWS call for this manifest (IAM refuses an empty policy).
     """
     partition = _partition(region)
     statements: list[dict[str, Any]] = []
@@ -130,6 +136,17 @@ def pipeline_policy(manifest: Manifest, account: str, region: str) -> Policy:
                 [f"{repository}/{manifest.app}/{service}" for service in manifest.services],
             ),
         ]
+    elif manifest.image_scan.source == "ecr":
+        statements.append(
+            _statement(
+                "ReadImageScans",
+                ECR_READ_SCANS,
+                [
+                    f"arn:{partition}:ecr:{region}:{account}:repository/{manifest.app}/{service}"
+                    for service in manifest.services
+                ],
+            )
+        )
     secrets = sorted(
         {
             secret_id
@@ -185,7 +202,10 @@ def pipeline_policy(manifest: Manifest, account: str, region: str) -> Policy:
             )
         )
     if not statements:
-        raise ValueError(f"{manifest.source}: Relay makes no AWS calls for this manifest")
+        raise TerminalError(
+            f"{manifest.source}: Relay makes no AWS call for this manifest, so its pipeline needs "
+            "no AWS policy"
+        )
     return _policy(*statements)
 
 

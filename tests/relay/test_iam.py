@@ -109,6 +109,16 @@ def test_without_ecr_or_cloudwatch_there_is_nothing_of_them(tmp_path: Path) -> N
     assert sids == ["ReadEnvironmentSecrets", "PublishDeliveryMetrics", "ReadGatingAlarms"]
 
 
+def test_scans_read_from_ecr_for_images_pushed_elsewhere(tmp_path: Path) -> None:
+    manifest = shop(tmp_path, "p")
+    manifest = manifest.model_copy(
+        update={"image_scan": manifest.image_scan.model_copy(update={"source": "ecr"})}
+    )
+    scans = statements(pipeline_policy(manifest, ACCOUNT, REGION))["ReadImageScans"]
+    assert scans["Action"] == ["ecr:DescribeImageScanFindings", "ecr:StartImageScan"]
+    assert scans["Resource"][0] == f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/shop/orders"
+
+
 def test_a_runtime_policy_needs_a_secret() -> None:
     with pytest.raises(ValueError, match="needs no AWS permissions"):
         runtime_policy([])
