@@ -40,6 +40,9 @@ class RelayError(Exception):
     def __str__(self) -> str:
         return redact(super().__str__())
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
 
 class TerminalError(RelayError):
     """Invalid configuration or input: fix it and run again; never retried."""
