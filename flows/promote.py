@@ -25,14 +25,16 @@ from relay.platforms.docker import DeployResult
 from relay.promotion import Candidate, previous_environment
 from relay.wiring import service_urls
 from tasks.image import log_in_registry
+from tasks.logs import SHIP_LOGS
 from tasks.promotion import verify_promotable
 from tasks.record import artifact_key
 from tasks.scan import check_image_scans
+from tasks.secrets import resolve_configs
 from tasks.source import Checkout, checkout_commit, read_manifest
 from tasks.test import run_e2e_tests, run_services_integration_tests
 
 
-@flow(name="promote", flow_run_name="promote-{environment}")
+@flow(name="promote", flow_run_name="promote-{environment}", **SHIP_LOGS)
 def promote(
     repository: str,
     commit: str,
@@ -48,8 +50,9 @@ def promote(
     registry = log_in_registry(manifest.registry)
     candidates = verify_promotable(registry, manifest.app, checkout.commit, order, previous)
     check_image_scans(manifest.image_scan, manifest.app, [(c.service, c.image) for c in candidates])
+    resolve_configs(manifest, environment, [c.service for c in candidates])
     env = manifest.environments[environment]
-    attempts = [_attempt(manifest.app, environment, env.strategy, c, checkout) for c in candidates]
+    attempts = [_attempt(manifest, environment, env.strategy, c, checkout) for c in candidates]
 
     if env.approval.required:
         decision = _approve(manifest, environment, previous, candidates, checkout, attempts)
@@ -133,16 +136,18 @@ def _selected(manifest: Manifest, services: list[str] | None) -> list[str]:
 
 
 def _attempt(
-    app: str, environment: str, strategy: str, candidate: Candidate, checkout: Checkout
+    manifest: Manifest, environment: str, strategy: str, candidate: Candidate, checkout: Checkout
 ) -> Attempt:
     return Attempt(
-        app=app,
+        app=manifest.app,
         service=candidate.service,
         environment=environment,
         image=candidate.image,
         commit=checkout.commit,
         tree=candidate.verified.tree,
         strategy=strategy,
+        cloudwatch=manifest.cloudwatch,
+        committed_at=checkout.committed_at,
     )
 
 

@@ -16,9 +16,11 @@ from relay.manifest import Manifest
 from relay.wiring import service_urls
 from tasks.build import compile_service, run_unit_tests
 from tasks.image import build_image, find_image, log_in_registry, push_service_image, tag_image
+from tasks.logs import SHIP_LOGS
 from tasks.record import artifact_key, publish_summary
 from tasks.sast import run_sast
 from tasks.scan import check_image_scan
+from tasks.secrets import resolve_configs
 from tasks.source import checkout_commit, read_manifest, service_tree_hash
 from tasks.test import run_integration_tests
 
@@ -50,7 +52,7 @@ class _Timer:
             self.seconds[name] = round(time.monotonic() - started, 2)
 
 
-@flow(name="service-pipeline", flow_run_name="{service}-{environment}")
+@flow(name="service-pipeline", flow_run_name="{service}-{environment}", **SHIP_LOGS)
 def service_pipeline(
     repository: str,
     commit: str,
@@ -64,6 +66,7 @@ def service_pipeline(
         checkout = checkout_commit(repository, commit)
         manifest = read_manifest(checkout, manifest_file)
         _check_target(manifest, service, environment)
+        resolve_configs(manifest, environment, [service])  # a missing secret stops here
         spec = manifest.services[service]
         directory = checkout.path / spec.path
         tree = service_tree_hash(checkout, spec.path)
@@ -118,6 +121,8 @@ def service_pipeline(
         commit=checkout.commit,
         tree=tree,
         strategy=manifest.environments[environment].strategy,
+        cloudwatch=manifest.cloudwatch,
+        committed_at=checkout.committed_at,
     )
     with deploy_lock(attempt), recorded(attempt):
         with timer.stage("deploy"):
