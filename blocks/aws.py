@@ -11,14 +11,25 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prefect_aws import AwsCredentials
+from prefect_aws import AwsClientParameters, AwsCredentials
 
 CREDENTIALS_BLOCK_VARIABLE = "RELAY_AWS_CREDENTIALS_BLOCK"
+# botocore's defaults wait 60 s per read and retry up to 5 times in "legacy" mode: an
+# unreachable endpoint would hold a deployment for minutes where a clear error is better.
+CLIENT_CONFIG = {
+    "connect_timeout": 5,
+    "read_timeout": 30,
+    "retries": {"max_attempts": 3, "mode": "standard"},
+}
 
 
 def aws_credentials() -> AwsCredentials:
+    """The saved block when one is named (its own client settings win), else the environment
+    with Relay's timeouts."""
     name = os.environ.get(CREDENTIALS_BLOCK_VARIABLE)
-    return AwsCredentials.load(name) if name else AwsCredentials()
+    if name:
+        return AwsCredentials.load(name)
+    return AwsCredentials(aws_client_parameters=AwsClientParameters(config=CLIENT_CONFIG))
 
 
 def aws_client(service: str) -> Any:
