@@ -2,11 +2,14 @@
 
 The answer goes through Prefect's own resume API with the same typed input the UI form sends,
 so the flow applies the same policy checks whatever the channel; when the flow refuses the
-answer (not an approver, the change's author), it pauses again and this module says why.
+answer (not an approver, the change's author, a missing or wrong token where the environment
+requires one), it pauses again and this module says why. A token is registered with
+`relay.redaction` here too, so nothing this process logs or raises shows it.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -29,6 +32,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import FlowPauseTimeout, NotPausedError
 from prefect.flow_runs import resume_flow_run
 
+from relay import redaction
 from relay.errors import TerminalError
 
 PAUSED = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
@@ -68,14 +72,25 @@ def find_waiting(run_id: str) -> FlowRun:
     return children[0]
 
 
-def decide(run_id: str, approve: bool, approver: str, comment: str = "", wait: float = 8.0) -> UUID:
-    """Answer the form; raise TerminalError if the run refuses the answer (within `wait` s)."""
+def decide(
+    run_id: str,
+    approve: bool,
+    approver: str,
+    comment: str = "",
+    wait: float = 8.0,
+    token: str = "",
+) -> UUID:
+    """Answer the form; raise TerminalError if the run refuses the answer (within `wait` s).
+
+    `token` is the approver's token, for environments with `approval.require_token`."""
+    redaction.register([token])
     run = find_waiting(run_id)
     answered_key = _pause_key(run)
+    answer: dict[str, Any] = {"approve": approve, "approver": approver, "comment": comment}
+    if token:
+        answer["token"] = token
     try:
-        resume_flow_run(
-            run.id, run_input={"approve": approve, "approver": approver, "comment": comment}
-        )
+        resume_flow_run(run.id, run_input=answer)
     except (RuntimeError, NotPausedError, FlowPauseTimeout) as exc:
         raise TerminalError(f"run {run.id} did not take the answer: {exc}") from exc
     refusal = _refusal(run.id, answered_key, wait)
@@ -146,17 +161,18 @@ def _answer_forms(
     run_name: str | None, run_id: UUID | None, approver: str, stop: threading.Event
 ) -> None:
     answered: set[UUID] = set()
+    token = os.environ.get("RELAY_APPROVAL_TOKEN", "")  # where the environment requires one
     while not stop.wait(0.5):
         for form in _paused_children(run_name, run_id):
             if form.id in answered:
                 continue
             answered.add(form.id)
             try:
-                decide(str(form.id), True, approver, "approved with --auto-approve")
+                decide(str(form.id), True, approver, "approved with --auto-approve", token=token)
                 print(f"auto-approved {form.name} ({form.id}) as {approver!r} (--auto-approve)")
             except TerminalError as exc:
                 print(f"auto-approve failed: {exc}; rejecting so the promotion ends")
-                decide(str(form.id), False, approver, f"--auto-approve refused: {exc}", wait=0)
+                decide(str(form.id), False, approver, f"--auto-approve refused: {exc}", 0, token)
 
 
 def _paused_children(run_name: str | None, run_id: UUID | None) -> list[FlowRun]:

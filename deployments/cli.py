@@ -4,7 +4,8 @@
     relay validate [PATH]              check a relay.yaml and print every problem in it
     relay run --repo PATH [--ref REF] [--base REF | --service NAME ...] [--through ENV]
     relay promote --repo PATH --ref REF --env staging|prod [--auto-approve NAME]
-    relay approve RUN_ID --as NAME [--comment TEXT]      (and `relay reject ...`)
+    relay approve RUN_ID --as NAME [--comment TEXT] [--token]   (and `relay reject ...`)
+    relay approver-token NAME          a new approval token and the digest to store for it
     relay rollback --repo PATH --service NAME --env ENV
     relay status [--app APP]           what runs where, since when, who approved; drift
     relay history SERVICE [--app APP] [--env ENV]
@@ -20,6 +21,7 @@ process at the local stack (unless PREFECT_API_URL etc. are already set), then i
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -30,6 +32,7 @@ from relay.errors import ManifestError, RelayError
 from relay.manifest import load_manifest
 from relay.settings import relay_home
 
+APPROVAL_TOKEN_ENV = "RELAY_APPROVAL_TOKEN"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop"
 
 
@@ -90,11 +93,31 @@ def cmd_decide(args: argparse.Namespace) -> int:
     _use_stack_environment()
     from deployments.approvals import decide
 
+    token = os.environ.get(APPROVAL_TOKEN_ENV, "")
+    if args.token:
+        token = getpass.getpass(f"approval token of {args.as_}: ")
     run = decide(
-        args.run_id, approve=args.command == "approve", approver=args.as_, comment=args.comment
+        args.run_id,
+        approve=args.command == "approve",
+        approver=args.as_,
+        comment=args.comment,
+        token=token,
     )
     verb = "approved" if args.command == "approve" else "rejected"
     print(f"{verb} run {run} as {args.as_}")
+    return 0
+
+
+def cmd_approver_token(args: argparse.Namespace) -> int:
+    """A token is shown once, here; only its digest is stored (the tokens secret), so losing it
+    means making a new one, and a reader of the secret cannot approve."""
+    from relay.approval import new_token, token_digest
+
+    token = new_token()
+    print(f"token for {args.name} (give it to them privately; it is not stored anywhere):")
+    print(f"  {token}")
+    print("add to the tokens secret (approval.tokens_secret, default relay/approvers):")
+    print(f'  "{args.name}": "{token_digest(token)}"')
     return 0
 
 
@@ -219,7 +242,15 @@ def parser() -> argparse.ArgumentParser:
         a.add_argument("run_id", help="the paused run, or the promotion run that waits")
         a.add_argument("--as", dest="as_", required=True, help="your name")
         a.add_argument("--comment", default="", help="why (kept in the ledger)")
+        a.add_argument(
+            "--token",
+            action="store_true",
+            help=f"ask for your approval token (not echoed); or set {APPROVAL_TOKEN_ENV}",
+        )
         a.set_defaults(func=cmd_decide)
+    at = sub.add_parser("approver-token", help="make an approval token and its stored digest")
+    at.add_argument("name", help="the approver, as listed in approval.approvers")
+    at.set_defaults(func=cmd_approver_token)
     rb = sub.add_parser("rollback", help="put the previous good version back")
     rb.add_argument("--repo", required=True)
     rb.add_argument("--service", required=True)

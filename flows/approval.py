@@ -6,23 +6,36 @@ approver, approving one's own change) pauses again with the reason on top. No de
 the timeout counts as a rejection. While one of the environment's `block_on_alarms` is in ALARM,
 no form is shown and an approval given is not accepted (checked again before deploying): that
 is a rejection too, naming the alarm.
+
+Open-source Prefect does not authenticate who submits a form: the approver's name is whatever
+was typed. With `approval.require_token`, every decision must also carry that approver's token
+(`relay.approval`, digests in AWS Secrets Manager), checked before the run goes on; a missing or
+wrong token pauses again with the reason, like a refused approver. The token is registered with
+`relay.redaction` the moment it is read and the answer (which the Prefect server stores as the
+run's input) is deleted from the server, so it is in no log and cannot be read back later.
+When the form is first shown, the people behind `RELAY_NOTIFY_BLOCK` get its link.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from prefect import flow, runtime
-from prefect.exceptions import FlowPauseTimeout
+from prefect.client.orchestration import get_client
+from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
 from prefect.flow_runs import pause_flow_run
-from prefect.input import RunInput
+from prefect.input import RunInput, keyset_from_base_key
 from prefect.logging import get_run_logger
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
-from relay.approval import approval_problem
+from relay import redaction
+from relay.approval import approval_problem, token_problem
 from relay.errors import NotApproved
 from relay.manifest import Approval
+from tasks.approval import read_approver_tokens
 from tasks.metrics import read_alarm_states
+from tasks.notify import notify_approval_waiting
 
 POLL_SECONDS = 2
 
@@ -33,6 +46,11 @@ class ApprovalForm(RunInput):
     approve: bool = Field(default=False, description="Tick to approve; leave it to reject.")
     approver: str = Field(description="Your name, as listed in the environment's approvers.")
     comment: str = Field(default="", description="Why; kept in the ledger with your name.")
+    # SecretStr: a password field in the UI (JSON schema format "password"), masked in reprs.
+    token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Your approval token, where this environment requires one (never logged).",
+    )
 
 
 class Decision(BaseModel):
@@ -54,6 +72,7 @@ def approval(
         runtime.flow_run.id,
         runtime.flow_run.id,
     )
+    notify_approval_waiting(app, environment, policy.timeout_seconds)
     note = ""
     for round_ in range(1, 100):
         remaining = int(deadline - time.monotonic())
@@ -70,7 +89,13 @@ def approval(
             )
         except FlowPauseTimeout:
             break
+        token = answer.token.get_secret_value()
+        redaction.register([token])
+        _forget_answer(f"approval-{round_}")
         problem = approval_problem(answer.approver, policy, authors)
+        if problem is None and policy.require_token:
+            digests = read_approver_tokens(policy.tokens_secret)
+            problem = token_problem(answer.approver, token, digests, policy.tokens_secret)
         if problem is not None:
             note = f"> **Not accepted:** {problem}.\n\n"
             continue
@@ -85,6 +110,14 @@ def approval(
         f"nobody approved {app} in {environment} within {policy.timeout_seconds} s; "
         "a timeout counts as a rejection, nothing was deployed"
     )
+
+
+def _forget_answer(key: str) -> None:
+    """Delete the answer Prefect stored for pause `key`: it may hold a token, and the server
+    hands stored inputs to any caller. The decision itself is in the ledger and the logs."""
+    response = keyset_from_base_key(f"paused-{key}")["response"]
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectNotFound):
+        client.delete_flow_run_input(runtime.flow_run.id, response)
 
 
 def _stop_on_alarms(app: str, environment: str, policy: Approval, what: str) -> None:

@@ -8,7 +8,8 @@ Shared by the service pipeline (dev), promotion (staging, prod) and rollback. Th
 - `roll_out`: skip when the image already serves, else run the strategy subflow.
 - `put_back`: after a failed verification (tests after the switch), the previous version.
 - `record_outcome` / `recorded`: every attempt lands in the ledger, whatever happened, and
-  its delivery metrics in CloudWatch (`tasks.metrics`; a failure to publish is only a warning).
+  its delivery metrics in CloudWatch (`tasks.metrics`; a failure to publish is only a warning),
+  and a rollback is notified (`tasks.notify`).
 """
 
 from __future__ import annotations
@@ -36,10 +37,16 @@ from relay.settings import ledger_path
 from relay.wiring import deploy_spec
 from tasks.deploy import current_version, serving_already
 from tasks.metrics import publish_delivery_metrics
+from tasks.notify import notify_rollback
 from tasks.record import record_deployment
 from tasks.secrets import resolve_config
 
 LOCK_WAIT_SECONDS = 3600
+# How long the deploy lock outlives a process that dies holding it (a killed worker runs no
+# `finally`): Prefect's default lease is 300 s, so a re-run after a crash waited five minutes.
+# 60 s is the server's minimum; the holder renews it every 45 s, and the server frees an
+# expired one within 15 s.
+LOCK_LEASE_SECONDS = 60
 
 
 @dataclass
@@ -98,7 +105,13 @@ def ensure_deploy_lock(name: str) -> None:
 def deploy_lock(attempt: Attempt) -> Iterator[None]:
     name = lock_name(attempt.app, attempt.environment, attempt.service)
     ensure_deploy_lock(name)
-    with concurrency(name, occupy=1, strict=True, timeout_seconds=LOCK_WAIT_SECONDS):
+    with concurrency(
+        name,
+        occupy=1,
+        strict=True,
+        timeout_seconds=LOCK_WAIT_SECONDS,
+        lease_duration=LOCK_LEASE_SECONDS,
+    ):
         yield
 
 
@@ -172,6 +185,7 @@ def record_outcome(attempt: Attempt, exc: BaseException | None, reason: str = ""
 
 
 def _publish(attempt: Attempt, saved: Record) -> None:
+    notify_rollback(saved)  # only when it was one; never raises
     if attempt.cloudwatch is not None:
         publish_delivery_metrics(saved, attempt.cloudwatch, attempt.committed_at)
 

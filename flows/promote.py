@@ -26,6 +26,7 @@ from relay.promotion import Candidate, previous_environment
 from relay.wiring import service_urls
 from tasks.image import log_in_registry
 from tasks.logs import SHIP_LOGS
+from tasks.notify import NOTIFY_ON_FAILURE, with_hooks
 from tasks.promotion import verify_promotable
 from tasks.record import artifact_key
 from tasks.scan import check_image_scans
@@ -34,7 +35,11 @@ from tasks.source import Checkout, checkout_commit, read_manifest
 from tasks.test import run_e2e_tests, run_services_integration_tests
 
 
-@flow(name="promote", flow_run_name="promote-{environment}", **SHIP_LOGS)
+@flow(
+    name="promote",
+    flow_run_name="promote-{environment}",
+    **with_hooks(SHIP_LOGS, NOTIFY_ON_FAILURE),
+)
 def promote(
     repository: str,
     commit: str,

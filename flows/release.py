@@ -27,6 +27,7 @@ from relay import git
 from relay.errors import StageFailed
 from relay.graph import impact, services_touched
 from relay.manifest import Manifest
+from tasks.notify import NOTIFY_ON_FAILURE
 from tasks.record import artifact_key
 from tasks.secrets import resolve_configs
 from tasks.source import Checkout, checkout_commit, read_manifest
@@ -48,6 +49,7 @@ def ship_service(
     name="release",
     flow_run_name="release-{commit}",
     task_runner=ThreadPoolTaskRunner(max_workers=CONCURRENCY),
+    **NOTIFY_ON_FAILURE,
 )
 def release(
     repository: str,

@@ -18,11 +18,16 @@ from relay.settings import ledger_path
 from relay.wiring import deploy_spec
 from tasks.deploy import current_version
 from tasks.logs import SHIP_LOGS
+from tasks.notify import NOTIFY_ON_FAILURE, with_hooks
 from tasks.secrets import resolve_config
 from tasks.source import checkout_commit, read_manifest
 
 
-@flow(name="rollback", flow_run_name="rollback-{service}-{environment}", **SHIP_LOGS)
+@flow(
+    name="rollback",
+    flow_run_name="rollback-{service}-{environment}",
+    **with_hooks(SHIP_LOGS, NOTIFY_ON_FAILURE),
+)
 def rollback(
     repository: str,
     service: str,

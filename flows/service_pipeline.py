@@ -17,6 +17,7 @@ from relay.wiring import service_urls
 from tasks.build import compile_service, run_unit_tests
 from tasks.image import build_image, find_image, log_in_registry, push_service_image, tag_image
 from tasks.logs import SHIP_LOGS
+from tasks.notify import NOTIFY_ON_FAILURE, with_hooks
 from tasks.record import artifact_key, publish_summary
 from tasks.sast import run_sast
 from tasks.scan import check_image_scan
@@ -52,7 +53,11 @@ class _Timer:
             self.seconds[name] = round(time.monotonic() - started, 2)
 
 
-@flow(name="service-pipeline", flow_run_name="{service}-{environment}", **SHIP_LOGS)
+@flow(
+    name="service-pipeline",
+    flow_run_name="{service}-{environment}",
+    **with_hooks(SHIP_LOGS, NOTIFY_ON_FAILURE),
+)
 def service_pipeline(
     repository: str,
     commit: str,

@@ -56,6 +56,9 @@ environments:                  # in promotion order; when the key is absent: dev
       max_error_rate: 0.05     # 0..1: highest fraction of 5xx among the new version's responses
       max_response_ms: 1000    # >= 1: highest average response time of the new version
       min_requests: 20         # >= 1: fewer requests to the new version in a step is inconclusive
+      require_token: false     # true: an approval counts only with the approver's own token,
+                               # checked against sha256 hashes kept out of band in
+      tokens_secret: relay/approvers   # this AWS Secrets Manager secret ({"alice": "sha256:…"})
       on_inconclusive: fail    # fail | pause (ask a person) | continue (count it as passed)
       cloudwatch_alarms: []    # CloudWatch alarm names: a step fails while one is in ALARM
     keep_previous_seconds: 30  # blue_green, 0..86400: the previous version keeps running this
@@ -191,6 +194,7 @@ BAD_VARIABLE = (
 )
 UNKNOWN_SECRET_ENVIRONMENT = "no environment {name!r}; write secrets for one of: {known}"
 HEALTH_NOT_ABSOLUTE = "{value!r} does not start with '/'; write a URL path such as '/healthz'"
+DEFAULT_TOKENS_SECRET = "relay/approvers"  # Secrets Manager: approver name -> sha256 of token
 REGISTRY_INVALID = (
     "{value!r} is not a registry address; write host:port without a scheme, "
     "such as '127.0.0.1:5000'"
@@ -523,6 +527,11 @@ def default_environments() -> dict[str, Environment]:
 
 
 class AllowedFinding(_Model):
+    # Open-source Prefect does not authenticate who answers a form: with require_token, a name
+    # counts only with that approver's token, whose sha256 is in `tokens_secret` (Secrets
+    # Manager, not Prefect: Prefect's API hands its blocks' secrets to any caller).
+    require_token: bool = False
+    tokens_secret: SecretId = DEFAULT_TOKENS_SECRET
     """A vulnerability accepted for a while, with the reason written down."""
 
     id: Annotated[str, Field(min_length=1)]
@@ -815,6 +824,7 @@ class _Facts:
     """What the cross-field checks read: from the validated model or, failing that, from
     whatever of the raw document has the right type."""
 
+    "tokens_secret": "relay/approvers",
     app: str
     depends_on: Mapping[str, Sequence[object]]
     ports: Mapping[str, int]
