@@ -13,6 +13,8 @@ services:                      # required, at least one; names match ^[a-z][a-z0
     port: 8002                 # required, 1024..65535: the port the service listens on; unique
     health: /healthz           # must start with '/'
     depends_on: [inventory, payments]   # names of other services; no cycles
+    public: false              # kubernetes: also reachable from the gateway namespace (its
+                               # NetworkPolicy admits only the services that depend on it)
     build: "python -m compileall -q ."  # a command: a string (split like a shell does, but run
                                         # without one) or a list of arguments
     unit_tests: "python -m pytest -q tests/unit"
@@ -20,6 +22,9 @@ services:                      # required, at least one; names match ^[a-z][a-z0
     sast:
       command: "bandit -r . -f json -x ./tests"
       fail_on: high            # low | medium | high | never
+      sarif: null              # for a command other than bandit: the SARIF 2.1.0 file it
+                               # writes, relative to path (e.g. semgrep.sarif); its results
+                               # are judged. Without it: bandit's JSON, else the exit code
     secret_keys: [PAYMENTS_API_KEY]   # optional: the keys this service needs from its
                                # environment's secret; only these are injected, and a missing
                                # one stops the deployment before anything changes.
@@ -51,14 +56,14 @@ environments:                  # in promotion order; when the key is absent: dev
       allow_self_approval: false
       block_on_alarms: []      # CloudWatch alarm names: no approval is asked (nor accepted)
                                # while one of them is in ALARM
+      require_token: false     # true: an approval counts only with the approver's own token,
+                               # checked against sha256 hashes kept out of band in
+      tokens_secret: relay/approvers   # this AWS Secrets Manager secret ({"alice": "sha256:…"})
     analysis:                  # canary: how the new version is judged at each canary step
       interval_seconds: 10     # 1..3600: how long each step runs before it is judged
       max_error_rate: 0.05     # 0..1: highest fraction of 5xx among the new version's responses
       max_response_ms: 1000    # >= 1: highest average response time of the new version
       min_requests: 20         # >= 1: fewer requests to the new version in a step is inconclusive
-      require_token: false     # true: an approval counts only with the approver's own token,
-                               # checked against sha256 hashes kept out of band in
-      tokens_secret: relay/approvers   # this AWS Secrets Manager secret ({"alice": "sha256:…"})
       on_inconclusive: fail    # fail | pause (ask a person) | continue (count it as passed)
       cloudwatch_alarms: []    # CloudWatch alarm names: a step fails while one is in ALARM
     keep_previous_seconds: 30  # blue_green, 0..86400: the previous version keeps running this
@@ -72,6 +77,16 @@ environments:                  # in promotion order; when the key is absent: dev
     platform: kubernetes
     namespace: shop-prod       # kubernetes only, required there
     strategy: canary
+    kubernetes:                # kubernetes only; every key optional, defaults shown
+      cluster: null            # a prefect-kubernetes KubernetesClusterConfig block name, or
+      kubeconfig: null         # a kubeconfig file (with `context`); neither: in-cluster
+      context: null            # (a pod's service account), else $KUBECONFIG / ~/.kube/config
+      replicas: 2              # 1..100 pods per service
+      resources:
+        requests: {cpu: 100m, memory: 128Mi}
+        limits: {cpu: 500m, memory: 256Mi}
+      progress_deadline_seconds: 600   # a rollout without progress this long is rolled back
+      gateway_namespace: gateway-system   # where public services' traffic comes from
 e2e_tests: "python -m pytest -q tests/e2e"   # optional; app-level end-to-end tests, run from
                                              # this file's directory
 image_scan:                    # the vulnerability gate on pushed images (before promotion)
@@ -81,6 +96,25 @@ image_scan:                    # the vulnerability gate on pushed images (before
     - id: CVE-2024-0001
       reason: not reachable from our code
       until: 2027-01-31
+security:                      # the security gates, run after each image is built or reused
+                               # and before it is deployed, and again before a promotion
+                               # deploys anything (advisories are published after builds)
+  packages:                    # the image's installed Python packages: a CycloneDX SBOM, and
+                               # their advisories in PyPI's vulnerability data (pip-audit)
+    fail_on: any               # any (every advisory not allowed stops) | never (report only)
+    advisories: https://pypi.org/pypi   # a PyPI JSON API: <url>/<name>/<version>/json
+    allow:                     # accepted advisories (by id or an alias such as a CVE)
+      - id: PYSEC-2023-228
+        reason: pip is never run by the services
+        until: 2027-01-31
+  compliance:                  # checkov on each Dockerfile (and rendered Kubernetes objects),
+                               # and Relay's own policies (see relay/compliance.py): RELAY_DIGEST
+                               # (prod by digest), RELAY_NO_LATEST, RELAY_APPROVAL (prod needs
+                               # an approval), RELAY_LIMITS (kubernetes), RELAY_NON_ROOT
+    fail_on: any               # any | never (report only)
+    skip:                      # checks not applied to this application, each with the reason
+      - id: CKV_DOCKER_2
+        reason: Relay checks /healthz itself before traffic is switched
 cloudwatch:                    # delivery metrics and pipeline logs in Amazon CloudWatch
   metrics: true                # deployments, failures, lead time, time to restore
   namespace: Relay
@@ -132,11 +166,15 @@ from relay.graph import find_cycles
 
 __all__ = [
     "Analysis",
+    "Kubernetes",
+    "ResourceAmounts",
+    "Resources",
     "Approval",
     "Command",
     "Environment",
     "Manifest",
     "Sast",
+    "Security",
     "Service",
     "ServicePorts",
     "default_environments",
@@ -153,8 +191,10 @@ DEFAULT_BUILD = "python -m compileall -q ."
 DEFAULT_UNIT_TESTS = "python -m pytest -q tests/unit"
 DEFAULT_INTEGRATION_TESTS = "python -m pytest -q tests/integration"
 DEFAULT_SAST = "bandit -r . -f json -x ./tests"
+DEFAULT_ADVISORIES = "https://pypi.org/pypi"  # PyPI's JSON API, which carries its advisories
 DEFAULT_CANARY_STEPS = (10, 50, 100)
 DEFAULT_APPROVAL_TIMEOUT = 3600
+DEFAULT_TOKENS_SECRET = "relay/approvers"  # Secrets Manager: approver name -> sha256 of token
 # The default environments' port offsets, in promotion order (see `default_environments`).
 DEFAULT_PORT_OFFSETS = {"dev": 10_000, "staging": 12_000, "prod": 14_000}
 PRODUCTION = "prod"
@@ -171,6 +211,10 @@ APPROVAL_TIMEOUT_MAX = 604_800
 ANALYSIS_INTERVAL_MIN = 1
 ANALYSIS_INTERVAL_MAX = 3600
 KEEP_PREVIOUS_MAX = 86_400
+REPLICAS_MIN = 1
+REPLICAS_MAX = 100
+PROGRESS_DEADLINE_MIN = 5
+PROGRESS_DEADLINE_MAX = 3600
 # On docker a new container starts next to the old one on host networking, so the two cannot
 # share a port: each service has a public port (the router's) and two slot ports above it.
 BLUE_SLOT = 100
@@ -194,7 +238,7 @@ BAD_VARIABLE = (
 )
 UNKNOWN_SECRET_ENVIRONMENT = "no environment {name!r}; write secrets for one of: {known}"
 HEALTH_NOT_ABSOLUTE = "{value!r} does not start with '/'; write a URL path such as '/healthz'"
-DEFAULT_TOKENS_SECRET = "relay/approvers"  # Secrets Manager: approver name -> sha256 of token
+URL_INVALID = "{value!r} is not an http(s) URL; write one such as 'https://pypi.org/pypi'"
 REGISTRY_INVALID = (
     "{value!r} is not a registry address; write host:port without a scheme, "
     "such as '127.0.0.1:5000'"
@@ -239,6 +283,14 @@ NAMESPACE_NOT_ON_DOCKER = (
 PORT_OFFSET_NOT_ON_KUBERNETES = (
     "only docker environments use port_offset; remove it, or set platform: docker"
 )
+KUBERNETES_NOT_ON_DOCKER = (
+    "only kubernetes environments use kubernetes settings; remove it, or set platform: kubernetes"
+)
+CLUSTER_TWICE = (
+    "cluster (a KubernetesClusterConfig block) and kubeconfig (a file) both name a cluster; "
+    "keep one of them"
+)
+BAD_QUANTITY = "{value!r} is not a {kind} quantity; write one such as {example!r}"
 CANARY_EMPTY = "is empty; write increasing traffic percentages ending at 100, such as [10, 50, 100]"
 CANARY_OUT_OF_RANGE = "{value} is not a traffic weight; write a percentage from 1 to 100"
 CANARY_NOT_INCREASING = (
@@ -330,6 +382,7 @@ ServicePath = Annotated[
 DockerfilePath = Annotated[
     str, AfterValidator(_relative_path("the service's path", DEFAULT_DOCKERFILE))
 ]
+SarifPath = Annotated[str, AfterValidator(_relative_path("the service's path", "sast.sarif"))]
 
 
 def _check_health(value: str) -> str:
@@ -381,6 +434,29 @@ SecretKey = Annotated[str, AfterValidator(_check_variable)]
 SecretId = Annotated[str, Field(min_length=1)]
 AlarmName = Annotated[str, Field(min_length=1)]
 
+_QUANTITIES = {
+    # kind -> (pattern, example): Kubernetes resource quantities, as Relay accepts them
+    "cpu": (r"^([0-9]+m|[0-9]+(\.[0-9]{1,3})?)$", "250m"),
+    "memory": (r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$", "256Mi"),
+}
+
+
+def _quantity(kind: str) -> AfterValidator:
+    """A validator for a Kubernetes quantity of `kind`; strings only, so YAML's 0.5 is an error
+    that says to write '500m', not a float that would render differently."""
+    pattern, example = _QUANTITIES[kind]
+
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise _custom(BAD_QUANTITY.format(value=value, kind=kind, example=example))
+        return value
+
+    return AfterValidator(check)
+
+
+Cpu = Annotated[str, _quantity("cpu")]
+Memory = Annotated[str, _quantity("memory")]
+
 # --- models ----------------------------------------------------------------------------------
 
 
@@ -390,10 +466,12 @@ class _Model(BaseModel):
 
 
 class Sast(_Model):
-    """Static analysis of a service's source."""
+    """Static analysis of a service's source. `sarif`, relative to the service's path, is the
+    report a non-bandit command writes (see relay/sast.py)."""
 
     command: Command = _command(DEFAULT_SAST)
     fail_on: Literal["low", "medium", "high", "never"] = "high"
+    sarif: SarifPath | None = None
 
 
 class Service(_Model):
@@ -404,6 +482,8 @@ class Service(_Model):
     port: Port
     health: Annotated[str, AfterValidator(_check_health)] = DEFAULT_HEALTH
     depends_on: list[str] = Field(default_factory=list)
+    # Kubernetes: its NetworkPolicy also admits the gateway's namespace (see `Kubernetes`).
+    public: bool = False
     build: Command = _command(DEFAULT_BUILD)
     unit_tests: Command = _command(DEFAULT_UNIT_TESTS)
     integration_tests: Command = _command(DEFAULT_INTEGRATION_TESTS)
@@ -447,6 +527,11 @@ class Approval(_Model):
     approvers: list[str] = Field(default_factory=list)
     allow_self_approval: bool = False
     block_on_alarms: list[AlarmName] = Field(default_factory=list)
+    # Open-source Prefect does not authenticate who answers a form: with require_token, a name
+    # counts only with that approver's token, whose sha256 is in `tokens_secret` (Secrets
+    # Manager, not Prefect: Prefect's API hands its blocks' secrets to any caller).
+    require_token: bool = False
+    tokens_secret: SecretId = DEFAULT_TOKENS_SECRET
 
 
 @dataclass(frozen=True)
@@ -465,6 +550,44 @@ class ServicePorts:
     green: int
 
 
+class ResourceAmounts(_Model):
+    """CPU and memory of one container, as Kubernetes quantities."""
+
+    cpu: Cpu
+    memory: Memory
+
+
+class Resources(_Model):
+    """A pod's requests (what the scheduler reserves) and limits (what it may use)."""
+
+    requests: ResourceAmounts = Field(
+        default_factory=lambda: ResourceAmounts(cpu="100m", memory="128Mi")
+    )
+    limits: ResourceAmounts = Field(
+        default_factory=lambda: ResourceAmounts(cpu="500m", memory="256Mi")
+    )
+
+
+class Kubernetes(_Model):
+    """How a kubernetes environment reaches its cluster, and the size of its services.
+
+    Cluster access, first that applies: `cluster` (a prefect-kubernetes
+    KubernetesClusterConfig block, e.g. saved from an EKS kubeconfig), `kubeconfig` (a file on
+    the worker) with `context`, in-cluster (the worker runs in a pod), else the default
+    kubeconfig ($KUBECONFIG, ~/.kube/config) with `context`.
+    """
+
+    cluster: Annotated[str, Field(min_length=1)] | None = None
+    kubeconfig: Annotated[str, Field(min_length=1)] | None = None
+    context: Annotated[str, Field(min_length=1)] | None = None
+    replicas: Annotated[int, Field(ge=REPLICAS_MIN, le=REPLICAS_MAX)] = 2
+    resources: Resources = Field(default_factory=Resources)
+    progress_deadline_seconds: Annotated[
+        int, Field(ge=PROGRESS_DEADLINE_MIN, le=PROGRESS_DEADLINE_MAX)
+    ] = 600
+    gateway_namespace: Namespace = "gateway-system"
+
+
 class Environment(_Model):
     """A deployment target, in promotion order within the manifest.
 
@@ -475,6 +598,7 @@ class Environment(_Model):
     platform: Literal["docker", "kubernetes"] = "docker"
     port_offset: Annotated[int, Field(ge=0, le=PORT_OFFSET_MAX)] | None = None
     namespace: Namespace | None = None
+    kubernetes: Kubernetes | None = None  # kubernetes only; None there means the defaults
     secrets: SecretId | None
     strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
     canary_steps: list[int] = Field(default_factory=lambda: list(DEFAULT_CANARY_STEPS))
@@ -484,6 +608,11 @@ class Environment(_Model):
     smoke_tests: Command | None = None
     # The git branch whose pushes release into this environment (see relay/webhooks.py).
     branch: Annotated[str, Field(min_length=1)] | None = None
+
+    @property
+    def cluster(self) -> Kubernetes:
+        """The kubernetes settings, defaults filled in (for a kubernetes environment)."""
+        return self.kubernetes or Kubernetes()
 
     def ports(self, service: Service) -> ServicePorts:
         """The public, blue and green host ports of `service` here (see `ServicePorts`)."""
@@ -527,11 +656,6 @@ def default_environments() -> dict[str, Environment]:
 
 
 class AllowedFinding(_Model):
-    # Open-source Prefect does not authenticate who answers a form: with require_token, a name
-    # counts only with that approver's token, whose sha256 is in `tokens_secret` (Secrets
-    # Manager, not Prefect: Prefect's API hands its blocks' secrets to any caller).
-    require_token: bool = False
-    tokens_secret: SecretId = DEFAULT_TOKENS_SECRET
     """A vulnerability accepted for a while, with the reason written down."""
 
     id: Annotated[str, Field(min_length=1)]
@@ -545,6 +669,43 @@ class ImageScan(_Model):
     source: Literal["none", "ecr"] = "none"
     fail_on: Literal["critical", "high", "medium", "low", "informational", "never"] = "high"
     allow: list[AllowedFinding] = Field(default_factory=list)
+
+
+def _check_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise _custom(URL_INVALID.format(value=value))
+    return value.rstrip("/")
+
+
+class Packages(_Model):
+    """The gate on an image's installed Python packages: advisories from a PyPI JSON API
+    (`<advisories>/<name>/<version>/json`, PyPI's own by default), judged like image_scan's
+    findings, except that PyPI's advisories carry no severity: any or never."""
+
+    fail_on: Literal["any", "never"] = "any"
+    advisories: Annotated[str, AfterValidator(_check_url)] = DEFAULT_ADVISORIES
+    allow: list[AllowedFinding] = Field(default_factory=list)
+
+
+class SkippedCheck(_Model):
+    """A compliance check this application does not apply, and why."""
+
+    id: Annotated[str, Field(min_length=1)]
+    reason: Annotated[str, Field(min_length=1)]
+
+
+class Compliance(_Model):
+    """The compliance gate: checkov's checks and Relay's own policies, minus `skip`."""
+
+    fail_on: Literal["any", "never"] = "any"
+    skip: list[SkippedCheck] = Field(default_factory=list)
+
+
+class Security(_Model):
+    """The security gates that run between an image and any deployment of it."""
+
+    packages: Packages = Field(default_factory=Packages)
+    compliance: Compliance = Field(default_factory=Compliance)
 
 
 class CloudWatch(_Model):
@@ -569,6 +730,7 @@ class Manifest(_Model):
     )
     e2e_tests: Command | None = None
     image_scan: ImageScan = Field(default_factory=ImageScan)
+    security: Security = Field(default_factory=Security)
     cloudwatch: CloudWatch = Field(default_factory=CloudWatch)
 
     _root: Path = PrivateAttr(default=Path("."))
@@ -627,8 +789,17 @@ _MODELS_BY_SHAPE: dict[tuple[str, ...], type[BaseModel]] = {
     ("environments", "*"): Environment,
     ("environments", "*", "approval"): Approval,
     ("environments", "*", "analysis"): Analysis,
+    ("environments", "*", "kubernetes"): Kubernetes,
+    ("environments", "*", "kubernetes", "resources"): Resources,
+    ("environments", "*", "kubernetes", "resources", "requests"): ResourceAmounts,
+    ("environments", "*", "kubernetes", "resources", "limits"): ResourceAmounts,
     ("image_scan",): ImageScan,
     ("image_scan", "allow", "*"): AllowedFinding,
+    ("security",): Security,
+    ("security", "packages"): Packages,
+    ("security", "packages", "allow", "*"): AllowedFinding,
+    ("security", "compliance"): Compliance,
+    ("security", "compliance", "skip", "*"): SkippedCheck,
     ("cloudwatch",): CloudWatch,
 }
 # Example values used in hints, by field name.
@@ -653,11 +824,23 @@ _EXAMPLES = {
     "secret_keys": "[DATABASE_URL]",
     "cloudwatch_alarms": "[shop-prod-5xx]",
     "block_on_alarms": "[shop-prod-5xx]",
+    "tokens_secret": "relay/approvers",
     "until": "2027-01-31",
     "reason": "not reachable from our code",
     "id": "CVE-2024-0001",
     "namespace": "Relay",
     "log_group_prefix": "/relay",
+    "sarif": "sast.sarif",
+    "advisories": "https://pypi.org/pypi",
+    "cluster": "shop-eks (a KubernetesClusterConfig block name)",
+    "kubeconfig": "/etc/relay/kubeconfig",
+    "context": "shop-prod",
+    "replicas": "2",
+    "progress_deadline_seconds": "600",
+    "gateway_namespace": "gateway-system",
+    "cpu": "250m",
+    "memory": "256Mi",
+    "public": "true",
 }
 _MAPPING_EXAMPLES: dict[type[BaseModel], str] = {
     Service: "{path: services/orders, port: 8002}",
@@ -665,6 +848,9 @@ _MAPPING_EXAMPLES: dict[type[BaseModel], str] = {
     Environment: "{port_offset: 10000}",
     Approval: "{required: true}",
     Analysis: "{max_error_rate: 0.05}",
+    Kubernetes: "{replicas: 2, progress_deadline_seconds: 600}",
+    Resources: "{requests: {cpu: 100m, memory: 128Mi}, limits: {cpu: 500m, memory: 256Mi}}",
+    ResourceAmounts: "{cpu: 250m, memory: 256Mi}",
 }
 _COMMAND_FIELDS = {
     "build",
@@ -692,6 +878,8 @@ _RANGES: dict[str, tuple[int, int | None]] = {
     "max_response_ms": (1, None),
     "min_requests": (1, None),
     "keep_previous_seconds": (0, KEEP_PREVIOUS_MAX),
+    "replicas": (REPLICAS_MIN, REPLICAS_MAX),
+    "progress_deadline_seconds": (PROGRESS_DEADLINE_MIN, PROGRESS_DEADLINE_MAX),
 }
 # Fields that take any number, not just whole ones.
 _FRACTIONAL = {"interval_seconds", "max_error_rate", "keep_previous_seconds"}
@@ -702,7 +890,7 @@ _MAPPING_ERRORS = {"dict_type", "model_type", "model_attributes_type"}
 
 
 # Lists of mappings: an int inside them is an index, not a key.
-_LISTS = {"allow"}
+_LISTS = {"allow", "skip"}
 
 
 def _format_loc(loc: Sequence[str | int]) -> str:
@@ -773,6 +961,8 @@ def _hint(error: ErrorDetails, field: str, is_item: bool) -> str:
         return f"write a date as YYYY-MM-DD without quotes, such as {_EXAMPLES['until']}"
     if kind in {"bool_type", "bool_parsing"}:
         return "write true or false"
+    if kind == "string_type" and field in _QUANTITIES:
+        return f"write a {field} quantity as text, such as {example}"
     if kind == "string_type":
         return "write text; quote it if YAML would read it as something else, such as '1.0'"
     if kind == "list_type" and field in _COMMAND_FIELDS:
@@ -824,7 +1014,6 @@ class _Facts:
     """What the cross-field checks read: from the validated model or, failing that, from
     whatever of the raw document has the right type."""
 
-    "tokens_secret": "relay/approvers",
     app: str
     depends_on: Mapping[str, Sequence[object]]
     ports: Mapping[str, int]
@@ -1039,12 +1228,16 @@ def _platform_problems(name: str, env: Environment, app: str) -> list[str]:
             problems.append(f"{where}.port_offset: {PORT_OFFSET_MISSING.format(example=offset)}")
         if env.namespace is not None:
             problems.append(f"{where}.namespace: {NAMESPACE_NOT_ON_DOCKER}")
+        if env.kubernetes is not None:
+            problems.append(f"{where}.kubernetes: {KUBERNETES_NOT_ON_DOCKER}")
     else:
         if env.namespace is None:
             namespace = f"{app}-{name}"
             problems.append(f"{where}.namespace: {NAMESPACE_MISSING.format(example=namespace)}")
         if env.port_offset is not None:
             problems.append(f"{where}.port_offset: {PORT_OFFSET_NOT_ON_KUBERNETES}")
+        if env.cluster.cluster is not None and env.cluster.kubeconfig is not None:
+            problems.append(f"{where}.kubernetes.cluster: {CLUSTER_TWICE}")
     return problems
 
 

@@ -1,0 +1,396 @@
+"""The `kubernetes` platform: a service as Deployments, Services, a Secret and a NetworkPolicy,
+moved by the same steps as the docker platform (`relay.strategies` plans, run by
+`flows/strategies/execute.py`).
+
+How each strategy maps onto the cluster (the *track* is where the new version runs):
+
+- rolling: a rolling update of `<svc>` moves the traffic as new pods get ready; the switch is
+  a no-op; stopping the previous version removes its unused Secret.
+- blue_green: the free color, `<svc>-blue` or `<svc>-green`, which `<svc>-preview` selects;
+  the switch points the Service `<svc>` at it; the previous color is scaled to 0 later.
+- canary: `<svc>-canary` takes traffic step by step; the switch updates `<svc>` to the new
+  version, then sends all traffic there; `<svc>-canary` is scaled to 0.
+
+Canary traffic is split by a Gateway API HTTPRoute when its CRD is installed (exact weights),
+otherwise by the replica ratio of `<svc>` and `<svc>-canary` (coarse); `KubeRollout.traffic`
+says which, and the deploy task logs it.
+
+What runs is read from the cluster, not from memory: a Deployment's annotations carry its
+image, commit, tree and secret versions, and the Service's selector says which color serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from kubernetes.client import ApiClient
+
+from relay.aws.secrets import SecretVersion, ServiceConfig
+from relay.errors import RolledBack, StageFailed
+from relay.platforms.docker import DeployResult
+from relay.platforms.kubernetes import objects
+from relay.platforms.kubernetes.cluster import Cluster
+from relay.platforms.kubernetes.objects import (
+    COLORS,
+    MANAGER,
+    PREFIX,
+    KubeSpec,
+    Obj,
+    deployment_name,
+    service_url,
+)
+from relay.platforms.kubernetes.rollout import progress, wait_rollout
+from relay.traffic import gateway_api, replica_ratio
+from relay.traffic.gateway_api import GatewayApiRouter, canary_pods
+from relay.traffic.replica_ratio import effective_weight, split_replicas
+
+# How canary traffic is split, or (other strategies) how traffic reaches the new version.
+SERVICE_SELECTOR = "service_selector"
+ROLLING_UPDATE = "rolling_update"
+
+
+@dataclass(frozen=True)
+class Version:
+    """One track's Deployment as the cluster reports it."""
+
+    deployment: str
+    track: str
+    image: str
+    commit: str
+    tree: str
+    config: str  # ServiceConfig.label of the secrets it runs with
+    config_keys: str
+    release: str
+    replicas: int
+    available: int
+
+    @property
+    def name(self) -> str:
+        return self.deployment
+
+    @property
+    def slot(self) -> str:
+        return self.track
+
+
+@dataclass(frozen=True)
+class KubeRollout:
+    """A new version started next to the stable one (None on a first deployment)."""
+
+    spec: KubeSpec
+    track: str
+    stable: Version | None
+    traffic: str  # gateway_api | replica_ratio | service_selector | rolling_update
+
+    @property
+    def slot(self) -> str:
+        return self.track
+
+    @property
+    def slot_url(self) -> str:
+        """The new version itself, for smoke tests (from inside the cluster)."""
+        name = {"canary": f"{self.spec.service}-canary"}.get(self.track, self.spec.service)
+        if self.track in COLORS:
+            name = f"{self.spec.service}-preview"
+        return service_url(name, self.spec.namespace, self.spec.port)
+
+    def result(self) -> DeployResult:
+        return DeployResult(
+            self.track,
+            deployment_name(self.spec.service, "stable" if self.track == "canary" else self.track),
+            self.spec.image,
+            self.spec.url,
+            True,
+            self.stable.image if self.stable else None,
+        )
+
+
+def _version(deployment: Obj) -> Version:
+    meta = deployment["metadata"]
+    notes = meta.get("annotations") or {}
+    return Version(
+        deployment=meta["name"],
+        track=meta["labels"].get(f"{PREFIX}/track", ""),
+        image=notes.get(f"{PREFIX}/image", ""),
+        commit=notes.get(f"{PREFIX}/commit", ""),
+        tree=notes.get(f"{PREFIX}/tree", ""),
+        config=notes.get(f"{PREFIX}/config", ""),
+        config_keys=notes.get(f"{PREFIX}/config-keys", ""),
+        release=notes.get(f"{PREFIX}/release", ""),
+        replicas=deployment["spec"].get("replicas", 0),
+        available=deployment.get("status", {}).get("availableReplicas", 0) or 0,
+    )
+
+
+def spec_of(spec: KubeSpec, version: Version) -> KubeSpec:
+    """`spec` for an older version: the same service and settings, that version's image and
+    secret versions (so its pod template, and ReplicaSet, are the ones it had)."""
+    config = None
+    if version.config:
+        versions = tuple(SecretVersion(*part.rsplit("@", 1)) for part in version.config.split(","))
+        keys = tuple(k for k in version.config_keys.split(",") if k)
+        config = ServiceConfig(versions, keys)
+    return replace(
+        spec,
+        image=version.image,
+        commit=version.commit,
+        tree=version.tree,
+        release=version.release,
+        config=config,
+    )
+
+
+class KubernetesPlatform:
+    """The step operations of `DockerPlatform`, on a cluster.
+
+    Args:
+        api_client: An authenticated client (see `tasks.kubernetes.cluster_client`).
+        traffic: How canaries split traffic: "auto" (Gateway API when its HTTPRoute CRD is
+            installed, else replica ratio), "gateway_api" or "replica_ratio".
+    """
+
+    type = "kubernetes"
+
+    def __init__(self, api_client: ApiClient, traffic: str = "auto") -> None:
+        self.cluster = Cluster(api_client)
+        self.traffic = traffic
+
+    # -- what runs --------------------------------------------------------------------------
+
+    def version(self, spec: KubeSpec, track: str) -> Version | None:
+        found = self.cluster.get(
+            "apps/v1", "Deployment", spec.namespace, deployment_name(spec.service, track)
+        )
+        return _version(found) if found else None
+
+    def active(self, spec: KubeSpec) -> Version | None:
+        """The version the service's Service sends (most of) the traffic to, if it serves."""
+        track = self._serving_track(spec)
+        current = self.version(spec, track) if track else None
+        return current if current is not None and current.available > 0 else None
+
+    def _serving_track(self, spec: KubeSpec) -> str | None:
+        if spec.strategy != "blue_green":
+            return "stable"
+        found = self.cluster.get("v1", "Service", spec.namespace, spec.service)
+        if found is None:
+            return None
+        return str(found["spec"].get("selector", {}).get(f"{PREFIX}/track", "")) or None
+
+    def serves(self, spec: KubeSpec) -> Version | None:
+        """The active version if it is exactly `spec` (image, secret versions, and every field
+        Relay would write: a server-side dry run changes nothing), fully rolled out, with no
+        canary left; else None, and the deployment goes ahead."""
+        current = self.active(spec)
+        if current is None or current.image != spec.image or current.config != spec.config_label:
+            return None
+        if spec.strategy == "canary":
+            canary = self.version(spec, "canary")
+            if canary is not None and canary.replicas > 0:
+                return None
+        stored = self.cluster.get("apps/v1", "Deployment", spec.namespace, current.deployment)
+        wanted = objects.deployment(spec, current.track, spec.replicas)
+        if stored is None or not progress(stored).complete or self._changes(wanted, stored):
+            return None
+        self._apply_services(spec, self._traffic_kind(spec), current.track)
+        return current
+
+    def _changes(self, wanted: Obj, stored: Obj) -> bool:
+        """Whether applying `wanted` would change `stored`'s spec (a server-side dry run)."""
+        dry = self.cluster.apply(wanted, dry_run=True)
+        return bool(dry["metadata"].get("generation") != stored["metadata"].get("generation"))
+
+    # -- the steps strategies are made of -----------------------------------------------------
+
+    def start_new(
+        self, spec: KubeSpec, config_values: Mapping[str, str] | None = None
+    ) -> KubeRollout:
+        """Start `spec` next to the stable version; return once its rollout is complete.
+
+        Blue/green: the free color, which only `<svc>-preview` selects. Canary (with a stable
+        version): `<svc>-canary`, at no traffic through a Gateway API route (by replica ratio
+        it serves about 1/(replicas+1) at once). Rolling, and a first canary: a rolling update
+        of `<svc>`. A rollout that stalls is undone here (the previous ReplicaSet serves
+        again) and the error says why, from the Deployment's conditions and the pods.
+        """
+        stable = self.active(spec)
+        traffic = self._traffic_kind(spec)
+        if spec.config is not None:
+            self.cluster.apply(objects.secret(spec, config_values or {}))
+        self.cluster.apply(objects.network_policy(spec))
+        if spec.strategy == "blue_green":
+            track = COLORS[1] if stable is not None and stable.track == COLORS[0] else COLORS[0]
+        elif spec.strategy == "canary" and stable is not None:
+            track = "canary"
+        else:
+            track, traffic = "stable", ROLLING_UPDATE
+        self._apply_services(spec, traffic, stable.track if stable else None)
+        rollout = KubeRollout(spec, track, stable, traffic)
+        replicas = 1 if track == "canary" else spec.replicas
+        stall = self._roll(spec, track, replicas)
+        if stall is not None:
+            self._undo_start(rollout)
+            if stable is None:
+                raise StageFailed(f"{spec.service} ({spec.image}) never became ready: {stall}")
+            raise RolledBack(
+                f"{spec.service} ({spec.image}) never became ready: {stall}; rolled back, "
+                f"{stable.image} serves ({stable.available} available)"
+            )
+        if track in COLORS:
+            self.cluster.apply(objects.service(spec, f"{spec.service}-preview", track))
+        return rollout
+
+    def set_canary_weight(self, rollout: KubeRollout, percent: int) -> int:
+        """About `percent` of traffic to the canary; returns the share it really gets (exact
+        with the Gateway API, the pods' share by replica ratio)."""
+        if not 0 <= percent <= 100:
+            raise ValueError(f"a canary weight is a percentage 0..100, got {percent}")
+        if rollout.stable is None or rollout.track != "canary":
+            self.switch(rollout)
+            return 100
+        spec = rollout.spec
+        if rollout.traffic == gateway_api.TYPE:
+            self._scale_new(rollout, canary_pods(spec.replicas, percent))
+            GatewayApiRouter(self.cluster, spec).set_weight(spec.service, {"canary": percent})
+            return percent
+        stable_pods, canary = split_replicas(spec.replicas, percent)
+        self._scale_new(rollout, canary)
+        self._scale_stable(rollout, stable_pods)
+        return effective_weight(stable_pods, canary)
+
+    def switch(self, rollout: KubeRollout) -> None:
+        """All traffic to the new version."""
+        spec = rollout.spec
+        if rollout.track in COLORS:
+            self.cluster.apply(objects.service(spec, spec.service, rollout.track))
+        elif rollout.track == "canary":
+            # The stable Deployment becomes the new version; only then does traffic leave the
+            # canary (the route), so no request waits for a pod that is not ready.
+            stall = self._roll(spec, "stable", spec.replicas)
+            if stall is not None:
+                raise StageFailed(f"{spec.service}: updating {spec.service} stalled: {stall}")
+            if rollout.traffic == gateway_api.TYPE:
+                GatewayApiRouter(self.cluster, spec).set_weight(spec.service, {"canary": 0})
+
+    def stop_previous(self, rollout: KubeRollout) -> None:
+        """Scale the previous color (blue/green) or the canary to 0, unless the Service selects
+        it again; then remove Secrets no Deployment of the service refers to."""
+        spec = rollout.spec
+        if rollout.track in COLORS and rollout.stable is not None:
+            if self._serving_track(spec) != rollout.stable.track:
+                self._apply_version(spec, rollout.stable, 0)
+        elif rollout.track == "canary":
+            self._scale_new(rollout, 0)
+        self._remove_unused_secrets(spec)
+
+    def abort(self, rollout: KubeRollout) -> None:
+        """Back to the stable version: traffic first, then the new version scaled to 0."""
+        spec, stable = rollout.spec, rollout.stable
+        if rollout.track in COLORS:
+            if stable is not None:
+                self.cluster.apply(objects.service(spec, spec.service, stable.track))
+                self.cluster.apply(objects.service(spec, f"{spec.service}-preview", stable.track))
+            self._scale_new(rollout, 0)
+        elif rollout.track == "canary":
+            if rollout.traffic == gateway_api.TYPE:
+                GatewayApiRouter(self.cluster, spec).set_weight(spec.service, {"canary": 0})
+            self._undo_start(rollout)
+        else:
+            self._undo_start(rollout)
+
+    def deploy(
+        self, spec: KubeSpec, config_values: Mapping[str, str] | None = None
+    ) -> DeployResult:
+        """The rolling plan in one call (tests and scripts): start, switch, stop."""
+        current = self.serves(spec)
+        if current is not None:
+            return DeployResult(
+                current.track, current.deployment, spec.image, spec.url, False, current.image
+            )
+        rollout = self.start_new(spec, config_values)
+        self.switch(rollout)
+        self.stop_previous(rollout)
+        return rollout.result()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _traffic_kind(self, spec: KubeSpec) -> str:
+        if spec.strategy == "blue_green":
+            return SERVICE_SELECTOR
+        if spec.strategy != "canary":
+            return ROLLING_UPDATE
+        if self.traffic != "auto":
+            return self.traffic
+        routes = self.cluster.serves(gateway_api.API_VERSION, gateway_api.KIND)
+        return gateway_api.TYPE if routes else replica_ratio.TYPE
+
+    def _apply_services(self, spec: KubeSpec, traffic: str, serving: str | None) -> None:
+        """The Services (and route) each strategy needs; blue/green's `<svc>` keeps selecting
+        the serving color (it is created at the first switch)."""
+        if spec.strategy == "blue_green":
+            if serving is not None:
+                self.cluster.apply(objects.service(spec, spec.service, serving))
+            return
+        if traffic == replica_ratio.TYPE:
+            self.cluster.apply(objects.service(spec, spec.service, None))
+            return
+        self.cluster.apply(objects.service(spec, spec.service, "stable"))
+        if traffic == gateway_api.TYPE:
+            for track in ("stable", "canary"):
+                self.cluster.apply(objects.service(spec, f"{spec.service}-{track}", track))
+            GatewayApiRouter(self.cluster, spec).ensure_route(None)
+
+    def _roll(self, spec: KubeSpec, track: str, replicas: int) -> str | None:
+        """Apply `spec` on `track` and wait for its rollout; None, or why it stalled."""
+        self.cluster.apply(objects.deployment(spec, track, replicas))
+        name = deployment_name(spec.service, track)
+        return wait_rollout(self.cluster, spec.namespace, name, objects.version_of(spec.image))
+
+    def _scale_new(self, rollout: KubeRollout, replicas: int) -> None:
+        stall = self._roll(rollout.spec, rollout.track, replicas) if replicas else None
+        if not replicas:
+            self.cluster.apply(objects.deployment(rollout.spec, rollout.track, 0))
+        if stall is not None:
+            raise StageFailed(f"{rollout.spec.service}: scaling the new version stalled: {stall}")
+
+    def _scale_stable(self, rollout: KubeRollout, replicas: int) -> None:
+        if rollout.stable is not None:
+            self._apply_version(rollout.spec, rollout.stable, replicas)
+
+    def _apply_version(self, spec: KubeSpec, version: Version, replicas: int) -> None:
+        self.cluster.apply(objects.deployment(spec_of(spec, version), version.track, replicas))
+
+    def _undo_start(self, rollout: KubeRollout) -> None:
+        """Put the stable version back as it was; a first deployment is scaled to 0 (kept,
+        with its pods' story, for debugging)."""
+        spec, stable = rollout.spec, rollout.stable
+        if rollout.track != "stable":
+            self._scale_new(rollout, 0)
+        if stable is None:
+            if rollout.track == "stable":
+                self.cluster.apply(objects.deployment(spec, "stable", 0))
+            return
+        if stable.track == "stable":
+            # The previous template again: the controller scales the previous ReplicaSet back
+            # up (it never went down: no pod of it is removed before a new one is ready).
+            old = spec_of(spec, stable)
+            self.cluster.apply(objects.deployment(old, "stable", spec.replicas))
+            wait_rollout(self.cluster, spec.namespace, stable.deployment, "")
+
+    def _remove_unused_secrets(self, spec: KubeSpec) -> None:
+        pods = objects.selector(spec)
+        labels = ",".join(f"{k}={v}" for k, v in pods.items())
+        used = {
+            ref["secretRef"]["name"]
+            for dep in self.cluster.list(
+                "apps/v1", "Deployment", spec.namespace, label_selector=labels
+            )
+            for container in dep["spec"]["template"]["spec"]["containers"]
+            for ref in container.get("envFrom") or []
+            if "secretRef" in ref
+        }
+        mine = f"{labels},app.kubernetes.io/managed-by={MANAGER}"
+        for found in self.cluster.list("v1", "Secret", spec.namespace, label_selector=mine):
+            if found["metadata"]["name"] not in used:
+                self.cluster.delete("v1", "Secret", spec.namespace, found["metadata"]["name"])

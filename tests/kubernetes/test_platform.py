@@ -1,0 +1,298 @@
+"""The kubernetes platform against a real control plane (tests/kubernetes/conftest.py): the
+objects and fields it writes, idempotent server-side apply, conflicts with other managers,
+blue/green, canary by HTTPRoute weights and by replica ratio, and a stalled rollout undone."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from relay.aws.secrets import SecretVersion, ServiceConfig
+from relay.errors import RolledBack
+from relay.platforms.kubernetes import (
+    ApplyConflict,
+    KubernetesPlatform,
+    KubeSpec,
+    Neighbour,
+)
+from relay.platforms.kubernetes.objects import PREFIX
+from tests.kubernetes.controlplane import NEVER_READY
+
+RESOURCES = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"cpu": "500m", "memory": "256Mi"},
+}
+CONFIG = ServiceConfig((SecretVersion("dev-config", "v1"),), ("DATABASE_URL",))
+VALUES = {"DATABASE_URL": "postgres://orders:hunter2@db/orders"}
+
+
+def image(tag: str, name: str = "orders") -> str:
+    return f"127.0.0.1:5000/shop/{name}@sha256:{hashlib.sha256(tag.encode()).hexdigest()}"
+
+
+@pytest.fixture
+def api(control_plane: Any) -> Iterator[client.ApiClient]:
+    api = control_plane.api_client()
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def namespace(api: client.ApiClient) -> Iterator[str]:
+    name = f"relay-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+def make_spec(namespace: str, strategy: str = "rolling", tag: str = "v1", **extra: Any) -> KubeSpec:
+    fields: dict[str, Any] = {
+        "app": "shop",
+        "environment": "prod",
+        "namespace": namespace,
+        "service": "orders",
+        "image": image(tag),
+        "commit": f"commit-{tag}",
+        "tree": f"tree-{tag}",
+        "port": 8002,
+        "health": "/healthz",
+        "strategy": strategy,
+        "replicas": 2,
+        "resources": RESOURCES,
+        "progress_deadline_seconds": 5,
+        "depends_on": (Neighbour("inventory", 8001),),
+        "dependents": ("frontend", "checkout"),
+        "env": {"INVENTORY_URL": f"http://inventory.{namespace}.svc.cluster.local:8001"},
+        "config": CONFIG,
+        "release": f"release-{tag}",
+    }
+    return KubeSpec(**(fields | extra))
+
+
+def get(api: client.ApiClient, kind: str, namespace: str, name: str) -> dict[str, Any]:
+    apps, core, net = client.AppsV1Api(api), client.CoreV1Api(api), client.NetworkingV1Api(api)
+    read = {
+        "Deployment": apps.read_namespaced_deployment,
+        "Service": core.read_namespaced_service,
+        "Secret": core.read_namespaced_secret,
+        "NetworkPolicy": net.read_namespaced_network_policy,
+    }[kind]
+    return api.sanitize_for_serialization(read(name, namespace))
+
+
+def route_weights(api: client.ApiClient, namespace: str) -> dict[str, int]:
+    route = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", namespace, "httproutes", "orders"
+    )
+    return {ref["name"]: ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]}
+
+
+def replica_sets(api: client.ApiClient, namespace: str, track: str) -> dict[str, dict[str, int]]:
+    """image -> {replicas, available} of the service's ReplicaSets on `track`."""
+    found = client.AppsV1Api(api).list_namespaced_replica_set(
+        namespace, label_selector=f"{PREFIX}/service=orders,{PREFIX}/track={track}"
+    )
+    return {
+        rs.spec.template.spec.containers[0].image: {
+            "replicas": rs.spec.replicas or 0,
+            "available": rs.status.available_replicas or 0,
+        }
+        for rs in found.items
+    }
+
+
+def test_deployment_service_secret_and_network_policy_are_written(
+    api: client.ApiClient, namespace: str
+) -> None:
+    platform = KubernetesPlatform(api)
+    spec = make_spec(namespace)
+
+    result = platform.deploy(spec, VALUES)
+
+    assert result.changed and result.image == spec.image
+    deployment = get(api, "Deployment", namespace, "orders")
+    meta, pod = deployment["metadata"], deployment["spec"]["template"]
+    assert meta["labels"][f"{PREFIX}/service"] == "orders"
+    assert meta["labels"][f"{PREFIX}/track"] == "stable"
+    assert pod["metadata"]["labels"][f"{PREFIX}/version"] == spec.image.split(":")[-1][:12]
+    assert meta["annotations"][f"{PREFIX}/commit"] == "commit-v1"
+    assert meta["annotations"][f"{PREFIX}/tree"] == "tree-v1"
+    assert meta["annotations"][f"{PREFIX}/release"] == "release-v1"
+    assert deployment["spec"]["progressDeadlineSeconds"] == 5
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == spec.image  # by digest
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": "/healthz",
+        "port": "http",
+        "scheme": "HTTP",
+    }
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["ports"][0]["containerPort"] == 8002
+    assert container["resources"] == RESOURCES
+    assert container["securityContext"] == {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    (env_from,) = container["envFrom"]
+    secret = get(api, "Secret", namespace, env_from["secretRef"]["name"])
+    assert env_from["secretRef"]["name"].startswith("orders-config-")
+    assert set(secret["data"]) == {"DATABASE_URL"} and secret["immutable"] is True
+    service = get(api, "Service", namespace, "orders")
+    assert service["spec"]["selector"] == {
+        f"{PREFIX}/app": "shop",
+        f"{PREFIX}/service": "orders",
+        f"{PREFIX}/track": "stable",
+    }
+    assert service["spec"]["ports"][0]["port"] == 8002
+    policy = get(api, "NetworkPolicy", namespace, "orders")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = policy["ingress"]
+    (source,) = ingress["from"]
+    assert source["podSelector"]["matchExpressions"] == [
+        {"key": f"{PREFIX}/service", "operator": "In", "values": ["checkout", "frontend"]}
+    ]
+    assert [rule["ports"] for rule in policy["egress"]][0] == [{"protocol": "TCP", "port": 8001}]
+    assert policy["egress"][1]["ports"][0] == {"protocol": "UDP", "port": 53}
+
+
+def test_reapplying_changes_nothing(api: client.ApiClient, namespace: str) -> None:
+    platform = KubernetesPlatform(api)
+    spec = make_spec(namespace)
+    platform.deploy(spec, VALUES)
+    kinds = ("Deployment", "Service", "NetworkPolicy")
+    before = {
+        kind: get(api, kind, namespace, "orders")["metadata"]["resourceVersion"] for kind in kinds
+    }
+
+    again = platform.deploy(spec, VALUES)
+    rollout = platform.start_new(spec, VALUES)  # every object applied once more, for real
+
+    assert not again.changed
+    after = {
+        kind: get(api, kind, namespace, "orders")["metadata"]["resourceVersion"] for kind in kinds
+    }
+    assert after == before
+    assert rollout.stable is not None and rollout.stable.image == spec.image
+
+
+def test_a_manual_edit_by_another_manager_is_reported_not_overwritten(
+    api: client.ApiClient, namespace: str
+) -> None:
+    platform = KubernetesPlatform(api)
+    platform.deploy(make_spec(namespace), VALUES)
+    client.AppsV1Api(api).patch_namespaced_deployment_scale(
+        "orders", namespace, {"spec": {"replicas": 3}}, field_manager="kubectl-scale"
+    )
+
+    with pytest.raises(ApplyConflict) as raised:
+        platform.deploy(make_spec(namespace, tag="v2"), VALUES)
+
+    message = str(raised.value)
+    assert ".spec.replicas" in message and "kubectl-scale" in message
+    assert "--force-conflicts" in message
+    assert get(api, "Deployment", namespace, "orders")["spec"]["replicas"] == 3  # not clobbered
+
+
+def test_blue_green_switches_the_service_selector(api: client.ApiClient, namespace: str) -> None:
+    platform = KubernetesPlatform(api)
+    first = platform.start_new(make_spec(namespace, "blue_green"), VALUES)
+    platform.switch(first)
+    platform.stop_previous(first)
+    assert first.track == "blue"
+
+    rollout = platform.start_new(make_spec(namespace, "blue_green", "v2"), VALUES)
+
+    def selected(name: str) -> str:
+        return get(api, "Service", namespace, name)["spec"]["selector"][f"{PREFIX}/track"]
+
+    assert rollout.track == "green"
+    assert selected("orders-preview") == "green" and selected("orders") == "blue"
+    platform.switch(rollout)
+    assert selected("orders") == "green"
+    platform.stop_previous(rollout)
+    assert get(api, "Deployment", namespace, "orders-blue")["spec"]["replicas"] == 0
+    green = get(api, "Deployment", namespace, "orders-green")
+    assert green["status"]["availableReplicas"] == 2
+    assert green["spec"]["template"]["spec"]["containers"][0]["image"] == image("v2")
+
+
+def test_canary_moves_http_route_weights_step_by_step(
+    api: client.ApiClient, namespace: str
+) -> None:
+    platform = KubernetesPlatform(api)
+    platform.deploy(make_spec(namespace, "canary"), VALUES)  # first deploy: rolling
+    spec = make_spec(namespace, "canary", "v2")
+
+    rollout = platform.start_new(spec, VALUES)
+    assert rollout.traffic == "gateway_api"
+    observed = [route_weights(api, namespace)]
+    for weight in (10, 50):
+        assert platform.set_canary_weight(rollout, weight) == weight
+        observed.append(route_weights(api, namespace))
+    platform.switch(rollout)
+    observed.append(route_weights(api, namespace))
+    platform.stop_previous(rollout)
+
+    assert observed == [
+        {"orders-stable": 100, "orders-canary": 0},
+        {"orders-stable": 90, "orders-canary": 10},
+        {"orders-stable": 50, "orders-canary": 50},
+        {"orders-stable": 100, "orders-canary": 0},
+    ]
+    stable = get(api, "Deployment", namespace, "orders")
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == spec.image
+    assert get(api, "Deployment", namespace, "orders-canary")["spec"]["replicas"] == 0
+
+
+def test_canary_without_gateway_api_splits_by_replica_ratio(
+    api: client.ApiClient, namespace: str
+) -> None:
+    platform = KubernetesPlatform(api, traffic="replica_ratio")
+    platform.deploy(make_spec(namespace, "canary", replicas=4), VALUES)
+    rollout = platform.start_new(make_spec(namespace, "canary", "v2", replicas=4), VALUES)
+
+    assert rollout.traffic == "replica_ratio"
+    assert platform.set_canary_weight(rollout, 25) == 25
+    assert get(api, "Deployment", namespace, "orders")["spec"]["replicas"] == 3
+    assert get(api, "Deployment", namespace, "orders-canary")["spec"]["replicas"] == 1
+    assert platform.set_canary_weight(rollout, 10) == 25  # one pod is the finest step
+    assert get(api, "Service", namespace, "orders")["spec"]["selector"] == {
+        f"{PREFIX}/app": "shop",
+        f"{PREFIX}/service": "orders",
+    }
+    platform.abort(rollout)
+    assert get(api, "Deployment", namespace, "orders")["spec"]["replicas"] == 4
+    assert get(api, "Deployment", namespace, "orders-canary")["spec"]["replicas"] == 0
+
+
+def test_a_bad_image_hits_its_progress_deadline_and_is_rolled_back(
+    api: client.ApiClient, namespace: str
+) -> None:
+    platform = KubernetesPlatform(api)
+    good = make_spec(namespace)
+    platform.deploy(good, VALUES)
+    bad = replace(make_spec(namespace, tag="v2"), image=image("v2", f"orders-{NEVER_READY}"))
+
+    with pytest.raises(RolledBack) as raised:
+        platform.deploy(bad, VALUES)
+
+    message = str(raised.value)
+    assert "ProgressDeadlineExceeded" in message and "0/2 ready" in message
+    assert "pod orders-" in message and "ImagePullBackOff" in message
+    sets = replica_sets(api, namespace, "stable")
+    assert sets[good.image]["available"] == 2
+    assert sets[bad.image]["replicas"] == 0
+    deployment = get(api, "Deployment", namespace, "orders")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == good.image
+    assert deployment["status"]["availableReplicas"] == 2
