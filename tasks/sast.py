@@ -1,4 +1,8 @@
-"""SAST stage: static analysis of a service's source, gated by the manifest's threshold."""
+"""SAST stage: static analysis of a service's source, gated by the manifest's threshold.
+
+Bandit's JSON is read from the command's output; another tool's findings from the SARIF file
+the manifest says it writes (`sast.sarif`). Without either, the exit code decides.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,36 @@ from prefect.cache_policies import NO_CACHE
 
 from relay.commands import run_command
 from relay.errors import StageFailed
-from relay.sast import Finding, blocking, parse_bandit
+from relay.sast import Finding, SarifError, blocking, parse_bandit, parse_sarif
 
 
 @task(name="run-sast", cache_policy=NO_CACHE)
 def run_sast(
-    service: str, directory: Path, command: list[str], fail_on: str, artifact_key: str
+    service: str,
+    directory: Path,
+    command: list[str],
+    fail_on: str,
+    artifact_key: str,
+    sarif: str | None = None,
 ) -> list[Finding]:
+    """Run the SAST command in the service's directory and judge its findings.
+
+    Raises:
+        StageFailed: findings at or above `fail_on`; the command failed without a report; or
+            the declared SARIF file is missing or unreadable (a gate that cannot read its
+            tool's report must not pass).
+    """
+    report = directory / sarif if sarif else None
+    if report is not None:
+        report.unlink(missing_ok=True)  # a report left by an earlier run is not this run's
     result = run_command(command, cwd=directory, timeout=600)
-    findings = parse_bandit(result.output)
+    findings = parse_bandit(result.output) if report is None else _read_sarif(service, report)
+    if report is not None and findings is None:
+        raise StageFailed(
+            f"{service}: SAST command {' '.join(command)} exited {result.exit_code} without "
+            f"writing {sarif} (services.{service}.sast.sarif):\n{result.tail()}"
+        )
+    findings = findings or []
     rows = [
         {
             "severity": f.severity,
@@ -46,3 +71,13 @@ def run_sast(
     if not result.ok and not findings:
         raise StageFailed(f"{service}: SAST command {' '.join(command)} failed:\n{result.tail()}")
     return findings
+
+
+def _read_sarif(service: str, report: Path) -> list[Finding] | None:
+    """The findings in `report`, or None when the command did not write it."""
+    if not report.is_file():
+        return None
+    try:
+        return parse_sarif(report.read_text(encoding="utf-8", errors="replace"))
+    except SarifError as exc:
+        raise StageFailed(f"{service}: SAST report {report.name} is not SARIF: {exc}") from None
