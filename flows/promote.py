@@ -31,8 +31,10 @@ from tasks.promotion import verify_promotable
 from tasks.record import artifact_key
 from tasks.scan import check_image_scans
 from tasks.secrets import resolve_configs
+from tasks.security import check_security
 from tasks.source import Checkout, checkout_commit, read_manifest
 from tasks.test import run_e2e_tests, run_services_integration_tests
+from tasks.tracing import relay_attributes, release_id
 
 
 @flow(
@@ -55,8 +57,18 @@ def promote(
     registry = log_in_registry(manifest.registry)
     candidates = verify_promotable(registry, manifest.app, checkout.commit, order, previous)
     check_image_scans(manifest.image_scan, manifest.app, [(c.service, c.image) for c in candidates])
+    docker_host = DockerHost()
+    check_security(docker_host, manifest, environment, [(c.service, c.image) for c in candidates])
     resolve_configs(manifest, environment, [c.service for c in candidates])
     env = manifest.environments[environment]
+    relay_attributes(
+        app=manifest.app,
+        environment=environment,
+        commit=checkout.commit,
+        service=",".join(order),
+        strategy=env.strategy,
+        release_id=release_id(),
+    )
     attempts = [_attempt(manifest, environment, env.strategy, c, checkout) for c in candidates]
 
     if env.approval.required:
@@ -64,7 +76,6 @@ def promote(
         for attempt in attempts:
             attempt.approver, attempt.comment = decision.approver, decision.comment
 
-    docker_host = DockerHost()
     deployed: list[tuple[Attempt, DeployResult]] = []
     with ExitStack() as locks:
         for attempt in attempts:  # always in dependency order: no two promotions deadlock

@@ -32,6 +32,7 @@ from tasks.record import artifact_key
 from tasks.secrets import resolve_configs
 from tasks.source import Checkout, checkout_commit, read_manifest
 from tasks.test import run_services_integration_tests
+from tasks.tracing import relay_attributes, release_id
 
 # How many services of a release are built and deployed at once (RELAY_CONCURRENCY).
 CONCURRENCY = int(os.environ.get("RELAY_CONCURRENCY", "4"))
@@ -66,6 +67,13 @@ def release(
     environments = list(manifest.environments)
     target = _target(manifest, through)
     changed, dependents = _scope(manifest, checkout, services, base, manifest_file)
+    relay_attributes(
+        app=manifest.app,
+        commit=checkout.commit,
+        environment=target,
+        service=",".join(changed),
+        release_id=release_id(),
+    )
     get_run_logger().info(
         "release %s: changed %s; dependents to re-test %s",
         checkout.commit[:12],

@@ -21,6 +21,7 @@ from tasks.logs import SHIP_LOGS
 from tasks.notify import NOTIFY_ON_FAILURE, with_hooks
 from tasks.secrets import resolve_config
 from tasks.source import checkout_commit, read_manifest
+from tasks.tracing import relay_attributes, release_id
 
 
 @flow(
@@ -63,6 +64,15 @@ def rollback(
         strategy="rollback",
         comment=f"rollback to the version recorded at {target.ended_at:%Y-%m-%d %H:%M} UTC",
         cloudwatch=manifest.cloudwatch,
+    )
+    relay_attributes(
+        app=manifest.app,
+        service=service,
+        environment=environment,
+        commit=target.commit,
+        digest=target.digest,
+        strategy="rollback",
+        release_id=release_id(),
     )
     docker_host = DockerHost()
     config = resolve_config(manifest, environment, service)

@@ -22,8 +22,10 @@ from tasks.record import artifact_key, publish_summary
 from tasks.sast import run_sast
 from tasks.scan import check_image_scan
 from tasks.secrets import resolve_configs
+from tasks.security import audit_image_packages, check_compliance
 from tasks.source import checkout_commit, read_manifest, service_tree_hash
 from tasks.test import run_integration_tests
+from tasks.tracing import relay_attributes, release_id
 
 
 class ServiceRelease(BaseModel):
@@ -65,7 +67,8 @@ def service_pipeline(
     environment: str = "dev",
     manifest_file: str = "relay.yaml",
 ) -> ServiceRelease:
-    """Checkout → compile → SAST → unit tests → image → push → deploy by digest → integration."""
+    """Checkout → compile → SAST → unit tests → image → push → compliance, packages and image
+    scan gates → deploy by digest → integration."""
     timer = _Timer()
     with timer.stage("checkout"):
         checkout = checkout_commit(repository, commit)
@@ -75,6 +78,14 @@ def service_pipeline(
         spec = manifest.services[service]
         directory = checkout.path / spec.path
         tree = service_tree_hash(checkout, spec.path)
+        relay_attributes(
+            app=manifest.app,
+            service=service,
+            environment=environment,
+            commit=checkout.commit,
+            strategy=manifest.environments[environment].strategy,
+            release_id=release_id(),
+        )
 
     registry = log_in_registry(manifest.registry)
     docker_host = DockerHost()
@@ -91,6 +102,7 @@ def service_pipeline(
                 spec.sast.command,
                 spec.sast.fail_on,
                 artifact_key(manifest.app, service, "sast"),
+                spec.sast.sarif,
             )
         with timer.stage("unit-tests"):
             run_unit_tests(
@@ -116,7 +128,14 @@ def service_pipeline(
     else:
         with timer.stage("image"):
             image = tag_image(registry, image, checkout.commit)
-    check_image_scan(manifest.image_scan, manifest.app, service, str(image))  # before any deploy
+    relay_attributes(digest=image.digest)
+    with timer.stage("compliance"):  # the security gates: before any deploy
+        check_compliance(manifest, service, environment, str(image))
+    with timer.stage("packages"):
+        audit_image_packages(
+            docker_host, manifest.security.packages, manifest.app, service, str(image)
+        )
+    check_image_scan(manifest.image_scan, manifest.app, service, str(image))
 
     attempt = Attempt(
         app=manifest.app,

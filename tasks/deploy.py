@@ -20,6 +20,7 @@ from relay.aws.secrets import read_values
 from relay.platforms.docker import DeploySpec, DockerPlatform, Rollout, Running
 from relay.settings import relay_home
 from relay.traffic import TrafficRouter, make_router
+from tasks.tracing import platform_span
 
 
 def _router(spec: DeploySpec) -> TrafficRouter:
@@ -30,6 +31,22 @@ def _router(spec: DeploySpec) -> TrafficRouter:
 def _platform(docker_host: DockerHost, spec: DeploySpec) -> Iterator[DockerPlatform]:
     with docker_host.get_client() as client:
         yield DockerPlatform(client, _router(spec))
+
+
+@contextmanager
+def _shift(rollout: Rollout, percent: int, rollback: bool = False) -> Iterator[None]:
+    """A `traffic shift` span: the router call, with where traffic goes (`tasks.tracing`)."""
+    spec = rollout.spec
+    with platform_span(
+        "traffic shift",
+        app=spec.app,
+        service=spec.service,
+        environment=spec.environment,
+        digest=spec.image.rpartition("@")[2],
+        traffic_weight=percent,
+        traffic_rollback=rollback,
+    ):
+        yield
 
 
 @task(name="current-version", cache_policy=NO_CACHE)
@@ -61,14 +78,14 @@ def start_new_version(docker_host: DockerHost, spec: DeploySpec) -> Rollout:
 
 @task(name="set-canary-weight", cache_policy=NO_CACHE)
 def set_canary_weight(docker_host: DockerHost, rollout: Rollout, percent: int) -> None:
-    with _platform(docker_host, rollout.spec) as platform:
+    with _platform(docker_host, rollout.spec) as platform, _shift(rollout, percent):
         platform.set_canary_weight(rollout, percent)
     get_run_logger().info("%s: %s%% of traffic to the new version", rollout.spec.service, percent)
 
 
 @task(name="switch-traffic", cache_policy=NO_CACHE)
 def switch_traffic(docker_host: DockerHost, rollout: Rollout) -> None:
-    with _platform(docker_host, rollout.spec) as platform:
+    with _platform(docker_host, rollout.spec) as platform, _shift(rollout, 100):
         platform.switch(rollout)
     get_run_logger().info("%s: all traffic to %s", rollout.spec.service, rollout.spec.image)
 
@@ -82,7 +99,7 @@ def stop_previous_version(docker_host: DockerHost, rollout: Rollout) -> None:
 @task(name="abort-rollout", cache_policy=NO_CACHE)
 def abort_rollout(docker_host: DockerHost, rollout: Rollout) -> None:
     """All traffic back to the stable version, then the new one removed."""
-    with _platform(docker_host, rollout.spec) as platform:
+    with _platform(docker_host, rollout.spec) as platform, _shift(rollout, 0, rollback=True):
         platform.abort(rollout)
     stable = rollout.stable.image if rollout.stable else "nothing (first deploy)"
     get_run_logger().warning("%s: rolled back; %s serves", rollout.spec.service, stable)

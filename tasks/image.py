@@ -21,6 +21,7 @@ from relay.aws.ecr import docker_auth, ensure_repository, parse_ecr_address
 from relay.images import build_image as _build
 from relay.images import image_labels, push_image
 from relay.registry import ImageRef
+from tasks.tracing import platform_span
 
 NETWORK_RETRIES = {"retries": 3, "retry_delay_seconds": [1, 4, 10], "retry_jitter_factor": 0.3}
 
@@ -88,8 +89,12 @@ def push_service_image(
     name = f"{registry.address}/{repository}"
     if parse_ecr_address(registry.address) is not None:
         get_run_logger().info("%s", ensure_repository(aws_client("ecr"), repository))
-    with docker_host.get_client() as client:
+    with (
+        docker_host.get_client() as client,
+        platform_span("image push", repository=name, commit=commit) as span,
+    ):
         digest = push_image(client, name, commit, registry.auth_config())
+        span.set_attribute("relay.digest", digest)
     with registry.get_client() as client:
         client.tag(repository, digest, tree_tag(tree))
     return ImageRef(registry.address, repository, digest)
