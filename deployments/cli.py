@@ -13,6 +13,7 @@
     relay webhook serve [--host H] [--port P] [--config FILE]   git pushes start releases
     relay demo                         the example shop: dev, staging, a canary to prod
     relay iam-policy SERVICE ENV [--pipeline] [--file relay.yaml]   least-privilege IAM JSON
+    relay render SERVICE ENV [--file relay.yaml] [--image IMAGE]   the Kubernetes objects (YAML)
 
 Prefect reads its settings when it is imported, so commands that run flows first point the
 process at the local stack (unless PREFECT_API_URL etc. are already set), then import flows.
@@ -207,6 +208,46 @@ def cmd_iam_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    """The objects Relay would apply, for review and GitOps: secret keys, never values (the
+    secret versions are read from Secrets Manager, so the Secret's name is the real one)."""
+    import yaml
+
+    from relay.aws.secrets import resolve
+    from relay.ledger import Ledger
+    from relay.platforms.kubernetes.objects import render
+    from relay.settings import ledger_path
+    from relay.wiring import kubernetes_spec
+
+    manifest = load_manifest(args.file, check_files=False)  # no sources needed to render
+    manifest.check_services([args.service])
+    manifest.check_environment(args.env)
+    env = manifest.environments[args.env]
+    if env.platform != "kubernetes":
+        raise RelayError(
+            f"{args.file}: environments.{args.env} is on the {env.platform} platform; render "
+            "prints Kubernetes objects: name a kubernetes environment"
+        )
+    image = args.image
+    if image is None:
+        current = Ledger(ledger_path()).current(manifest.app, args.env, args.service)
+        if current is None:
+            raise RelayError(
+                f"no image of {args.service} deployed to {args.env} yet; pass --image "
+                f"{manifest.image_repository(args.service)}@sha256:..."
+            )
+        image = current.image
+    config = None
+    if env.secrets is not None or args.env in manifest.services[args.service].secrets:
+        _use_stack_environment()
+        from blocks.aws import aws_client
+
+        config = resolve(aws_client("secretsmanager"), manifest, args.env, args.service)
+    spec = kubernetes_spec(manifest, args.env, args.service, image, "", "", config)
+    print(yaml.safe_dump_all(render(spec), sort_keys=False), end="")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="relay", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -290,6 +331,12 @@ def parser() -> argparse.ArgumentParser:
     )
     iam.add_argument("--file", type=Path, default=Path("relay.yaml"), help="the manifest")
     iam.set_defaults(func=cmd_iam_policy)
+    rd = sub.add_parser("render", help="print the Kubernetes objects Relay would apply (YAML)")
+    rd.add_argument("service", help="the service to render")
+    rd.add_argument("env", help="a kubernetes environment")
+    rd.add_argument("--file", type=Path, default=Path("relay.yaml"), help="the manifest")
+    rd.add_argument("--image", help="repository@sha256:... (default: what the ledger says runs)")
+    rd.set_defaults(func=cmd_render)
     return p
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from relay.aws.secrets import ServiceConfig
 from relay.manifest import Manifest
 from relay.platforms.docker import DeploySpec
+from relay.platforms.kubernetes import ClusterAccess, KubeSpec, Neighbour
+from relay.platforms.kubernetes.objects import service_url
 from relay.traffic.haproxy import Route
 
 
@@ -18,8 +20,15 @@ def url_variable(service: str) -> str:
 
 
 def service_urls(manifest: Manifest, environment: str) -> dict[str, str]:
-    """`<NAME>_URL` for every service of the manifest in `environment`."""
+    """`<NAME>_URL` for every service of the manifest in `environment` (on kubernetes, its
+    Service's cluster DNS name: reachable from inside the cluster)."""
     env = manifest.environments[environment]
+    if env.platform == "kubernetes":
+        namespace = env.namespace or environment
+        return {
+            url_variable(name): service_url(name, namespace, service.port)
+            for name, service in manifest.services.items()
+        }
     return {
         url_variable(name): f"http://127.0.0.1:{env.ports(service).public}"
         for name, service in manifest.services.items()
@@ -65,4 +74,50 @@ def deploy_spec(
             "RELAY_ENVIRONMENT": environment,
         },
         config=config,
+    )
+
+
+def kubernetes_spec(
+    manifest: Manifest,
+    environment: str,
+    service: str,
+    image: str,
+    commit: str,
+    tree: str,
+    config: ServiceConfig | None = None,
+    release: str = "",
+) -> KubeSpec:
+    """Everything the kubernetes platform needs to run `image` as `service` in `environment`:
+    the environment's cluster settings, and who talks to whom (its NetworkPolicy)."""
+    env = manifest.environments[environment]
+    settings = env.cluster
+    spec = manifest.services[service]
+    return KubeSpec(
+        app=manifest.app,
+        environment=environment,
+        namespace=env.namespace or f"{manifest.app}-{environment}",
+        service=service,
+        image=image,
+        commit=commit,
+        tree=tree,
+        port=spec.port,
+        health=spec.health,
+        strategy=env.strategy,
+        replicas=settings.replicas,
+        resources=settings.resources.model_dump(),
+        progress_deadline_seconds=settings.progress_deadline_seconds,
+        depends_on=tuple(Neighbour(dep, manifest.services[dep].port) for dep in spec.depends_on),
+        dependents=tuple(
+            name for name, other in manifest.services.items() if service in other.depends_on
+        ),
+        public=spec.public,
+        gateway_namespace=settings.gateway_namespace,
+        env={
+            **dependency_urls(manifest, environment, service),
+            "RELAY_SERVICE": service,
+            "RELAY_ENVIRONMENT": environment,
+        },
+        config=config,
+        release=release,
+        access=ClusterAccess(settings.cluster, settings.kubeconfig, settings.context),
     )

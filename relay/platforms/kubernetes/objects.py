@@ -342,3 +342,25 @@ def http_route(spec: KubeSpec, canary_weight: int) -> Obj:
             ],
         },
     }
+
+
+def render(spec: KubeSpec, values: Mapping[str, str] | None = None) -> list[Obj]:
+    """Every object a first deployment of `spec` applies, in apply order: what `relay render`
+    prints (with `values` None, the Secret's values redacted) and GitOps users commit.
+
+    Blue/green renders the blue color, selected by both `<svc>` and `<svc>-preview`; canary
+    renders its stable Deployment and, for the Gateway API, the stable and canary Services
+    and the HTTPRoute with all traffic on stable.
+    """
+    track = COLORS[0] if spec.strategy == "blue_green" else "stable"
+    found: list[Obj] = [secret(spec, values)] if spec.config is not None else []
+    found.append(network_policy(spec))
+    found.append(deployment(spec, track, spec.replicas))
+    found.append(service(spec, spec.service, track))
+    if spec.strategy == "blue_green":
+        found.append(service(spec, f"{spec.service}-preview", track))
+    if spec.strategy == "canary":
+        found.append(service(spec, f"{spec.service}-stable", "stable"))
+        found.append(service(spec, f"{spec.service}-canary", "canary"))
+        found.append(http_route(spec, 0))
+    return found
