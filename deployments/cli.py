@@ -9,6 +9,7 @@
     relay rollback --repo PATH --service NAME --env ENV
     relay status [--app APP]           what runs where, since when, who approved; drift
     relay history SERVICE [--app APP] [--env ENV]
+    relay metrics [--app APP] [--env ENV] [--days 30] [--publish]   DORA delivery metrics
     relay deploy [--nightly-repo PATH] [--nightly-cron CRON]   register prefect.yaml
     relay webhook serve [--host H] [--port P] [--config FILE]   git pushes start releases
     relay demo                         the example shop: dev, staging, a canary to prod
@@ -148,6 +149,26 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     records = Ledger(ledger_path()).history(args.app, args.service, args.env, limit=args.limit)
     print(format_history(records) if records else f"no deployments of {args.service} recorded")
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """The table from the ledger alone; --publish also makes the Prefect table artifact and
+    sends the aggregates to CloudWatch, through the `delivery-metrics` flow."""
+    if args.days < 1:
+        raise RelayError(f"--days: {args.days} must be at least 1")
+    if args.publish:
+        _use_stack_environment()
+        from flows.delivery_metrics import delivery_metrics
+
+        metrics = delivery_metrics(args.app, args.env, args.days, args.namespace)
+    else:
+        from tasks.delivery import read_delivery_metrics
+
+        metrics = read_delivery_metrics(args.app, args.env, args.days)
+    from relay.delivery import format_metrics
+
+    print(format_metrics(metrics) or f"no deployments of {args.app} in the last {args.days} days")
     return 0
 
 
@@ -306,6 +327,17 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--env", default=None)
     h.add_argument("--limit", type=int, default=30)
     h.set_defaults(func=cmd_history)
+    m = sub.add_parser("metrics", help="DORA delivery metrics per service and environment")
+    m.add_argument("--app", default="shop")
+    m.add_argument("--env", default=None, help="one environment (default: all)")
+    m.add_argument("--days", type=int, default=30, help="the window, in days (30)")
+    m.add_argument(
+        "--publish",
+        action="store_true",
+        help="also a table artifact in Prefect and the aggregates in CloudWatch",
+    )
+    m.add_argument("--namespace", default="Relay", help="CloudWatch namespace (Relay)")
+    m.set_defaults(func=cmd_metrics)
     dp = sub.add_parser("deploy", help="register the Prefect deployments of prefect.yaml")
     dp.add_argument("--nightly-repo", help="repository the nightly end-to-end run checks")
     dp.add_argument("--nightly-cron", help='when the nightly run starts, UTC (default "0 2 * * *")')

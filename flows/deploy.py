@@ -87,6 +87,7 @@ class Attempt:
             flow_run_id=str(runtime.flow_run.id) if runtime.flow_run.id else None,
             started_at=self.started_at,
             ended_at=datetime.now(UTC),
+            committed_at=self.committed_at,
         )
 
 

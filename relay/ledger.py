@@ -76,6 +76,8 @@ class Record(BaseModel):
     flow_run_id: str | None = None
     started_at: AwareDatetime
     ended_at: AwareDatetime
+    # When the deployed commit was made: the start of its lead time (relay.delivery).
+    committed_at: AwareDatetime | None = None
 
     @field_validator("image")
     @classmethod
@@ -84,10 +86,10 @@ class Record(BaseModel):
             raise ValueError(f"{image!r} is not pinned; use repository@sha256:<64 hex digits>")
         return image
 
-    @field_validator("started_at", "ended_at")
+    @field_validator("started_at", "ended_at", "committed_at")
     @classmethod
-    def _utc(cls, moment: datetime) -> datetime:
-        return moment.astimezone(UTC)
+    def _utc(cls, moment: datetime | None) -> datetime | None:
+        return moment.astimezone(UTC) if moment is not None else None
 
     @model_validator(mode="after")
     def _ordered(self) -> Record:
@@ -121,6 +123,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END""",
     ),
     ("ALTER TABLE records ADD COLUMN config TEXT",),
+    ("ALTER TABLE records ADD COLUMN committed_at TEXT",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

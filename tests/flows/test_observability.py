@@ -152,9 +152,7 @@ def test_a_rollback_is_traced_and_notified(
     assert result.image in text and "/flow-runs/flow-run/" in text
 
 
-def test_a_failed_run_is_notified_once_with_its_link(
-    shop: Shop, notifications: Received
-) -> None:
+def test_a_failed_run_is_notified_once_with_its_link(shop: Shop, notifications: Received) -> None:
     before = len(notifications.requests)
     with pytest.raises(TerminalError, match="already runs a rolled-back version"):
         rollback(str(shop.repo), "inventory", "dev")

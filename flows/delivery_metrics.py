@@ -1,0 +1,17 @@
+"""Delivery metrics: the DORA measures of an application from the ledger, as a table artifact
+in the Prefect UI and aggregates in CloudWatch (`relay metrics --publish`, or a schedule)."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from relay.delivery import DeliveryMetrics
+from tasks.delivery import report_delivery_metrics
+
+
+@flow(name="delivery-metrics", flow_run_name="delivery-metrics-{app}")
+def delivery_metrics(
+    app: str, environment: str | None = None, days: int = 30, namespace: str | None = "Relay"
+) -> list[DeliveryMetrics]:
+    """Deployment frequency, lead time, change failure rate and time to restore of `app`."""
+    return report_delivery_metrics(app, environment, days, namespace)
