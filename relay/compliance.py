@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,33 +213,38 @@ def _checkov_cache(binary: Path, framework: str, content: bytes) -> Path:
 
 
 def _checkov(binary: Path, path: Path, framework: str) -> list[dict[str, Any]]:
-    """Run checkov; its failed checks as `{check_id, check_name, resource, line}`."""
-    argv = [
-        str(binary),
-        "--file",
-        str(path.resolve()),
-        "--framework",
-        framework,
-        "--output",
-        "json",
-        "--quiet",  # failed checks only
-        "--skip-download",  # no Prisma Cloud (the only network checkov would use)
-    ]
-    result = run_command(argv, cwd=path.resolve().parent, timeout=CHECKOV_TIMEOUT)
-    start = result.output.find("{")
-    starts = [i for i in (start, result.output.find("[")) if i >= 0]
-    if result.exit_code not in (0, 1) or not starts:
-        raise StageFailed(
-            f"checkov on {path} exited {result.exit_code} without a report:\n{result.tail()}"
-        )
-    try:
-        data, _ = json.JSONDecoder().raw_decode(result.output[min(starts) :])
-    except json.JSONDecodeError as exc:
-        raise StageFailed(f"checkov on {path}: unreadable JSON report ({exc.msg})") from None
-    reports = data if isinstance(data, list) else [data]
+    """Run checkov; its failed checks as `{check_id, check_name, resource, line}`.
+
+    The JSON report goes to a file: for a Kubernetes manifest it runs to hundreds of kilobytes,
+    more than a command's captured output keeps.
+    """
+    with tempfile.TemporaryDirectory(prefix="relay-checkov-") as directory:
+        argv = [
+            str(binary),
+            "--file",
+            str(path.resolve()),
+            "--framework",
+            framework,
+            "--output",
+            "json",
+            "--output-file-path",
+            directory,
+            "--quiet",  # failed checks only
+            "--skip-download",  # no Prisma Cloud (the only network checkov would use)
+        ]
+        result = run_command(argv, cwd=path.resolve().parent, timeout=CHECKOV_TIMEOUT)
+        report = Path(directory) / "results_json.json"
+        if result.exit_code not in (0, 1) or not report.is_file():
+            raise StageFailed(
+                f"checkov on {path} exited {result.exit_code} without a report:\n{result.tail()}"
+            )
+        try:
+            data = json.loads(report.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise StageFailed(f"checkov on {path}: unreadable JSON report ({exc.msg})") from None
     failed: list[dict[str, Any]] = []
-    for report in reports:
-        for check in (report.get("results") or {}).get("failed_checks") or []:
+    for run in data if isinstance(data, list) else [data]:
+        for check in (run.get("results") or {}).get("failed_checks") or []:
             lines = check.get("file_line_range") or [0, 0]
             failed.append(
                 {

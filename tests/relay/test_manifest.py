@@ -318,7 +318,8 @@ def test_unknown_key_without_a_close_match_lists_the_allowed_keys(tmp_path: Path
     text = VALID.replace("    port: 8001\n", "    port: 8001\n    sast: {colour: red}\n")
 
     assert problems(tmp_path, text) == [
-        "services.inventory.sast.colour: unknown key; remove it or use one of: command, fail_on"
+        "services.inventory.sast.colour: unknown key; remove it or use one of: command, fail_on, "
+        "sarif"
     ]
 
 
@@ -785,3 +786,68 @@ def test_unknown_services_and_environments_in_a_command_are_named(tmp_path: Path
         manifest.check_services(["gatway", "ordrs", next(iter(manifest.services))])
     with pytest.raises(TerminalError, match=r"no environment 'qa'; use one of: "):
         manifest.check_environment("qa")
+
+
+# --- security gates ----------------------------------------------------------------------------
+
+
+def test_security_gates_default_to_gating_on_pypi_advisories_and_every_check(
+    tmp_path: Path,
+) -> None:
+    manifest = load_manifest(write(tmp_path, VALID))
+
+    assert manifest.security.packages.fail_on == "any"
+    assert manifest.security.packages.advisories == "https://pypi.org/pypi"
+    assert manifest.security.packages.allow == []
+    assert manifest.security.compliance.fail_on == "any"
+    assert manifest.security.compliance.skip == []
+    assert manifest.services["orders"].sast.sarif is None
+
+
+def test_security_settings_and_a_sarif_report_are_read(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "    port: 8001\n",
+        "    port: 8001\n    sast: {command: [sh, scan.sh], sarif: out/x.sarif}\n",
+    ) + textwrap.dedent(
+        """\
+        security:
+          packages:
+            fail_on: never
+            advisories: http://127.0.0.1:8999/pypi/
+            allow: [{id: CVE-2019-10906, reason: sandbox unused, until: 2030-01-01}]
+          compliance:
+            skip: [{id: CKV_DOCKER_2, reason: Relay checks /healthz}]
+        """
+    )
+    manifest = load_manifest(write(tmp_path, text))
+
+    assert manifest.services["inventory"].sast.sarif == "out/x.sarif"
+    assert manifest.security.packages.advisories == "http://127.0.0.1:8999/pypi"
+    assert manifest.security.packages.allow[0].id == "CVE-2019-10906"
+    assert manifest.security.compliance.skip[0].reason == "Relay checks /healthz"
+
+
+def test_security_mistakes_are_all_reported_with_the_fix(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "    port: 8001\n", "    port: 8001\n    sast: {sarif: /tmp/x.sarif}\n"
+    ) + textwrap.dedent(
+        """\
+        security:
+          packages: {fail_on: high, advisories: ftp://mirror, allow: [{id: PYSEC-1}]}
+          compliance: {skip: [{id: CKV_DOCKER_2}]}
+        """
+    )
+
+    assert problems(tmp_path, text) == [
+        "services.inventory.sast.sarif: '/tmp/x.sarif' is absolute; write a path relative to "
+        "the service's path, such as 'sast.sarif'",
+        "security.packages.fail_on: Input should be 'any' or 'never' (got 'high'); "
+        "write one of: any, never",
+        "security.packages.advisories: 'ftp://mirror' is not an http(s) URL; write one such as "
+        "'https://pypi.org/pypi'",
+        "security.packages.allow[0].reason: required key is missing; add reason: not reachable "
+        "from our code",
+        "security.packages.allow[0].until: required key is missing; add until: 2027-01-31",
+        "security.compliance.skip[0].reason: required key is missing; add reason: not reachable "
+        "from our code",
+    ]
