@@ -18,7 +18,19 @@ $(STAMP): pyproject.toml
 	@$(VENV)/bin/pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-venv: deps $(STAMP)
+# checkov (the compliance gate) pins versions that conflict with Prefect's dependencies (boto3,
+# packaging), so it lives in a virtualenv of its own; relay/compliance.py finds it there.
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed-checkov-3
+
+$(TOOLS_STAMP):
+	@echo "== tools virtualenv $(TOOLS) (checkov)"
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	@$(TOOLS)/bin/pip install -q --upgrade pip
+	@$(TOOLS)/bin/pip install -q 'checkov>=3.2,<4'
+	@rm -f $(TOOLS)/.installed-* && touch $@
+
+venv: deps $(STAMP) $(TOOLS_STAMP)
 
 stack-up: venv
 	@$(VENV)/bin/relay stack up
