@@ -21,7 +21,15 @@ from enum import StrEnum
 
 from relay.manifest import Analysis
 
-__all__ = ["Judgement", "ServerCounters", "Verdict", "judge", "window", "with_alarms"]
+__all__ = [
+    "Judgement",
+    "ServerCounters",
+    "Verdict",
+    "judge",
+    "judge_alarms",
+    "window",
+    "with_alarms",
+]
 
 # The response-status fields of a row of HAProxy's `show stat`; together they count every
 # HTTP response the server gave.
@@ -179,6 +187,30 @@ def with_alarms(judgement: Judgement, alarm_states: Mapping[str, str]) -> Judgem
     kept = judgement.reasons if judgement.verdict == Verdict.FAILED else []
     reasons = [ALARM_FIRING.format(name=name) for name in firing] + kept
     return replace(judgement, verdict=Verdict.FAILED, reasons=reasons)
+
+
+NO_COUNTERS = (
+    "no request counters on this platform (kubernetes: Relay reads no metrics source); set "
+    "analysis.cloudwatch_alarms to judge canary steps by alarms"
+)
+ALARM_NO_DATA = "CloudWatch alarm {name!r} has insufficient data"
+
+
+def judge_alarms(alarm_states: Mapping[str, str] | None) -> Judgement:
+    """A canary step judged by CloudWatch alarms alone, where there are no request counters.
+
+    Any alarm in ALARM fails it; all OK passes it; otherwise (no alarms configured, or some
+    with insufficient data and none firing) it is inconclusive, and `on_inconclusive` decides.
+    """
+    states = dict(alarm_states or {})
+    firing = [ALARM_FIRING.format(name=n) for n, s in states.items() if s == "ALARM"]
+    if firing:
+        return Judgement(Verdict.FAILED, 0, 0.0, 0.0, firing)
+    if not states:
+        return Judgement(Verdict.INCONCLUSIVE, 0, 0.0, 0.0, [NO_COUNTERS])
+    no_data = [ALARM_NO_DATA.format(name=n) for n, s in states.items() if s != "OK"]
+    verdict = Verdict.INCONCLUSIVE if no_data else Verdict.SUCCESSFUL
+    return Judgement(verdict, 0, 0.0, 0.0, no_data)
 
 
 def _ms(value: float) -> str:

@@ -51,8 +51,10 @@ def deploy_spec(
     commit: str,
     tree: str,
     config: ServiceConfig | None = None,
-) -> DeploySpec:
-    """Everything the docker platform needs to run `image` as `service` in `environment`."""
+) -> DeploySpec | KubeSpec:
+    """Everything the environment's platform needs to run `image` as `service` there."""
+    if manifest.environments[environment].platform == "kubernetes":
+        return kubernetes_spec(manifest, environment, service, image, commit, tree, config)
     spec = manifest.services[service]
     ports = manifest.environments[environment].ports(spec)
     return DeploySpec(

@@ -1,4 +1,5 @@
-"""Deploy stage: the steps strategies are made of, each one task on the docker platform.
+"""Deploy stage: the steps strategies are made of, each one task on the environment's platform
+(docker or kubernetes: `_platform` picks it from the spec's type, see `relay.platforms`).
 
 None of them is retried: a failed step has already left the previous version serving (or put
 it back), and the reason (a crash, a failing health check) would not change on a second try.
@@ -15,9 +16,12 @@ from prefect.logging import get_run_logger
 from prefect_docker import DockerHost
 
 from blocks.aws import aws_client
+from blocks.kubernetes import cluster_client
 from relay.analysis import ServerCounters
 from relay.aws.secrets import read_values
-from relay.platforms.docker import DeploySpec, DockerPlatform, Rollout, Running
+from relay.platforms import AnyRollout, Current, Platform, Spec
+from relay.platforms.docker import DeploySpec, DockerPlatform
+from relay.platforms.kubernetes import KubernetesPlatform, KubeRollout, KubeSpec
 from relay.settings import relay_home
 from relay.traffic import TrafficRouter, make_router
 from tasks.tracing import platform_span
@@ -28,13 +32,21 @@ def _router(spec: DeploySpec) -> TrafficRouter:
 
 
 @contextmanager
-def _platform(docker_host: DockerHost, spec: DeploySpec) -> Iterator[DockerPlatform]:
+def _platform(docker_host: DockerHost, spec: Spec) -> Iterator[Platform]:
+    """The spec's platform, with a client opened for this task only."""
+    if isinstance(spec, KubeSpec):
+        api = cluster_client(spec.access)
+        try:
+            yield KubernetesPlatform(api)
+        finally:
+            api.close()
+        return
     with docker_host.get_client() as client:
         yield DockerPlatform(client, _router(spec))
 
 
 @contextmanager
-def _shift(rollout: Rollout, percent: int, rollback: bool = False) -> Iterator[None]:
+def _shift(rollout: AnyRollout, percent: int, rollback: bool = False) -> Iterator[None]:
     """A `traffic shift` span: the router call, with where traffic goes (`tasks.tracing`)."""
     spec = rollout.spec
     with platform_span(
@@ -50,54 +62,64 @@ def _shift(rollout: Rollout, percent: int, rollback: bool = False) -> Iterator[N
 
 
 @task(name="current-version", cache_policy=NO_CACHE)
-def current_version(docker_host: DockerHost, spec: DeploySpec) -> Running | None:
-    """What serves now, read from the engine; None on a first deploy."""
+def current_version(docker_host: DockerHost, spec: Spec) -> Current | None:
+    """What serves now, read from the engine or the cluster; None on a first deploy."""
     with _platform(docker_host, spec) as platform:
-        return platform.active(spec.app, spec.environment, spec.service)
+        return platform.current(spec)  # type: ignore[no-any-return]
 
 
 @task(name="serving-already", cache_policy=NO_CACHE)
-def serving_already(docker_host: DockerHost, spec: DeploySpec) -> Running | None:
+def serving_already(docker_host: DockerHost, spec: Spec) -> Current | None:
     """The active version when it is exactly this image and healthy: nothing to deploy."""
     with _platform(docker_host, spec) as platform:
-        return platform.serves(spec)
+        return platform.serves(spec)  # type: ignore[no-any-return]
 
 
 @task(name="start-new-version", cache_policy=NO_CACHE)
-def start_new_version(docker_host: DockerHost, spec: DeploySpec) -> Rollout:
+def start_new_version(docker_host: DockerHost, spec: Spec) -> AnyRollout:
     """The configuration values are read here, at the last moment, and go straight into the
     container: they never pass through a flow's parameters or a task's result."""
     values = read_values(aws_client("secretsmanager"), spec.config) if spec.config else {}
     with _platform(docker_host, spec) as platform:
-        rollout = platform.start_new(spec, values)
+        rollout: AnyRollout = platform.start_new(spec, values)
     get_run_logger().info(
         "%s %s is healthy in slot %s (no traffic yet)", spec.service, spec.image, rollout.slot
     )
+    if isinstance(rollout, KubeRollout):
+        get_run_logger().info("%s: traffic moves by %s", spec.service, rollout.traffic)
     return rollout
 
 
 @task(name="set-canary-weight", cache_policy=NO_CACHE)
-def set_canary_weight(docker_host: DockerHost, rollout: Rollout, percent: int) -> None:
+def set_canary_weight(docker_host: DockerHost, rollout: AnyRollout, percent: int) -> None:
     with _platform(docker_host, rollout.spec) as platform, _shift(rollout, percent):
-        platform.set_canary_weight(rollout, percent)
+        real = platform.set_canary_weight(rollout, percent)
     get_run_logger().info("%s: %s%% of traffic to the new version", rollout.spec.service, percent)
+    if isinstance(rollout, KubeRollout):
+        get_run_logger().info(
+            "%s: canary by %s: %s%% asked, about %s%% given",
+            rollout.spec.service,
+            rollout.traffic,
+            percent,
+            real,
+        )
 
 
 @task(name="switch-traffic", cache_policy=NO_CACHE)
-def switch_traffic(docker_host: DockerHost, rollout: Rollout) -> None:
+def switch_traffic(docker_host: DockerHost, rollout: AnyRollout) -> None:
     with _platform(docker_host, rollout.spec) as platform, _shift(rollout, 100):
         platform.switch(rollout)
     get_run_logger().info("%s: all traffic to %s", rollout.spec.service, rollout.spec.image)
 
 
 @task(name="stop-previous-version", cache_policy=NO_CACHE)
-def stop_previous_version(docker_host: DockerHost, rollout: Rollout) -> None:
+def stop_previous_version(docker_host: DockerHost, rollout: AnyRollout) -> None:
     with _platform(docker_host, rollout.spec) as platform:
         platform.stop_previous(rollout)
 
 
 @task(name="abort-rollout", cache_policy=NO_CACHE)
-def abort_rollout(docker_host: DockerHost, rollout: Rollout) -> None:
+def abort_rollout(docker_host: DockerHost, rollout: AnyRollout) -> None:
     """All traffic back to the stable version, then the new one removed."""
     with _platform(docker_host, rollout.spec) as platform, _shift(rollout, 0, rollback=True):
         platform.abort(rollout)
@@ -106,7 +128,10 @@ def abort_rollout(docker_host: DockerHost, rollout: Rollout) -> None:
 
 
 @task(name="read-slot-counters", cache_policy=NO_CACHE)
-def read_slot_counters(rollout: Rollout) -> ServerCounters:
-    """HAProxy's counters of the new version's slot."""
+def read_slot_counters(rollout: AnyRollout) -> ServerCounters | None:
+    """HAProxy's counters of the new version's slot; None on kubernetes, where Relay reads no
+    metrics source (the canary is judged by its CloudWatch alarms, see `relay.analysis`)."""
+    if isinstance(rollout, KubeRollout):
+        return None
     row = _router(rollout.spec).stats(rollout.spec.service)[rollout.slot]
     return ServerCounters.from_haproxy(row)

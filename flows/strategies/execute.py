@@ -17,10 +17,10 @@ from prefect.logging import get_run_logger
 from prefect_docker import DockerHost
 
 from flows.approval import ApprovalForm
-from relay.analysis import ServerCounters, Verdict
+from relay.analysis import ServerCounters, Verdict, judge_alarms
 from relay.errors import RolledBack, StageFailed
 from relay.manifest import Environment
-from relay.platforms.docker import DeployResult, DeploySpec, Rollout
+from relay.platforms import AnyRollout, DeployResult, Spec
 from relay.strategies.steps import (
     Analyze,
     Pause,
@@ -51,17 +51,17 @@ INCONCLUSIVE_WAIT_SECONDS = 900
 class _Run:
     """The state of one plan's execution: the rollout, and the counters of the current step."""
 
-    def __init__(self, docker_host: DockerHost, spec: DeploySpec, env: Environment) -> None:
+    def __init__(self, docker_host: DockerHost, spec: Spec, env: Environment) -> None:
         self.docker_host = docker_host
         self.spec = spec
         self.env = env
-        self.rollout: Rollout | None = None
+        self.rollout: AnyRollout | None = None
         self.switched = False
         self.weight = 0
         self.baseline: ServerCounters | None = None
 
     @property
-    def started(self) -> Rollout:
+    def started(self) -> AnyRollout:
         if self.rollout is None:
             raise RuntimeError("plan error: a step needs the new version, but StartNew has not run")
         return self.rollout
@@ -70,7 +70,7 @@ class _Run:
 def execute_plan(
     plan: StepPlan,
     docker_host: DockerHost,
-    spec: DeploySpec,
+    spec: Spec,
     env: Environment,
     smoke_directory: Path | None,
 ) -> DeployResult:
@@ -121,10 +121,21 @@ def _execute(step: object, run: _Run, smoke_directory: Path | None) -> None:
 
 def _analyze(run: _Run) -> None:
     rollout = run.started
-    if run.baseline is None:
+    if not run.weight:
         raise RuntimeError("plan error: Analyze must follow SetWeight")
     alarms = list(run.env.analysis.cloudwatch_alarms)
     where = f"relay.yaml: environments.{run.spec.environment}.analysis.cloudwatch_alarms"
+    if run.baseline is None:  # kubernetes: no request counters, only the alarms can judge
+        judgement = judge_alarms(read_alarm_states(alarms, where) if alarms else None)
+        get_run_logger().info(
+            "%s canary at %s%% judged by CloudWatch alarms only: %s (%s)",
+            run.spec.service,
+            run.weight,
+            judgement.verdict.value,
+            "; ".join(judgement.reasons) or "no alarm in ALARM",
+        )
+        _decide(run, judgement.verdict, judgement.reasons)
+        return
     judgement = analyze_canary(
         run.spec.service,
         run.weight,
@@ -134,12 +145,14 @@ def _analyze(run: _Run) -> None:
         artifact_key(run.spec.app, run.spec.service, run.spec.environment, "canary"),
         read_alarm_states(alarms, where) if alarms else None,
     )
-    if judgement.verdict == Verdict.FAILED:
-        raise StageFailed(
-            f"canary analysis failed at {run.weight}%: {'; '.join(judgement.reasons)}"
-        )
-    if judgement.verdict == Verdict.INCONCLUSIVE:
-        _inconclusive(run, "; ".join(judgement.reasons))
+    _decide(run, judgement.verdict, judgement.reasons)
+
+
+def _decide(run: _Run, verdict: Verdict, reasons: list[str]) -> None:
+    if verdict == Verdict.FAILED:
+        raise StageFailed(f"canary analysis failed at {run.weight}%: {'; '.join(reasons)}")
+    if verdict == Verdict.INCONCLUSIVE:
+        _inconclusive(run, "; ".join(reasons))
 
 
 def _inconclusive(run: _Run, reasons: str) -> None:

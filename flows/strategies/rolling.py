@@ -9,14 +9,14 @@ from prefect_docker import DockerHost
 
 from flows.strategies.execute import execute_plan
 from relay.manifest import Environment
-from relay.platforms.docker import DeployResult, DeploySpec
+from relay.platforms import DeployResult, Spec
 from relay.strategies import rolling as strategy
 
 
 @flow(name="rolling", flow_run_name="rolling-{spec.service}-{spec.environment}")
 def rolling(
     docker_host: DockerHost,
-    spec: DeploySpec,
+    spec: Spec,
     env: Environment,
     has_previous: bool,
     smoke_directory: Path | None = None,

@@ -173,6 +173,10 @@ class DockerPlatform:
             )
         return found
 
+    def current(self, spec: DeploySpec) -> Running | None:
+        """`Platform.current`: the active container of `spec`'s service."""
+        return self.active(spec.app, spec.environment, spec.service)
+
     def active(self, app: str, environment: str, service: str) -> Running | None:
         """The running container that receives (most of the) traffic, if any."""
         live = [r for r in self.running(app, environment, service) if r.status == "running"]

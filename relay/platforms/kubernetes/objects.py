@@ -85,6 +85,11 @@ class KubeSpec:
         """The service's address inside the cluster."""
         return service_url(self.service, self.namespace, self.port)
 
+    @property
+    def public_url(self) -> str:
+        """The same address: as `DeploySpec.public_url`, what callers report."""
+        return self.url
+
 
 def service_url(service: str, namespace: str, port: int) -> str:
     return f"http://{service}.{namespace}.svc.cluster.local:{port}"

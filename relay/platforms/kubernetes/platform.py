@@ -170,6 +170,10 @@ class KubernetesPlatform:
         current = self.version(spec, track) if track else None
         return current if current is not None and current.available > 0 else None
 
+    def current(self, spec: KubeSpec) -> Version | None:
+        """`Platform.current`: the active version."""
+        return self.active(spec)
+
     def _serving_track(self, spec: KubeSpec) -> str | None:
         if spec.strategy != "blue_green":
             return "stable"

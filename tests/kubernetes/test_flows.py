@@ -1,0 +1,103 @@
+"""A kubernetes environment deploys through the same strategy subflows as docker
+(flows/strategies, run by the stack's Prefect server) against the real control plane."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from prefect_docker import DockerHost
+
+from flows.strategies import canary, rolling
+from relay.errors import RolledBack
+from relay.manifest import parse_manifest
+from relay.wiring import deploy_spec
+from tests.kubernetes.controlplane import NEVER_READY
+
+pytestmark = pytest.mark.stack
+
+
+def image(tag: str, name: str = "orders") -> str:
+    return f"127.0.0.1:5000/shop/{name}@sha256:{hashlib.sha256(tag.encode()).hexdigest()}"
+
+
+@pytest.fixture
+def namespace(control_plane: Any) -> Iterator[str]:
+    api = control_plane.api_client()
+    name = f"relay-flow-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+    api.close()
+
+
+def manifest(kubeconfig: Path, namespace: str) -> Any:
+    return parse_manifest(
+        {
+            "app": "shop",
+            "services": {"orders": {"path": "services/orders", "port": 8002}},
+            "environments": {
+                "prod": {
+                    "platform": "kubernetes",
+                    "namespace": namespace,
+                    "secrets": None,
+                    "strategy": "canary",
+                    "canary_steps": [50, 100],
+                    "analysis": {"interval_seconds": 1, "on_inconclusive": "continue"},
+                    "kubernetes": {"kubeconfig": str(kubeconfig), "progress_deadline_seconds": 5},
+                }
+            },
+        },
+        "relay.yaml",
+    )
+
+
+def test_rolling_then_canary_flows_on_kubernetes(control_plane: Any, namespace: str) -> None:
+    m = manifest(control_plane.kubeconfig, namespace)
+    env = m.environments["prod"]
+    first = deploy_spec(m, "prod", "orders", image("v1"), "c1", "t1")
+    second = deploy_spec(m, "prod", "orders", image("v2"), "c2", "t2")
+
+    rolling(DockerHost(), first, env, False)
+    result = canary(DockerHost(), second, env, True)
+
+    assert result.image == image("v2") and result.previous == image("v1")
+    api = control_plane.api_client()
+    try:
+        apps = client.AppsV1Api(api)
+        stable = apps.read_namespaced_deployment("orders", namespace)
+        assert stable.spec.template.spec.containers[0].image == image("v2")
+        assert apps.read_namespaced_deployment("orders-canary", namespace).spec.replicas == 0
+        route = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", namespace, "httproutes", "orders"
+        )
+        weights = [ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]]
+        assert weights == [100, 0]
+    finally:
+        api.close()
+
+
+def test_a_never_ready_canary_is_rolled_back_by_the_flow(
+    control_plane: Any, namespace: str
+) -> None:
+    m = manifest(control_plane.kubeconfig, namespace)
+    env = m.environments["prod"]
+    rolling(DockerHost(), deploy_spec(m, "prod", "orders", image("v1"), "c1", "t1"), env, False)
+    bad = deploy_spec(m, "prod", "orders", image("v2", f"orders-{NEVER_READY}"), "c2", "t2")
+
+    with pytest.raises(RolledBack, match="ProgressDeadlineExceeded"):
+        canary(DockerHost(), bad, env, True)
+
+    api = control_plane.api_client()
+    try:
+        stable = client.AppsV1Api(api).read_namespaced_deployment("orders", namespace)
+        assert stable.spec.template.spec.containers[0].image == image("v1")
+        assert stable.status.available_replicas == 2
+    finally:
+        api.close()
