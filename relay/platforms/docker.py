@@ -157,7 +157,9 @@ class DockerPlatform:
             ]
         }
         found = []
-        for c in self.client.containers.list(all=True, filters=filters):
+        # ignore_removed: a container removed between the listing and its inspection (another
+        # deploy's clean-up) is simply gone, not an error that fails this deploy.
+        for c in self.client.containers.list(all=True, filters=filters, ignore_removed=True):
             labels = c.labels
             found.append(
                 Running(
@@ -302,6 +304,9 @@ class DockerPlatform:
                 tmpfs={"/tmp": "size=64m"},  # noqa: S108 (a container's private tmpfs)
                 security_opt=["no-new-privileges"],
                 cap_drop=["ALL"],
+                # A restarted engine starts it again with the same labels, so what served
+                # before serves again and the labels still say what it is.
+                restart_policy={"Name": "unless-stopped"},
             )
         except APIError as exc:
             raise TransientError(f"could not start {name}: {exc.explanation}") from exc
@@ -313,7 +318,8 @@ class DockerPlatform:
             if health_ok(url, timeout=1.0):
                 return
             container.reload()
-            if container.status in {"exited", "dead"}:
+            # With a restart policy a crash shows as restarts, not always as "exited".
+            if container.status in {"exited", "dead"} or container.attrs.get("RestartCount"):
                 break
             time.sleep(0.2)
         logs = container.logs(tail=30).decode(errors="replace")
