@@ -251,7 +251,7 @@ def audit_packages(
     """
     service = PyPIService(cache_dir=cache_dir, timeout=timeout)
     if index.rstrip("/") != PYPI_JSON:
-        service.session = _Rebased(service.session, index)  # type: ignore[assignment]
+        service.session = _Rebased(service.session, index)
     advisories: list[Advisory] = []
     skipped: list[tuple[Package, str]] = []
     for package in packages:

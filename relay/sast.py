@@ -126,6 +126,8 @@ def _sarif_finding(result: Mapping[str, Any], rules: Mapping[str, Any], tool: st
 
 def _security_severity(holder: Mapping[str, Any]) -> str | None:
     raw = _mapping(holder.get("properties")).get("security-severity")
+    if not isinstance(raw, str | int | float):
+        return None
     try:
         score = float(raw)
     except (TypeError, ValueError):

@@ -48,7 +48,9 @@ from relay.packages import (
     sbom_packages,
     sbom_path,
 )
+from relay.platforms.kubernetes.objects import render
 from relay.settings import ledger_path, relay_home
+from relay.wiring import kubernetes_spec
 from tasks.record import artifact_key
 from tasks.retry import only_transient
 
@@ -63,7 +65,7 @@ def check_compliance(
 ) -> ComplianceVerdict:
     """checkov and Relay's policies on what `service` deploys to `environment`: its
     Dockerfile, the image reference, the environment's settings and, for a kubernetes
-    environment, the rendered `objects`.
+    environment, its objects (`objects`, else rendered here as the platform would apply them).
 
     Raises:
         StageFailed: a violation that `security.compliance.skip` does not cover.
@@ -78,6 +80,9 @@ def check_compliance(
         *image_policies(image, environment, f"services.{service} image"),
         *environment_policies(manifest, environment),
     ]
+    if objects is None and manifest.environments[environment].platform == "kubernetes":
+        # What the platform will apply, as `relay render` prints it (no Secret values).
+        objects = render(kubernetes_spec(manifest, environment, service, image, "", ""))
     if objects:
         violations += kubernetes_policies(objects, environment)
         violations += _checkov_objects(service, objects)

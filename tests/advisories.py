@@ -4,8 +4,9 @@ pip-audit reads `https://pypi.org/pypi/<name>/<version>/json`, whose `vulnerabil
 the Python Packaging Advisory Database's records. The package index these machines reach
 serves project pages and files but no per-version JSON (every such request is a 404), so the
 tests point `security.packages.advisories` at this server instead. It answers every
-`<name>/<version>` with no advisories, except the releases in `ADVISORIES` (records copied
-from PyPI's answer for them) and the names in `UNKNOWN` (404, like a private package).
+`<name>/<version>` with no advisories, except the releases in its `published` mapping (by
+default `ADVISORIES`: records copied from PyPI's answer for them; a test changes the mapping to
+publish an advisory after a build) and the names in `UNKNOWN` (404, like a private package).
 """
 
 from __future__ import annotations
@@ -63,7 +64,13 @@ JINJA2_IDS = ["PYSEC-2019-217", "PYSEC-2021-66", "CVE-2024-22195"]
 _PATH = re.compile(r"^/pypi/(?P<name>[^/]+)/(?P<version>[^/]+)/json$")
 
 
+class _Server(ThreadingHTTPServer):
+    published: dict[tuple[str, str], list[dict[str, Any]]]
+
+
 class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         match = _PATH.match(self.path)
         if not match or match["name"] in UNKNOWN:
@@ -73,7 +80,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.dumps(
             {
                 "info": {"name": name, "version": version},
-                "vulnerabilities": ADVISORIES.get((name, version), []),
+                "vulnerabilities": self.server.published.get((name, version), []),
             }
         ).encode()
         self.send_response(200)
@@ -88,9 +95,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def advisory_index() -> Iterator[str]:
-    """The stand-in's base URL (`http://127.0.0.1:<port>/pypi`) while it runs."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+def advisory_index(
+    published: dict[tuple[str, str], list[dict[str, Any]]] | None = None,
+) -> Iterator[str]:
+    """The stand-in's base URL (`http://127.0.0.1:<port>/pypi`) while it runs; it serves
+    `published` (default: `ADVISORIES`) as it is at each request."""
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.published = ADVISORIES if published is None else published
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
