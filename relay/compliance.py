@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +183,7 @@ def run_checkov(path: Path, framework: Framework, label: str | None = None) -> l
     else:
         raw = _checkov(binary, path, framework)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache.with_suffix(f".{os.getpid()}.tmp")
+        temporary = cache.with_suffix(f".{uuid.uuid4().hex}.tmp")  # unique per writer
         temporary.write_text(json.dumps(raw))
         temporary.replace(cache)
     name = label or str(path)

@@ -12,8 +12,8 @@ problem with its fix.
 
 from __future__ import annotations
 
-import os
 import tempfile
+import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -185,7 +185,7 @@ def _sbom(docker_host: DockerHost, image: str) -> list[Package]:
     if found is None:
         get_run_logger().info("%s has no Python interpreter: no Python packages", image)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary = path.with_suffix(f".{uuid.uuid4().hex}.tmp")  # unique per writer
     temporary.write_text(make_sbom(image, found or []), encoding="utf-8")
     temporary.replace(path)  # whole or absent: a concurrent reader never sees half of it
     return found or []
