@@ -21,6 +21,7 @@ from relay.analysis import ServerCounters, Verdict, judge_alarms
 from relay.errors import RolledBack, StageFailed
 from relay.manifest import Environment
 from relay.platforms import AnyRollout, DeployResult, Spec
+from relay.platforms.docker import Rollout, health_ok
 from relay.strategies.steps import (
     Analyze,
     Pause,
@@ -145,6 +146,11 @@ def _analyze(run: _Run) -> None:
         artifact_key(run.spec.app, run.spec.service, run.spec.environment, "canary"),
         read_alarm_states(alarms, where) if alarms else None,
     )
+    # A dead canary leaves no 5xx in its counters (HAProxy redispatches its requests to the
+    # stable version), so its numbers can pass; the next step would then send traffic to it.
+    health = f"{rollout.slot_url}{run.spec.route.health}" if isinstance(rollout, Rollout) else ""
+    if health and judgement.verdict != Verdict.FAILED and not health_ok(health):
+        _decide(run, Verdict.FAILED, [f"the canary stopped answering {health}"])
     _decide(run, judgement.verdict, judgement.reasons)
 
 
