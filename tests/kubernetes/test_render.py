@@ -114,7 +114,9 @@ def test_network_policy_admits_exactly_the_dependents_and_the_gateway_for_public
     ]
 
 
-@pytest.mark.skipif(not CHECKOV.exists(), reason="checkov not installed: run `make venv` (it makes .venv-tools)")
+@pytest.mark.skipif(
+    not CHECKOV.exists(), reason="checkov not installed: run `make venv` (it makes .venv-tools)"
+)
 @pytest.mark.parametrize("strategy", ["rolling", "blue_green", "canary"])
 def test_rendered_objects_pass_checkov(strategy: str, tmp_path: Path) -> None:
     path = tmp_path / "objects.yaml"
