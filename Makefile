@@ -45,7 +45,7 @@ test: venv
 	@scripts/with-stack $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: venv
-	@scripts/with-stack bash -c '$(VENV)/bin/python bench/fleet.py $(FLEET_ARGS) && $(VENV)/bin/python bench/rollback.py $(BENCH_ARGS) && $(VENV)/bin/python bench/webhooks.py $(WEBHOOK_ARGS)'
+	@scripts/with-stack bash -c '$(VENV)/bin/python bench/fleet.py $(FLEET_ARGS) && $(VENV)/bin/python bench/overhead.py $(OVERHEAD_ARGS) && $(VENV)/bin/python bench/rollback.py $(BENCH_ARGS) && $(VENV)/bin/python bench/webhooks.py $(WEBHOOK_ARGS)'
 
 lint: venv
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -1,0 +1,243 @@
+"""Orchestration overhead: a pipeline of no-op commands as Prefect tasks vs. the commands alone.
+
+For each Prefect server backend (the stack's SQLite server; a PostgreSQL-backed server this
+benchmark starts itself, on Debian's `postgresql`), in a child process pointed at that server
+(Prefect binds its API URL at import):
+  - direct: STAGES commands (`true`) run one after the other, no Prefect;
+  - sync:   the same commands as STAGES sync tasks in one sync flow (how Relay's flows are);
+  - async:  the same as async tasks (asyncio subprocesses) in one async flow;
+  - realistic: STAGES stages of WORK seconds each (a `sleep`), sync and async: the overhead as
+    a fraction of real work (target <= 5 %), and per task (target <= 50 ms).
+Each form runs RUNS times; medians are reported. Ratios are within one run of this script.
+
+The PostgreSQL cluster (initdb/pg_ctl as the `postgres` user, 127.0.0.1, a free port) and its
+Prefect server live under a temporary directory and are stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform as pyplatform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+STAGES = 10
+WORK = 0.3  # seconds of real work per stage of the "realistic" pipeline
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _free_port(start: int) -> int:
+    for port in range(start, start + 100):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port from {start}")
+
+
+# -- the measurement (child process) ----------------------------------------------------------
+
+
+def measure(runs: int) -> dict[str, Any]:
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    def run_cmd(argv: list[str]) -> None:
+        subprocess.run(argv, check=True)
+
+    @task(cache_policy=NO_CACHE)
+    def stage(argv: list[str]) -> None:
+        run_cmd(argv)
+
+    @task(cache_policy=NO_CACHE)
+    async def astage(argv: list[str]) -> None:
+        proc = await asyncio.create_subprocess_exec(*argv)
+        await proc.wait()
+
+    @flow
+    def sync_pipeline(argv: list[str]) -> None:
+        for _ in range(STAGES):
+            stage(argv)
+
+    @flow
+    async def async_pipeline(argv: list[str]) -> None:
+        for _ in range(STAGES):
+            await astage(argv)
+
+    def timed(call: Any) -> float:
+        t0 = time.perf_counter()
+        call()
+        return time.perf_counter() - t0
+
+    noop, work = ["true"], ["sleep", str(WORK)]
+    sync_pipeline(noop)  # warm-up: imports, flow registration
+    asyncio.run(async_pipeline(noop))
+    out: dict[str, list[float]] = {k: [] for k in ("direct", "sync", "async", "direct_work")}
+    out.update(sync_work=[], async_work=[])
+    for _ in range(runs):
+        out["direct"].append(timed(lambda: [run_cmd(noop) for _ in range(STAGES)]))
+        out["sync"].append(timed(lambda: sync_pipeline(noop)))
+        out["async"].append(timed(lambda: asyncio.run(async_pipeline(noop))))
+        out["direct_work"].append(timed(lambda: [run_cmd(work) for _ in range(STAGES)]))
+        out["sync_work"].append(timed(lambda: sync_pipeline(work)))
+        out["async_work"].append(timed(lambda: asyncio.run(async_pipeline(work))))
+    med = {k: statistics.median(v) for k, v in out.items()}
+    result: dict[str, Any] = {"raw": out, "median": med}
+    for form in ("sync", "async"):
+        result[f"{form}_per_task_s"] = (med[form] - med["direct"]) / STAGES
+        result[f"{form}_overhead_fraction"] = (med[f"{form}_work"] - med["direct_work"]) / med[
+            "direct_work"
+        ]
+    return result
+
+
+# -- the backends (parent process) -------------------------------------------------------------
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 (loopback)
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def _child(api_url: str, runs: int) -> dict[str, Any]:
+    env = {**os.environ, "PREFECT_API_URL": api_url, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run(
+        [sys.executable, __file__, "--measure", "--runs", str(runs)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    lines = [line for line in res.stdout.splitlines() if line.startswith("{")]
+    if res.returncode != 0 or not lines:
+        raise RuntimeError(f"measurement failed:\n{res.stderr[-3000:]}")
+    data: dict[str, Any] = json.loads(lines[-1])
+    return data
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def with_postgres(runs: int) -> dict[str, Any]:
+    """A PostgreSQL cluster and a Prefect server on it, both ours, stopped by PID at the end."""
+    if not (PG_BIN / "initdb").exists():
+        raise RuntimeError(
+            "PostgreSQL is not installed: apt-get install postgresql (Debian's package)"
+        )
+    work = Path(tempfile.mkdtemp(prefix="relay-pg-"))
+    shutil.chown(work, "postgres", "postgres")
+    data, pg_port = work / "data", _free_port(55432)
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_pg, str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U",
+                    "postgres"], check=True, capture_output=True, timeout=120)  # fmt: skip
+    opts = f"-p {pg_port} -k {work} -c listen_addresses=127.0.0.1"
+    subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
+                    str(work / "pg.log"), "-w", "start"], check=True, capture_output=True,
+                   timeout=120)  # fmt: skip
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        subprocess.run([*as_pg, "createdb", "-h", "127.0.0.1", "-p", str(pg_port), "prefect"],
+                       check=True, capture_output=True, timeout=60)  # fmt: skip
+        port = _free_port(4480)
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(work / "prefect"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": (
+                f"postgresql+asyncpg://postgres@127.0.0.1:{pg_port}/prefect"
+            ),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        env.pop("PREFECT_API_URL", None)
+        log = open(work / "prefect.log", "wb")  # noqa: SIM115 (closed with the process)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        _wait_http(f"http://127.0.0.1:{port}/api/health", 180)
+        return _child(f"http://127.0.0.1:{port}/api", runs)
+    finally:
+        if server is not None:
+            _stop(server)
+        subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+                       capture_output=True, timeout=60)  # fmt: skip
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.runs)))
+        return 0
+    from bench.results import write_results
+    from relay import stack
+
+    results = {"sqlite": _child(stack.environment()["PREFECT_API_URL"], args.runs)}
+    try:
+        results["postgresql"] = with_postgres(args.runs)
+    except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+        results["postgresql"] = {"error": str(exc)}
+        print(f"overhead: PostgreSQL backend not measured: {exc}", file=sys.stderr)
+    print(f"\nOrchestration overhead ({STAGES} stages, median of {args.runs})")
+    print(f"{'backend':<11} {'form':<6} {'s/task':>8} {'target':>8} {'overhead':>9} {'target':>7}")
+    for backend, r in results.items():
+        if "error" in r:
+            print(f"{backend:<11} not measured: {r['error'][:80]}")
+            continue
+        for form in ("sync", "async"):
+            per, frac = r[f"{form}_per_task_s"], r[f"{form}_overhead_fraction"]
+            print(
+                f"{backend:<11} {form:<6} {per * 1000:>6.0f}ms {'<=50ms':>8} "
+                f"{frac * 100:>8.1f}% {'<=5%':>7}"
+            )
+    payload = {
+        "stages": STAGES,
+        "work_seconds_per_stage": WORK,
+        "runs": args.runs,
+        "backends": results,
+        "machine": {"nproc": os.cpu_count(), "python": pyplatform.python_version()},
+        "at": datetime.now(UTC).isoformat(),
+    }
+    print(f"written to {write_results('overhead', payload)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
