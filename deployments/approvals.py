@@ -116,6 +116,10 @@ def _refusal(run_id: UUID, answered_key: str | None, wait: float) -> str | None:
             if run.state.is_running() and time.monotonic() > deadline - wait / 2:
                 return None
             time.sleep(0.5)
+    if run.state is not None and run.state.is_paused() and _pause_key(run) == answered_key:
+        # resume_flow_run raises only when the server refuses; an aborted resume (SQLite
+        # "database is locked") leaves the run waiting for this very answer.
+        return f"the server did not take it (the run still waits after {wait:.0f} s); answer again"
     return None
 
 

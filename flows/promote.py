@@ -186,14 +186,14 @@ def _approval_description(
 ) -> str:
     rows = "\n".join(
         f"| {c.service} | `{c.image.split('@')[1][:19]}` | {c.verified.commit[:12]} | "
-        f"passed {previous} at {c.verified.ended_at:%Y-%m-%d %H:%M} UTC |"
+        f"✓ {c.verified.ended_at:%m-%d %H:%M} |"
         for c in candidates
     )
     return f"""## Deploy **{app}** to **{environment}**?
 
 Commit `{checkout.commit}` by {checkout.author}: {checkout.subject}
 
-| service | digest | built from | {previous} |
+| service | digest | built from | passed {previous} (UTC) |
 |---|---|---|---|
 {rows}
 

@@ -71,14 +71,16 @@ def version(environment: str, port: int) -> str:
         return str(json.load(response)["version"])
 
 
-def approve_in_background(approver: str) -> threading.Thread:
-    """Answer the next approval form that appears (bounded: 60 s)."""
+def approve_in_background(approver: str, app: str) -> threading.Thread:
+    """Answer the next production approval form of `app` that appears (bounded: 60 s); forms
+    of other apps (another test on the same server) are not ours to answer."""
+    name = f"approve-{app}-prod"
     known = {r.id for r in waiting_runs()}
 
     def answer() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            fresh = [r for r in waiting_runs() if r.id not in known]
+            fresh = [r for r in waiting_runs() if r.id not in known and r.name == name]
             if fresh:
                 decide(str(fresh[0].id), True, approver, "fleet test")
                 return
@@ -129,7 +131,7 @@ def test_a_failing_last_service_in_production_rolls_back_the_whole_train(shop: S
     v1 = ledger.current(shop.app, "dev", "inventory")
     assert v1 is not None
     release(str(shop.repo), v1.commit)  # everything verified in dev at this commit
-    approver = approve_in_background("carol")
+    approver = approve_in_background("carol", shop.app)
     release(str(shop.repo), v1.commit, through="staging")
     promote(str(shop.repo), v1.commit, "prod")
     approver.join(timeout=5)
@@ -141,7 +143,7 @@ def test_a_failing_last_service_in_production_rolls_back_the_whole_train(shop: S
     )
     sha = shop.commit("Inventory and a gateway that fails its production smoke test")
     release(str(shop.repo), sha, base=v1.commit, through="staging")
-    approver = approve_in_background("carol")
+    approver = approve_in_background("carol", shop.app)
     with pytest.raises(RolledBack) as failure:
         promote(str(shop.repo), sha, "prod", ["inventory", "gateway"])
     approver.join(timeout=5)

@@ -70,10 +70,11 @@ def in_background(call: Callable[[], Any]) -> tuple[threading.Thread, dict[str, 
     return thread, outcome
 
 
-def wait_for_approval_form(known: set[Any], timeout: float = 60) -> FlowRun:
+def wait_for_approval_form(known: set[Any], app: str, timeout: float = 60) -> FlowRun:
+    """The new production approval form of `app` (not another test's, on the same server)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        fresh = [r for r in waiting_runs() if r.id not in known]
+        fresh = [r for r in waiting_runs() if r.id not in known and r.name == f"approve-{app}-prod"]
         if fresh:
             return fresh[0]
         time.sleep(0.3)
@@ -112,7 +113,7 @@ def test_staging_gets_the_exact_digests_that_passed_dev(shop: Shop, v1: str) -> 
 def test_production_waits_for_an_allowed_approver(shop: Shop, v1: str) -> None:
     known = {r.id for r in waiting_runs()}
     thread, outcome = in_background(lambda: promote(str(shop.repo), v1, "prod"))
-    form = wait_for_approval_form(known)
+    form = wait_for_approval_form(known, shop.app)
     description = form_description(form)
     assert v1 in description and "sha256:" in description and "passed staging" in description
 
@@ -142,7 +143,7 @@ def test_a_rejection_leaves_production_untouched(shop: Shop, v1: str) -> None:
     thread, outcome = in_background(
         lambda: promote(str(shop.repo), v2, "prod", services=["payments"])
     )
-    form = wait_for_approval_form(known)
+    form = wait_for_approval_form(known, shop.app)
     decide(str(form.id), False, "bob", "not today")
     thread.join(timeout=60)
 
