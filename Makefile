@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 
-.PHONY: all deps venv demo test bench lint stack-up stack-down
+.PHONY: all deps venv demo test bench lint stack-up stack-down k8s-testenv
 
 all: test
 
@@ -41,7 +41,11 @@ stack-down:
 demo: stack-up
 	@$(VENV)/bin/relay demo
 
-test: venv
+k8s-testenv:
+	@if command -v go >/dev/null 2>&1; then scripts/k8s-testenv build; \
+	else echo "== Go not installed: the Kubernetes tests (tests/kubernetes) will be skipped; install Go >= 1.26 and run scripts/k8s-testenv build"; fi
+
+test: venv k8s-testenv
 	@scripts/with-stack $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: venv
