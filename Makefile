@@ -45,8 +45,8 @@ k8s-testenv:
 	@if command -v go >/dev/null 2>&1; then scripts/k8s-testenv build; \
 	else echo "== Go not installed: the Kubernetes tests (tests/kubernetes) will be skipped; install Go >= 1.26 and run scripts/k8s-testenv build"; fi
 
-test: venv k8s-testenv
-	@scripts/with-stack $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+test: venv
+	@scripts/test $(PYTEST_ARGS)
 
 bench: venv
 	@scripts/with-stack bash -c '$(VENV)/bin/python bench/fleet.py $(FLEET_ARGS) && $(VENV)/bin/python bench/overhead.py $(OVERHEAD_ARGS) && $(VENV)/bin/python bench/rollback.py $(BENCH_ARGS) && $(VENV)/bin/python bench/webhooks.py $(WEBHOOK_ARGS)'

@@ -19,7 +19,10 @@ import pytest  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Fail loudly, not skip, when the stack is down: these tests are the point of the suite."""
+    """Kubernetes tests run last: on a fresh machine their control plane is still being built
+    in the background (scripts/test) while the rest runs. And fail loudly, not skip, when the
+    stack is down: these tests are the point of the suite."""
+    items.sort(key=lambda item: "tests/kubernetes/" in item.nodeid)
     if not any(item.get_closest_marker("stack") for item in items):
         return
     if not stack.status().all_running:
