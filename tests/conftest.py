@@ -15,7 +15,21 @@ for _key, _value in stack.environment().items():
     os.environ.setdefault(_key, _value)
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
 
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary directory with a short path: Unix sockets (HAProxy's admin socket) allow
+    about 100 characters, and pytest's tmp_path grows with its run counter."""
+    path = Path(tempfile.mkdtemp(prefix="relay-t-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from relay.errors import RelayError
+from relay.errors import RelayError, TerminalError
 
 SLOTS = ("blue", "green")
 
@@ -72,6 +72,10 @@ def render_config(routes: list[Route], socket_path: Path, state_file: Path) -> s
     return "\n".join(lines) + "\n"
 
 
+# HAProxy refuses a `stats socket` path longer than this (sun_path minus its own margin).
+SOCKET_PATH_MAX = 97
+
+
 class HAProxyRouter:
     type = "haproxy"
 
@@ -82,6 +86,12 @@ class HAProxyRouter:
         self.haproxy = haproxy
         self.config = self.dir / "haproxy.cfg"
         self.socket_path = self.dir / "admin.sock"
+        if len(str(self.socket_path)) > SOCKET_PATH_MAX:
+            raise TerminalError(
+                f"HAProxy's admin socket {self.socket_path} would be {len(str(self.socket_path))} "
+                f"characters, above the {SOCKET_PATH_MAX} a Unix socket path may have; use a "
+                "shorter RELAY_HOME (such as /tmp/relay) or a shorter app or environment name"
+            )
         self.state_file = self.dir / "server-state"
         self.routes_file = self.dir / "routes.json"
 
@@ -149,11 +159,12 @@ class HAProxyRouter:
         return pid if b"haproxy" in cmdline and str(self.config).encode() in cmdline else None
 
     def _check(self, config: Path) -> None:
-        proc = subprocess.run(
-            [self.haproxy, "-c", "-q", "-f", str(config)], capture_output=True, text=True
-        )
+        argv = [self.haproxy, "-c", "-f", str(config)]
+        proc = subprocess.run(argv, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RelayError(f"HAProxy rejected the generated {config}: {proc.stderr.strip()}")
+            alerts = [line for line in proc.stderr.splitlines() if "ALERT" in line]
+            reason = "\n".join(alerts) or proc.stderr.strip()
+            raise RelayError(f"HAProxy rejected the generated {config}:\n{reason}")
 
     def _start(self, extra: list[str]) -> None:
         self.state_file.touch()

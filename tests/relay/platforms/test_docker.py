@@ -48,8 +48,8 @@ def images(client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-def platform(client: docker.DockerClient, tmp_path: Path) -> Iterator[DockerPlatform]:
-    router = HAProxyRouter(name=f"{APP}-test", home=tmp_path)
+def platform(client: docker.DockerClient, short_tmp: Path) -> Iterator[DockerPlatform]:
+    router = HAProxyRouter(name=f"{APP}-test", home=short_tmp)
     yield DockerPlatform(client, router)
     DockerPlatform(client, router).remove_all(APP, "test")
     router.remove_managed_routes()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from relay.errors import TerminalError
 from relay.traffic.haproxy import HAProxyRouter, Route
 
 BASE = 23100  # this module's ports: 23100-23199 (below the ephemeral range)
@@ -51,8 +52,8 @@ def backends() -> Iterator[dict[str, int]]:
 
 
 @pytest.fixture
-def router(tmp_path: Path) -> Iterator[HAProxyRouter]:
-    router = HAProxyRouter(name="test-haproxy", home=tmp_path)
+def router(short_tmp: Path) -> Iterator[HAProxyRouter]:
+    router = HAProxyRouter(name="test-haproxy", home=short_tmp)
     yield router
     router.remove_managed_routes()
 
@@ -122,3 +123,8 @@ def test_per_slot_statistics_count_what_each_slot_served(
     assert set(stats) == {"blue", "green"}
     for slot in ("blue", "green"):
         assert int(stats[slot]["hrsp_2xx"]) == served[slot]
+
+
+def test_a_home_too_long_for_the_admin_socket_is_refused_with_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(TerminalError, match="shorter RELAY_HOME"):
+        HAProxyRouter(name="test-haproxy", home=tmp_path / ("x" * 100))
