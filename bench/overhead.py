@@ -6,6 +6,10 @@ benchmark starts itself, on Debian's `postgresql`), in a child process pointed a
   - direct: STAGES commands (`true`) run one after the other, no Prefect;
   - sync:   the same commands as STAGES sync tasks in one sync flow (how Relay's flows are);
   - async:  the same as async tasks (asyncio subprocesses) in one async flow;
+  - sync_nohb: the sync form with the flow-run heartbeat off
+    (`temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})`): the sync flow engine
+    joins its heartbeat thread on exit, which sleeps in 1 s steps (prefect/flow_engine.py
+    `_send_heartbeats`); the async engine does not join it;
   - realistic: STAGES stages of WORK seconds each (a `sleep`), sync and async: the overhead as
     a fraction of real work (target <= 5 %), and per task (target <= 50 ms).
 Each form runs RUNS times; medians are reported. Ratios are within one run of this script.
@@ -40,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 STAGES = 10
 WORK = 0.3  # seconds of real work per stage of the "realistic" pipeline
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+FORMS = ("sync", "async", "sync_nohb")  # sync_nohb: sync with the flow heartbeat off
 
 
 def _free_port(start: int) -> int:
@@ -60,6 +65,7 @@ def measure(runs: int) -> dict[str, Any]:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from prefect import flow, task
     from prefect.cache_policies import NO_CACHE
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     def run_cmd(argv: list[str]) -> None:
         subprocess.run(argv, check=True)
@@ -88,11 +94,15 @@ def measure(runs: int) -> dict[str, Any]:
         call()
         return time.perf_counter() - t0
 
+    def no_heartbeat(argv: list[str]) -> None:
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            sync_pipeline(argv)
+
     noop, work = ["true"], ["sleep", str(WORK)]
     sync_pipeline(noop)  # warm-up: imports, flow registration
     asyncio.run(async_pipeline(noop))
     out: dict[str, list[float]] = {k: [] for k in ("direct", "sync", "async", "direct_work")}
-    out.update(sync_work=[], async_work=[])
+    out.update(sync_work=[], async_work=[], sync_nohb=[], sync_nohb_work=[])
     for _ in range(runs):
         out["direct"].append(timed(lambda: [run_cmd(noop) for _ in range(STAGES)]))
         out["sync"].append(timed(lambda: sync_pipeline(noop)))
@@ -100,9 +110,11 @@ def measure(runs: int) -> dict[str, Any]:
         out["direct_work"].append(timed(lambda: [run_cmd(work) for _ in range(STAGES)]))
         out["sync_work"].append(timed(lambda: sync_pipeline(work)))
         out["async_work"].append(timed(lambda: asyncio.run(async_pipeline(work))))
+        out["sync_nohb"].append(timed(lambda: no_heartbeat(noop)))
+        out["sync_nohb_work"].append(timed(lambda: no_heartbeat(work)))
     med = {k: statistics.median(v) for k, v in out.items()}
     result: dict[str, Any] = {"raw": out, "median": med}
-    for form in ("sync", "async"):
+    for form in FORMS:
         result[f"{form}_per_task_s"] = (med[form] - med["direct"]) / STAGES
         result[f"{form}_overhead_fraction"] = (med[f"{form}_work"] - med["direct_work"]) / med[
             "direct_work"
@@ -216,15 +228,15 @@ def main() -> int:
         results["postgresql"] = {"error": str(exc)}
         print(f"overhead: PostgreSQL backend not measured: {exc}", file=sys.stderr)
     print(f"\nOrchestration overhead ({STAGES} stages, median of {args.runs})")
-    print(f"{'backend':<11} {'form':<6} {'s/task':>8} {'target':>8} {'overhead':>9} {'target':>7}")
+    print(f"{'backend':<11} {'form':<9} {'s/task':>8} {'target':>8} {'overhead':>9} {'target':>7}")
     for backend, r in results.items():
         if "error" in r:
             print(f"{backend:<11} not measured: {r['error'][:80]}")
             continue
-        for form in ("sync", "async"):
+        for form in FORMS:
             per, frac = r[f"{form}_per_task_s"], r[f"{form}_overhead_fraction"]
             print(
-                f"{backend:<11} {form:<6} {per * 1000:>6.0f}ms {'<=50ms':>8} "
+                f"{backend:<11} {form:<9} {per * 1000:>6.0f}ms {'<=50ms':>8} "
                 f"{frac * 100:>8.1f}% {'<=5%':>7}"
             )
     payload = {
