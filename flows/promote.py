@@ -185,7 +185,7 @@ def _approval_description(
     app: str, environment: str, previous: str, candidates: list[Candidate], checkout: Checkout
 ) -> str:
     rows = "\n".join(
-        f"| {c.service} | `{c.image.split('@')[1][:19]}` | {c.verified.commit[:12]} | "
+        f"| {c.service} | `{c.image.split(':')[-1][:12]}` | {c.verified.commit[:10]} | "
         f"✓ {c.verified.ended_at:%m-%d %H:%M} |"
         for c in candidates
     )
@@ -193,7 +193,7 @@ def _approval_description(
 
 Commit `{checkout.commit}` by {checkout.author}: {checkout.subject}
 
-| service | digest | built from | passed {previous} (UTC) |
+| service | sha256 | commit | {previous} (UTC) |
 |---|---|---|---|
 {rows}
 

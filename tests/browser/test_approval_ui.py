@@ -278,10 +278,10 @@ def expect_description(dialog: Locator, shop: Shop, commit: str, services: list[
         assert staged is not None and staged.commit == commit
         row = dialog.get_by_role("row").filter(has_text=service)
         expect(row).to_have_count(1)
-        expect(row).to_contain_text(staged.digest[:19])
-        expect(row).to_contain_text(staged.commit[:12])
+        expect(row).to_contain_text(staged.digest.removeprefix("sha256:")[:12])
+        expect(row).to_contain_text(staged.commit[:10])
         expect(row).to_contain_text(f"✓ {staged.ended_at:%m-%d %H:%M}")
-    expect(dialog.get_by_role("columnheader", name="passed staging (UTC)")).to_be_visible()
+    expect(dialog.get_by_role("columnheader", name="staging (UTC)")).to_be_visible()
     expect(dialog.get_by_text("Every digest above passed staging")).to_be_visible()
 
 

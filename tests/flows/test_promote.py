@@ -115,7 +115,10 @@ def test_production_waits_for_an_allowed_approver(shop: Shop, v1: str) -> None:
     thread, outcome = in_background(lambda: promote(str(shop.repo), v1, "prod"))
     form = wait_for_approval_form(known, shop.app)
     description = form_description(form)
-    assert v1 in description and "sha256:" in description and "passed staging" in description
+    staged = Ledger(ledger_path()).current(shop.app, "staging", "orders")
+    assert staged is not None
+    assert v1 in description and "passed staging" in description
+    assert staged.digest.removeprefix("sha256:")[:12] in description
 
     with pytest.raises(TerminalError, match="'mallory' is not an approver here"):
         decide(str(form.id), True, "mallory", "let me in")  # the flow asks again
