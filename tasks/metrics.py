@@ -4,33 +4,20 @@ steps and production approvals (`relay.aws.cloudwatch` does the work)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import State, TaskRun
 from prefect.logging import get_run_logger
 
 from blocks.aws import aws_client
 from relay.aws.cloudwatch import alarm_states, delivery_metrics, put_metrics
-from relay.errors import TransientError
 from relay.ledger import Ledger, Record
 from relay.manifest import CloudWatch
 from relay.settings import ledger_path
+from tasks.retry import only_transient
 
 # Enough earlier attempts to find the start of any realistic run of failures.
 HISTORY_LIMIT = 200
-
-
-def _only_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry reading alarms when AWS was unreachable, not when an alarm does not exist."""
-    try:
-        state.result()
-    except TransientError:
-        return True
-    except BaseException:  # noqa: BLE001 - any other failure is final
-        return False
-    return False
 
 
 @task(name="publish-delivery-metrics", cache_policy=NO_CACHE)
@@ -75,7 +62,7 @@ def publish_delivery_metrics(
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=2,
-    retry_condition_fn=_only_transient,
+    retry_condition_fn=only_transient,
 )
 def read_alarm_states(names: list[str], where: str) -> dict[str, str]:
     """The state of each named CloudWatch alarm; `where` names the manifest field for errors

@@ -11,34 +11,21 @@ can be stopped on its way to production.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import State, TaskRun
 from prefect.logging import get_run_logger
 
 from blocks.aws import aws_client
 from relay.aws.ecr import ScanVerdict, judge_findings, scan_findings
-from relay.errors import RelayError, StageFailed, TerminalError, TransientError
+from relay.errors import RelayError, StageFailed, TerminalError
 from relay.manifest import ImageScan
 from tasks.record import artifact_key
+from tasks.retry import only_transient
 
 # How long a gate waits for a scan it started (or one still running after a push).
 SCAN_WAIT_SECONDS = 120
-
-
-def _only_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry AWS being unreachable or a scan still running; findings over the threshold or
-    an image missing from ECR are the same on every try."""
-    try:
-        state.result()
-    except TransientError:
-        return True
-    except BaseException:  # noqa: BLE001 - any other failure is final
-        return False
-    return False
 
 
 @task(
@@ -46,7 +33,7 @@ def _only_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
     cache_policy=NO_CACHE,
     retries=3,
     retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=_only_transient,
+    retry_condition_fn=only_transient,
 )
 def check_image_scan(
     image_scan: ImageScan, app: str, service: str, image: str
