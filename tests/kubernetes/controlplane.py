@@ -49,8 +49,10 @@ import yaml
 
 NEVER_READY = "never-ready"
 NODE_NAME = "kwok-node-0"
-SERVICE_CIDR = "10.96.0.0/16"  # fake ClusterIPs: allocated in the API, never connected to
-POD_CIDR = "10.244.0.0/24"  # fake pod IPs written by kwok, never connected to
+# Fake addresses, allocated in the API and never connected to, from the benchmarking range
+# (RFC 2544) rather than a private one: nothing on this machine may target 10/8 or 172.16/12.
+SERVICE_CIDR = "198.18.0.0/16"  # ClusterIPs
+POD_CIDR = "198.19.0.0/24"  # pod IPs written by kwok
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 
