@@ -50,8 +50,12 @@ def render_config(routes: list[Route], socket_path: Path, state_file: Path) -> s
         "    timeout connect 2s",
         "    timeout client 30s",
         "    timeout server 30s",
-        "    option redispatch",
+        # A request the server never answered (its container died, or refused the
+        # connection) is sent again, to the other slot; only idempotent methods, so a
+        # POST that may have been processed is never sent twice.
+        "    option redispatch 1",
         "    retries 2",
+        "    retry-on conn-failure empty-response response-timeout",
         "    load-server-state-from-file global",
     ]
     for route in sorted(routes, key=lambda r: r.service):
@@ -61,6 +65,7 @@ def render_config(routes: list[Route], socket_path: Path, state_file: Path) -> s
             f"    default_backend {_backend(route.service)}",
             f"backend {_backend(route.service)}",
             "    balance roundrobin",
+            "    http-request disable-l7-retry unless METH_GET || METH_HEAD || METH_OPTIONS",
             f"    option httpchk GET {route.health}",
             "    http-check expect status 200",
         ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.server
+import socket
 import threading
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -128,3 +130,89 @@ def test_per_slot_statistics_count_what_each_slot_served(
 def test_a_home_too_long_for_the_admin_socket_is_refused_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(TerminalError, match="shorter RELAY_HOME"):
         HAProxyRouter(name="test-haproxy", home=tmp_path / ("x" * 100))
+
+
+class _DroppingServer(threading.Thread):
+    """Accepts each connection, reads the request, and closes without an answer: what a
+    container killed mid-request looks like to HAProxy. Counts the requests it read."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.create_server(("127.0.0.1", port))
+        self.sock.settimeout(0.2)
+        self.requests: list[str] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    head = conn.recv(4096).decode(errors="replace")
+                except OSError:
+                    continue
+                method = head.split(" ", 1)[0]
+                if method and not head.startswith("OPTIONS") and "/healthz" not in head:
+                    self.requests.append(method)
+                if "/healthz" in head:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+        self.sock.close()
+
+
+class _PostHandler(_Handler):
+    posts = 0
+
+    def do_POST(self) -> None:  # noqa: N802
+        _PostHandler.posts += 1
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+
+def test_a_request_the_server_never_answered_is_sent_again_only_if_idempotent(
+    router: HAProxyRouter,
+) -> None:
+    """A canary that dies with requests inside it: GETs are answered by the other slot,
+    a POST (maybe already processed) is not sent twice and gets HAProxy's 502."""
+    dropping = _DroppingServer(BASE + 11)
+    dropping.start()
+    good = _Server(("127.0.0.1", BASE + 12), _PostHandler)
+    good.color = "green"  # type: ignore[attr-defined]
+    threading.Thread(target=good.serve_forever, daemon=True).start()
+    try:
+        router.ensure_route(Route("drop", BASE + 10, {"blue": BASE + 11, "green": BASE + 12}))
+        router.mark_healthy("drop", "blue")
+        router.mark_healthy("drop", "green")
+        router.set_weight("drop", {"blue": 50, "green": 50})
+
+        assert hits(BASE + 10, 20) == Counter({"green": 20})
+        assert dropping.requests.count("GET") >= 5, dropping.requests
+
+        statuses: Counter[int] = Counter()
+        _PostHandler.posts = 0
+        for _ in range(20):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{BASE + 10}/pay", data=b"{}", method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    statuses[response.status] += 1
+            except urllib.error.HTTPError as exc:
+                statuses[exc.code] += 1
+        dropped = dropping.requests.count("POST")
+        assert dropped >= 5 and statuses[502] == dropped, (statuses, dropped)
+        assert _PostHandler.posts == statuses[200] == 20 - dropped
+    finally:
+        dropping.stop()
+        good.shutdown()
+        good.server_close()
