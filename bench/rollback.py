@@ -16,6 +16,7 @@ under the `rollback` key. Run it with `make bench` (which brings the stack up if
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform as pyplatform
 import shutil
@@ -225,7 +226,7 @@ def flow_run(host: DockerHost, weights: WeightCalls, bad: str) -> dict[str, Any]
         mark, errors_start = len(load.log), len(load.transport_errors)
         wall_offset = time.time() - time.monotonic()
         t0 = time.monotonic()
-        state = canary(host, spec(bad), ENV, True, None, return_state=True)
+        state = asyncio.run(canary(host, spec(bad), ENV, True, None, return_state=True))
         t1 = time.monotonic()
         log_end, errors_end = len(load.log), len(load.transport_errors)
         load.wait_for_more(50)
@@ -415,7 +416,8 @@ def main() -> None:
         v1 = make_image(client, Path(tmp), repository, "v1")
         bad = make_image(client, Path(tmp), repository, "bad", fail_percent=BAD_FAIL_PERCENT)
         host = DockerHost()
-        rolling(host, spec(v1), ENV, False, None)  # v1 serves, as in the strategy tests
+        # v1 serves, as in the strategy tests
+        asyncio.run(rolling(host, spec(v1), ENV, False, None))
         platform = DockerPlatform(client, router)
         for i in range(args.runs):
             run = platform_run(platform, weights, bad)

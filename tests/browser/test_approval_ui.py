@@ -9,6 +9,7 @@ rejecting leaves production as it was. Screenshots go to test-output/browser/.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -71,8 +72,8 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
 def v1(shop: Shop) -> str:
     """The shop's first commit, released to dev and promoted to staging."""
     commit = shop.commit("Initial shop")
-    off_browser_thread(lambda: release(str(shop.repo), commit), BUILD_WAIT)
-    off_browser_thread(lambda: promote(str(shop.repo), commit, "staging"), BUILD_WAIT)
+    off_browser_thread(lambda: asyncio.run(release(str(shop.repo), commit)), BUILD_WAIT)
+    off_browser_thread(lambda: asyncio.run(promote(str(shop.repo), commit, "staging")), BUILD_WAIT)
     return commit
 
 
@@ -148,7 +149,9 @@ def promoting(
     form still waits, reject it there, so no run stays paused on the server."""
     run_name = f"promote-prod-{shop.app}-{name}"
     named = promote.with_options(flow_run_name=run_name)
-    promotion = Background(lambda: named(str(shop.repo), commit, "prod", services), run_name)
+    promotion = Background(
+        lambda: asyncio.run(named(str(shop.repo), commit, "prod", services)), run_name
+    )
     try:
         yield run_name, promotion
     finally:
@@ -322,8 +325,12 @@ def test_rejecting_in_the_ui_leaves_production_as_it_was(
     shop.edit("services/payments/app.py", '"""', '"""Payments v2.\n')
     v2 = shop.commit("Payments v2")
     payments = ["payments"]
-    off_browser_thread(lambda: release(str(shop.repo), v2, services=payments), BUILD_WAIT)
-    off_browser_thread(lambda: promote(str(shop.repo), v2, "staging", payments), BUILD_WAIT)
+    off_browser_thread(
+        lambda: asyncio.run(release(str(shop.repo), v2, services=payments)), BUILD_WAIT
+    )
+    off_browser_thread(
+        lambda: asyncio.run(promote(str(shop.repo), v2, "staging", payments)), BUILD_WAIT
+    )
     assert serving(shop.app, "staging", ["payments"])["payments"] != before["payments"]
 
     with promoting(shop, v2, "reject", ["payments"]) as (run_name, promotion):

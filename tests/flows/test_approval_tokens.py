@@ -4,6 +4,7 @@ and no token text reaches the server (logs, stored inputs) or an error."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -83,7 +84,7 @@ def test_only_the_approvers_token_approves(tokens: tuple[str, str]) -> None:
 
     def wait_for_decision() -> None:
         try:
-            outcome["decision"] = approval(app, "prod", "Deploy?", policy, ["author"])
+            outcome["decision"] = asyncio.run(approval(app, "prod", "Deploy?", policy, ["author"]))
         except BaseException as exc:  # noqa: BLE001 - reported by the assertions
             outcome["error"] = exc
 

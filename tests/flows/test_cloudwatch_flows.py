@@ -4,6 +4,7 @@ metrics exist per service and environment, and an alarm blocks a production appr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -91,7 +92,7 @@ def block_alarm(shop: Shop) -> str:
 @pytest.fixture(scope="module")
 def v1(shop: Shop) -> str:
     commit = shop.commit("Initial shop")
-    service_pipeline(str(shop.repo), commit, SERVICE, "dev")
+    asyncio.run(service_pipeline(str(shop.repo), commit, SERVICE, "dev"))
     return commit
 
 
@@ -104,7 +105,7 @@ def rejected_canary(shop: Shop, v1: str, cloudwatch: Any) -> dict[str, Any]:
         AlarmName=canary_alarm(shop), StateValue="ALARM", StateReason="errors upstream"
     )
     try:
-        state = service_pipeline(str(shop.repo), v2, SERVICE, "dev", return_state=True)
+        state = asyncio.run(service_pipeline(str(shop.repo), v2, SERVICE, "dev", return_state=True))
     finally:
         cloudwatch.set_alarm_state(
             AlarmName=canary_alarm(shop), StateValue="OK", StateReason="recovered"
@@ -190,7 +191,7 @@ def test_delivery_metrics_exist_for_the_service_and_environment(
 def test_an_alarm_blocks_production_before_the_approval_is_asked(
     shop: Shop, v1: str, cloudwatch: Any, rejected_canary: dict[str, Any]
 ) -> None:
-    promote(str(shop.repo), v1, "staging", services=[SERVICE])
+    asyncio.run(promote(str(shop.repo), v1, "staging", services=[SERVICE]))
     assert version("staging") == v1
     cloudwatch.set_alarm_state(
         AlarmName=block_alarm(shop), StateValue="ALARM", StateReason="incident in prod"
@@ -199,7 +200,7 @@ def test_an_alarm_blocks_production_before_the_approval_is_asked(
     started = time.monotonic()
     try:
         with pytest.raises(NotApproved) as refused:
-            promote(str(shop.repo), v1, "prod", services=[SERVICE])
+            asyncio.run(promote(str(shop.repo), v1, "prod", services=[SERVICE]))
     finally:
         cloudwatch.set_alarm_state(AlarmName=block_alarm(shop), StateValue="OK", StateReason="ok")
     assert f"CloudWatch alarm '{block_alarm(shop)}' is in ALARM" in str(refused.value)

@@ -6,6 +6,7 @@ service prints them."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import urllib.request
@@ -87,7 +88,7 @@ def gateway_in_dev(shop: Shop) -> Any:
 @pytest.fixture(scope="module")
 def v1(shop: Shop) -> str:
     sha = shop.commit("Initial shop")
-    release(str(shop.repo), sha)
+    asyncio.run(release(str(shop.repo), sha))
     return sha
 
 
@@ -108,7 +109,7 @@ def test_a_rotation_is_deployed_again_and_its_version_recorded(
     version = put_config(shop, "dev", rotated)
     redaction.register(rotated.values())
 
-    result = service_pipeline(str(shop.repo), v1, "gateway", "dev")
+    result = asyncio.run(service_pipeline(str(shop.repo), v1, "gateway", "dev"))
 
     after = gateway_in_dev(shop)
     assert result.changed, "same image, new configuration: the service is deployed again"
@@ -127,7 +128,7 @@ def test_a_missing_key_stops_the_release_before_anything_is_deployed(shop: Shop,
     sha = shop.commit("gateway needs SIGNING_KEY")
 
     with pytest.raises(TerminalError) as error:
-        release(str(shop.repo), sha)
+        asyncio.run(release(str(shop.repo), sha))
 
     assert "services.gateway.secret_keys: SIGNING_KEY not found" in str(error.value)
     assert "nothing was deployed" in str(error.value)
@@ -148,7 +149,7 @@ def test_planted_values_never_reach_the_prefect_server(
     )
     sha = shop.commit("gateway that prints its config and crashes")
     with pytest.raises(StageFailed) as error:
-        release(str(shop.repo), sha)
+        asyncio.run(release(str(shop.repo), sha))
     # Booleans only: on failure pytest would print the compared texts, and with them the values.
     quoted_masked = redaction.MASK in str(error.value)
     assert quoted_masked, "the crash output is quoted in the error, masked"

@@ -3,6 +3,7 @@ ledger, a table artifact on the Prefect server, aggregates in CloudWatch (moto).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -53,7 +54,7 @@ def test_metrics_from_the_ledger_to_the_table_prefect_and_cloudwatch(
     assert "2.0 h" in table  # restored 2 h after the failure
 
     namespace = f"RelayTest{uuid.uuid4().hex[:6]}"
-    [m] = delivery_metrics(app, None, 7, namespace)
+    [m] = asyncio.run(delivery_metrics(app, None, 7, namespace))
     assert m.deployments == 2 and m.failures == 1
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(

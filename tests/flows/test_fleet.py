@@ -4,6 +4,7 @@ Runs on the real stack under its own app name and ports (see tests/flows/shop.py
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -54,7 +55,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
 @pytest.fixture(scope="module")
 def base(shop: Shop) -> str:
     sha = shop.commit("Fleet v1")
-    release(str(shop.repo), sha)
+    asyncio.run(release(str(shop.repo), sha))
     return sha
 
 
@@ -97,7 +98,7 @@ def test_changing_a_leaf_rebuilds_only_it_and_retests_its_dependents(shop: Shop,
     shop.edit("services/payments/app.py", '"""', '"""Payments, fleet change.\n')
     sha = shop.commit("Change the payments leaf")
 
-    results = release(str(shop.repo), sha, base=base)
+    results = asyncio.run(release(str(shop.repo), sha, base=base))
 
     assert [(r.service, r.built) for r in results] == [("payments", True)]
     assert version("dev", 8004) == sha
@@ -115,7 +116,7 @@ def test_a_provider_is_deployed_before_its_consumers(shop: Shop, base: str) -> N
     shop.edit("services/orders/app.py", '"""', '"""Orders, consumer change.\n')
     sha = shop.commit("Change a provider and its consumer")
 
-    results = release(str(shop.repo), sha, base=head_before.commit)
+    results = asyncio.run(release(str(shop.repo), sha, base=head_before.commit))
 
     assert [r.service for r in results] == ["inventory", "orders"]
     ledger = Ledger(ledger_path())
@@ -130,10 +131,10 @@ def test_a_failing_last_service_in_production_rolls_back_the_whole_train(shop: S
     ledger = Ledger(ledger_path())
     v1 = ledger.current(shop.app, "dev", "inventory")
     assert v1 is not None
-    release(str(shop.repo), v1.commit)  # everything verified in dev at this commit
+    asyncio.run(release(str(shop.repo), v1.commit))  # everything verified in dev at this commit
     approver = approve_in_background("carol", shop.app)
-    release(str(shop.repo), v1.commit, through="staging")
-    promote(str(shop.repo), v1.commit, "prod")
+    asyncio.run(release(str(shop.repo), v1.commit, through="staging"))
+    asyncio.run(promote(str(shop.repo), v1.commit, "prod"))
     approver.join(timeout=5)
     before = {s: version("prod", p) for s, p in (("inventory", 8003), ("gateway", 8001))}
 
@@ -142,10 +143,10 @@ def test_a_failing_last_service_in_production_rolls_back_the_whole_train(shop: S
         SMOKE + "\n\ndef test_fails_in_production():\n    assert False, 'broken on purpose'\n"
     )
     sha = shop.commit("Inventory and a gateway that fails its production smoke test")
-    release(str(shop.repo), sha, base=v1.commit, through="staging")
+    asyncio.run(release(str(shop.repo), sha, base=v1.commit, through="staging"))
     approver = approve_in_background("carol", shop.app)
     with pytest.raises(RolledBack) as failure:
-        promote(str(shop.repo), sha, "prod", ["inventory", "gateway"])
+        asyncio.run(promote(str(shop.repo), sha, "prod", ["inventory", "gateway"]))
     approver.join(timeout=5)
 
     assert "smoke tests failed" in str(failure.value)
@@ -166,5 +167,5 @@ def test_a_dependency_cycle_stops_the_release_before_anything_runs(shop: Shop) -
     shop.edit_manifest(cycle)
     sha = shop.commit("A dependency cycle")
     with pytest.raises(ManifestError, match="dependency cycle .*payments.*gateway"):
-        release(str(shop.repo), sha)
+        asyncio.run(release(str(shop.repo), sha))
     assert Ledger(ledger_path()).history(shop.app, "payments", "dev", limit=1)[0].commit != sha

@@ -25,6 +25,7 @@ waits for it, which is also the path for an image copied in without scan on push
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from contextlib import closing
@@ -117,7 +118,7 @@ def rescan(ecr: Any, repository: str, digest: str, findings: list[dict[str, Any]
 def images(shop: Shop, ecr: Any) -> dict[str, str]:
     """Steps 1-3: {service: image} released to dev by v2, with the gate on."""
     v1 = shop.commit("Initial shop")
-    dev = {r.service: r.image for r in release(str(shop.repo), v1)}
+    dev = {r.service: r.image for r in asyncio.run(release(str(shop.repo), v1))}
     for service, image in dev.items():
         repository, digest = f"{shop.app}/{service}", image.split("@")[1]
         ensure_repository(ecr, repository)
@@ -136,7 +137,7 @@ def images(shop: Shop, ecr: Any) -> dict[str, str]:
 
     shop.edit_manifest(gate)
     v2 = shop.commit("Gate on ECR's image scan")
-    gated = {r.service: r for r in release(str(shop.repo), v2)}
+    gated = {r.service: r for r in asyncio.run(release(str(shop.repo), v2))}
     assert {s: r.image for s, r in gated.items()} == dev
     assert not any(r.built for r in gated.values())
     return dev
@@ -169,7 +170,7 @@ def test_a_high_finding_stops_promotion_with_nothing_deployed(
         [finding("CVE-2099-0003", "CRITICAL"), finding("CVE-2099-0004", "LOW")],
     )
     with pytest.raises(StageFailed) as refused:
-        promote(str(shop.repo), "HEAD", "staging")
+        asyncio.run(promote(str(shop.repo), "HEAD", "staging"))
     message = str(refused.value)
     assert "nothing was deployed" in message
     assert f"orders: image {images['orders'].split('@')[1]}" in message
@@ -190,7 +191,7 @@ def test_allowed_or_low_findings_let_the_promotion_through(
     orders, inventory = (f"{shop.app}/{s}" for s in ("orders", "inventory"))
     rescan(ecr, orders, images["orders"].split("@")[1], [finding("CVE-2099-0002", "HIGH")])
     rescan(ecr, inventory, images["inventory"].split("@")[1], [finding("CVE-2099-0004", "LOW")])
-    staged = {r.service: r.image for r in promote(str(shop.repo), "HEAD", "staging")}
+    staged = {r.service: r.image for r in asyncio.run(promote(str(shop.repo), "HEAD", "staging"))}
     assert staged == images
     ledger = Ledger(ledger_path())
     for service, image in images.items():

@@ -5,6 +5,7 @@ that cannot be sent is a warning, never a failure. Rollbacks and failed runs: te
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -46,7 +47,7 @@ def test_a_waiting_production_approval_sends_its_link(slack: Received) -> None:
 
     def wait() -> None:
         try:
-            approval(app, "prod", "Deploy?", policy, ["author"])
+            asyncio.run(approval(app, "prod", "Deploy?", policy, ["author"]))
         except BaseException as exc:  # noqa: BLE001 - checked below
             errors.append(exc)
 

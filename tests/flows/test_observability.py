@@ -8,6 +8,7 @@ released, changed, released again and rolled back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
@@ -100,7 +101,7 @@ def test_a_release_is_one_trace_with_relay_attributes(
     shop: Shop, traces: Received, notifications: Received
 ) -> None:
     commit = shop.commit("Initial shop")
-    [result] = release(str(shop.repo), commit, services=["inventory"])
+    [result] = asyncio.run(release(str(shop.repo), commit, services=["inventory"]))
     traces.flush()  # type: ignore[attr-defined]
 
     root = one([s for s in traces.spans if s.attributes.get("relay.app") == shop.app], "release-")
@@ -137,9 +138,9 @@ def test_a_rollback_is_traced_and_notified(
 ) -> None:
     shop.edit("services/inventory/app.py", '"""', '"""Inventory v2.\n')
     v2 = shop.commit("Inventory v2")
-    release(str(shop.repo), v2, services=["inventory"])
+    asyncio.run(release(str(shop.repo), v2, services=["inventory"]))
 
-    result = rollback(str(shop.repo), "inventory", "dev")
+    result = asyncio.run(rollback(str(shop.repo), "inventory", "dev"))
     traces.flush()  # type: ignore[attr-defined]
     root = one([s for s in traces.spans if s.parent_id == ""], "rollback-inventory-dev")
     assert root.attributes["relay.strategy"] == "rollback"
@@ -155,7 +156,7 @@ def test_a_rollback_is_traced_and_notified(
 def test_a_failed_run_is_notified_once_with_its_link(shop: Shop, notifications: Received) -> None:
     before = len(notifications.requests)
     with pytest.raises(TerminalError, match="already runs a rolled-back version"):
-        rollback(str(shop.repo), "inventory", "dev")
+        asyncio.run(rollback(str(shop.repo), "inventory", "dev"))
     notifications.wait_for(lambda r: len(r.requests) > before)
     text = texts(notifications)[-1]
     assert text.startswith("*Failed: rollback-inventory-dev (rollback)*")

@@ -3,6 +3,7 @@ approval through Prefect's pause/resume with typed input, rejection and timeout.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -89,18 +90,18 @@ def form_description(run: FlowRun) -> str:
 
 def test_nothing_is_promoted_before_it_passed_the_previous_environment(shop: Shop, v1: str) -> None:
     with pytest.raises(TerminalError, match="no image was built for commit"):
-        promote(str(shop.repo), v1, "staging")
-    release(str(shop.repo), v1)
+        asyncio.run(promote(str(shop.repo), v1, "staging"))
+    asyncio.run(release(str(shop.repo), v1))
     with pytest.raises(TerminalError, match="has not passed staging") as refused:
-        promote(str(shop.repo), v1, "prod")
+        asyncio.run(promote(str(shop.repo), v1, "prod"))
     assert "nothing was deployed" in str(refused.value)
     ledger = Ledger(ledger_path())
     assert ledger.history(shop.app, environment="prod") == []
 
 
 def test_staging_gets_the_exact_digests_that_passed_dev(shop: Shop, v1: str) -> None:
-    dev = {r.service: r for r in release(str(shop.repo), v1)}
-    staged = {r.service: r for r in promote(str(shop.repo), v1, "staging")}
+    dev = {r.service: r for r in asyncio.run(release(str(shop.repo), v1))}
+    staged = {r.service: r for r in asyncio.run(promote(str(shop.repo), v1, "staging"))}
     assert {s: r.image for s, r in staged.items()} == {s: r.image for s, r in dev.items()}
     ledger = Ledger(ledger_path())
     for service, result in staged.items():
@@ -112,7 +113,7 @@ def test_staging_gets_the_exact_digests_that_passed_dev(shop: Shop, v1: str) -> 
 
 def test_production_waits_for_an_allowed_approver(shop: Shop, v1: str) -> None:
     known = {r.id for r in waiting_runs()}
-    thread, outcome = in_background(lambda: promote(str(shop.repo), v1, "prod"))
+    thread, outcome = in_background(lambda: asyncio.run(promote(str(shop.repo), v1, "prod")))
     form = wait_for_approval_form(known, shop.app)
     description = form_description(form)
     staged = Ledger(ledger_path()).current(shop.app, "staging", "orders")
@@ -139,12 +140,12 @@ def test_production_waits_for_an_allowed_approver(shop: Shop, v1: str) -> None:
 def test_a_rejection_leaves_production_untouched(shop: Shop, v1: str) -> None:
     shop.edit("services/payments/app.py", '"""', '"""Payments v2.\n')
     v2 = shop.commit("Payments v2")
-    release(str(shop.repo), v2, services=["payments"])
-    promote(str(shop.repo), v2, "staging", services=["payments"])
+    asyncio.run(release(str(shop.repo), v2, services=["payments"]))
+    asyncio.run(promote(str(shop.repo), v2, "staging", services=["payments"]))
 
     known = {r.id for r in waiting_runs()}
     thread, outcome = in_background(
-        lambda: promote(str(shop.repo), v2, "prod", services=["payments"])
+        lambda: asyncio.run(promote(str(shop.repo), v2, "prod", services=["payments"]))
     )
     form = wait_for_approval_form(known, shop.app)
     decide(str(form.id), False, "bob", "not today")
@@ -162,7 +163,7 @@ def test_no_decision_in_time_counts_as_a_rejection(shop: Shop, v1: str) -> None:
     assert v2 is not None and v2.commit != v1
     started = time.monotonic()
     with pytest.raises(NotApproved, match="timeout counts as a rejection"):
-        promote(str(shop.repo), v2.commit, "prod", services=["payments"])
+        asyncio.run(promote(str(shop.repo), v2.commit, "prod", services=["payments"]))
     assert time.monotonic() - started >= APPROVAL_TIMEOUT - 1
     assert version(public_url("prod", 8004)) == v1
     last = Ledger(ledger_path()).history(shop.app, "payments", "prod", limit=1)[0]
@@ -173,7 +174,7 @@ def test_rollback_puts_the_previous_good_version_back(shop: Shop, v1: str) -> No
     staged = Ledger(ledger_path()).current(shop.app, "staging", "payments")
     assert staged is not None and staged.commit != v1, "staging runs payments v2"
     started = time.monotonic()
-    result = rollback(str(shop.repo), "payments", "staging")
+    result = asyncio.run(rollback(str(shop.repo), "payments", "staging"))
     assert time.monotonic() - started < 30
     assert version(result.url) == v1
     record = Ledger(ledger_path()).current(shop.app, "staging", "payments")
@@ -182,5 +183,5 @@ def test_rollback_puts_the_previous_good_version_back(shop: Shop, v1: str) -> No
 
 def test_a_second_rollback_is_refused_instead_of_undoing_the_first(shop: Shop, v1: str) -> None:
     with pytest.raises(TerminalError, match="already runs a rolled-back version"):
-        rollback(str(shop.repo), "payments", "staging")
+        asyncio.run(rollback(str(shop.repo), "payments", "staging"))
     assert version(public_url("staging", 8004)) == v1

@@ -4,6 +4,7 @@ name and ports, so the test neither sees nor disturbs a running demo."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -59,14 +60,14 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
 @pytest.fixture(scope="module")
 def first(shop: Shop) -> tuple[str, dict[str, ServiceRelease]]:
     sha = shop.commit("Initial shop")
-    return sha, by_service(release(str(shop.repo), sha))
+    return sha, by_service(asyncio.run(release(str(shop.repo), sha)))
 
 
 @pytest.fixture(scope="module")
 def second(shop: Shop, first: object) -> tuple[str, dict[str, ServiceRelease]]:
     shop.edit("services/payments/app.py", '"""', '"""Payments, second revision.\n')
     sha = shop.commit("Change payments only")
-    return sha, by_service(release(str(shop.repo), sha))
+    return sha, by_service(asyncio.run(release(str(shop.repo), sha)))
 
 
 def test_every_service_serves_the_commit_it_was_built_from(
@@ -159,7 +160,7 @@ def test_failing_unit_tests_stop_the_pipeline_before_an_image_exists(
     sha3 = shop.commit("Break a payments unit test")
     try:
         with pytest.raises(StageFailed, match="payments: unit tests failed"):
-            release(str(shop.repo), sha3, services=["payments"])
+            asyncio.run(release(str(shop.repo), sha3, services=["payments"]))
         assert version_of(after["payments"]) == sha2
         with RegistryClient(os.environ["RELAY_REGISTRY"]) as client:
             assert client.digest(f"{shop.app}/payments", sha3) is None
@@ -183,7 +184,7 @@ def test_a_version_that_never_gets_healthy_leaves_the_old_one_serving(
     sha = shop.commit("Ship an inventory that cannot start")
     try:
         with pytest.raises(StageFailed, match="previous version keeps serving"):
-            release(str(shop.repo), sha, services=["inventory"])
+            asyncio.run(release(str(shop.repo), sha, services=["inventory"]))
         assert version_of(after["inventory"]) == sha1, "the old inventory still answers"
         with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
             live = client.containers.list(
@@ -203,7 +204,7 @@ def test_a_bad_manifest_stops_before_anything_is_built(
     sha = shop.commit("Typo in depends_on")
     try:
         with pytest.raises(ManifestError, match=r"depends_on\[1\]: unknown service 'paymnts'"):
-            release(str(shop.repo), sha)
+            asyncio.run(release(str(shop.repo), sha))
         with RegistryClient(os.environ["RELAY_REGISTRY"]) as client:
             for name in ("inventory", "payments", "orders", "gateway"):
                 assert client.digest(f"{shop.app}/{name}", sha) is None
@@ -221,7 +222,7 @@ def test_failing_integration_tests_put_the_previous_version_back(
     sha = shop.commit("Ship payments with a failing integration test")
     try:
         with pytest.raises(RolledBack, match="put back: payments"):
-            release(str(shop.repo), sha, services=["payments"])
+            asyncio.run(release(str(shop.repo), sha, services=["payments"]))
         assert version_of(after["payments"]) == sha2, "the previous payments serves again"
         last = Ledger(ledger_path()).history(shop.app, "payments", "dev", limit=1)[0]
         assert last.outcome == Outcome.ROLLED_BACK and "integration tests failed" in last.reason
@@ -243,7 +244,7 @@ def test_two_deployments_of_one_service_wait_for_each_other(
 
     def ship(sha: str) -> None:
         try:
-            outcomes[sha] = release(str(shop.repo), sha, services=["inventory"])
+            outcomes[sha] = asyncio.run(release(str(shop.repo), sha, services=["inventory"]))
         except BaseException as exc:
             outcomes[sha] = exc
 

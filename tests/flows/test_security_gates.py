@@ -14,6 +14,7 @@ registry, checkov, pip-audit, the Prefect server.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -85,11 +86,13 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
 def clean(shop: Shop) -> dict[str, str]:
     """The example shop released to dev through every gate: {service: image}."""
     commit = shop.commit("Initial shop")
-    return {r.service: r.image for r in release(str(shop.repo), commit)}
+    return {r.service: r.image for r in asyncio.run(release(str(shop.repo), commit))}
 
 
 def pipeline(shop: Shop, service: str) -> Any:
-    return service_pipeline(str(shop.repo), shop.commit(f"Change {service}"), service, "dev")
+    return asyncio.run(
+        service_pipeline(str(shop.repo), shop.commit(f"Change {service}"), service, "dev")
+    )
 
 
 def head(shop: Shop) -> str:
@@ -221,7 +224,7 @@ def vulnerable(shop: Shop, clean: dict[str, str], tmp_path_factory: pytest.TempP
         f"RUN python3 -m pip install -q --no-deps --no-index /tmp/{wheel.name}\nUSER 65534\n",
     )
     commit = shop.commit("payments renders receipts with jinja2 2.10")
-    released = {r.service: r for r in release(str(shop.repo), commit)}
+    released = {r.service: r for r in asyncio.run(release(str(shop.repo), commit))}
     assert released["payments"].built
     return released["payments"].image
 
@@ -238,7 +241,7 @@ def test_a_vulnerable_package_stops_promotion_naming_the_advisories(
     PUBLISHED[("jinja2", "2.10")] = JINJA2_2_10  # published after payments passed dev
 
     with pytest.raises(StageFailed) as refused:
-        promote(str(shop.repo), "HEAD", "staging")
+        asyncio.run(promote(str(shop.repo), "HEAD", "staging"))
 
     message = str(refused.value)
     assert "the security gates refused; nothing was deployed" in message
@@ -295,10 +298,10 @@ def test_current_allow_entries_let_the_promotion_through(shop: Shop, vulnerable:
         ],
     )
     commit = shop.commit("Accept jinja2 2.10's advisories for a year")
-    dev = {r.service: r.image for r in release(str(shop.repo), commit)}
+    dev = {r.service: r.image for r in asyncio.run(release(str(shop.repo), commit))}
     assert dev["payments"] == vulnerable  # same content: the same digest, not rebuilt
 
-    staged = {r.service: r.image for r in promote(str(shop.repo), commit, "staging")}
+    staged = {r.service: r.image for r in asyncio.run(promote(str(shop.repo), commit, "staging"))}
 
     assert staged == dev
     record = Ledger(ledger_path()).current(shop.app, "staging", "payments")

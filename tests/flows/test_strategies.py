@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -53,7 +54,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def stable(images: dict[str, str]) -> Iterator[DockerHost]:
     """v1 serving, before each test; everything removed after it."""
     host = DockerHost()
-    rolling(host, spec(images["v1"]), ENV, False, None)
+    asyncio.run(rolling(host, spec(images["v1"]), ENV, False, None))
     yield host
     router = make_router("haproxy", f"{APP}-test", relay_home())
     with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
@@ -86,7 +87,7 @@ def test_a_good_canary_takes_traffic_step_by_step(
     stable: DockerHost, images: dict[str, str]
 ) -> None:
     with Load(URL) as load:
-        result = canary(stable, spec(images["v2"]), ENV, True, None)
+        result = asyncio.run(canary(stable, spec(images["v2"]), ENV, True, None))
     assert result.image == images["v2"]
     assert not load.transport_errors
     assert all(status == 200 for _, _, status in load.log)
@@ -103,7 +104,7 @@ def test_a_bad_canary_never_gets_past_its_first_step(
 ) -> None:
     with Load(URL) as load:
         with pytest.raises(RolledBack, match="canary analysis failed at 20%") as failure:
-            canary(stable, spec(images["bad"]), ENV, True, None)
+            asyncio.run(canary(stable, spec(images["bad"]), ENV, True, None))
         after = len(load.log)
         load.wait_for_more(50)
     assert "error rate" in str(failure.value)
@@ -121,7 +122,7 @@ def test_blue_green_switches_with_no_failed_request(
 ) -> None:
     env = ENV.model_copy(update={"strategy": "blue_green"})
     with Load(URL) as load:
-        blue_green(stable, spec(images["v2"]), env, True, None)
+        asyncio.run(blue_green(stable, spec(images["v2"]), env, True, None))
         load.wait_for_more(20)
     assert not load.transport_errors
     assert all(status == 200 for _, _, status in load.log)
@@ -138,6 +139,6 @@ def test_a_version_that_never_starts_leaves_the_stable_one(
     with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
         broken = make_image(client, tmp_path, repository, "broken", crash=True)
     with Load(URL) as load, pytest.raises(Exception, match="never answered"):
-        canary(stable, spec(broken), ENV, True, None)
+        asyncio.run(canary(stable, spec(broken), ENV, True, None))
     assert not load.transport_errors and set(load.versions()) == {"v1"}
     assert running_images() == [images["v1"]]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import Iterator
@@ -64,8 +65,8 @@ def test_rolling_then_canary_flows_on_kubernetes(control_plane: Any, namespace: 
     first = deploy_spec(m, "prod", "orders", image("v1"), "c1", "t1")
     second = deploy_spec(m, "prod", "orders", image("v2"), "c2", "t2")
 
-    rolling(DockerHost(), first, env, False)
-    result = canary(DockerHost(), second, env, True)
+    asyncio.run(rolling(DockerHost(), first, env, False))
+    result = asyncio.run(canary(DockerHost(), second, env, True))
 
     assert result.image == image("v2") and result.previous == image("v1")
     api = control_plane.api_client()
@@ -88,11 +89,13 @@ def test_a_never_ready_canary_is_rolled_back_by_the_flow(
 ) -> None:
     m = manifest(control_plane.kubeconfig, namespace)
     env = m.environments["prod"]
-    rolling(DockerHost(), deploy_spec(m, "prod", "orders", image("v1"), "c1", "t1"), env, False)
+    asyncio.run(
+        rolling(DockerHost(), deploy_spec(m, "prod", "orders", image("v1"), "c1", "t1"), env, False)
+    )
     bad = deploy_spec(m, "prod", "orders", image("v2", f"orders-{NEVER_READY}"), "c2", "t2")
 
     with pytest.raises(RolledBack, match="ProgressDeadlineExceeded"):
-        canary(DockerHost(), bad, env, True)
+        asyncio.run(canary(DockerHost(), bad, env, True))
 
     api = control_plane.api_client()
     try:

@@ -16,6 +16,7 @@ process that runs the flow" (a worker's flow-run process) a real SIGKILL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import traceback
@@ -30,18 +31,19 @@ def _run(command: str, args: list[str]) -> Any:
         from flows.service_pipeline import service_pipeline
 
         repo, commit, service, environment = args
-        return service_pipeline(repo, commit, service, environment).model_dump()
+        return asyncio.run(service_pipeline(repo, commit, service, environment)).model_dump()
     if command == "release":
         from flows.release import release
 
         repo, commit, services, through = args
-        shipped = release(repo, commit, services=services.split(","), through=through)
+        shipped = asyncio.run(release(repo, commit, services=services.split(","), through=through))
         return [r.model_dump() for r in shipped]
     if command == "promote":
         from flows.promote import promote
 
         repo, commit, environment, services = args
-        return [r.model_dump() for r in promote(repo, commit, environment, services.split(","))]
+        promoted = asyncio.run(promote(repo, commit, environment, services.split(",")))
+        return [r.model_dump() for r in promoted]
     if command == "deployment":
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import WorkPoolCreate

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -109,13 +110,13 @@ def test_canary_killed_mid_analysis_rolls_back_and_stable_serves_throughout(
     shop: Shop, client: docker.DockerClient
 ) -> None:
     v1 = shop.commit("payments v1")
-    service_pipeline(str(shop.repo), v1, "payments", "dev")
+    asyncio.run(service_pipeline(str(shop.repo), v1, "payments", "dev"))
     shop.edit("services/payments/app.py", '"""', '"""Payments v2.\n')
     v2 = shop.commit("payments v2")
     dev = platform(client, shop, "dev")
     with Load(f"{url('dev')}/version", max_seconds=150) as load:
         thread, outcome = in_background(
-            lambda: service_pipeline(str(shop.repo), v2, "payments", "dev")
+            lambda: asyncio.run(service_pipeline(str(shop.repo), v2, "payments", "dev"))
         )
 
         def canary_in_analysis() -> Any:
@@ -159,7 +160,9 @@ def test_two_releases_of_one_service_started_together_run_one_after_the_other(
     staging = platform(client, shop, "staging")
     most = 0
     threads = [
-        in_background(lambda c=c: service_pipeline(str(shop.repo), c, "payments", "staging"))
+        in_background(
+            lambda c=c: asyncio.run(service_pipeline(str(shop.repo), c, "payments", "staging"))
+        )
         for c in commits
     ]
     deadline = time.monotonic() + 240
