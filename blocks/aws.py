@@ -28,7 +28,7 @@ def aws_credentials() -> AwsCredentials:
     with Relay's timeouts."""
     name = os.environ.get(CREDENTIALS_BLOCK_VARIABLE)
     if name:
-        return AwsCredentials.load(name)
+        return AwsCredentials.load(name, _sync=True)  # also from async flows and hooks
     return AwsCredentials(aws_client_parameters=AwsClientParameters(config=CLIENT_CONFIG))
 
 

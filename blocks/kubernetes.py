@@ -20,7 +20,7 @@ from relay.platforms.kubernetes import ClusterAccess
 def cluster_client(access: ClusterAccess) -> ApiClient:
     """A new official `kubernetes` ApiClient for `access`; close it when done."""
     if access.cluster_block is not None:
-        block = KubernetesClusterConfig.load(access.cluster_block)
+        block = KubernetesClusterConfig.load(access.cluster_block, _sync=True)  # async callers too
         return config.new_client_from_config_dict(block.config, context=block.context_name)
     if access.kubeconfig is not None:
         return config.new_client_from_config(config_file=access.kubeconfig, context=access.context)

@@ -9,6 +9,7 @@ requires one), it pauses again and this module says why. A token is registered w
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -134,10 +135,12 @@ def promote_with_auto_approval(
     from flows.promote import promote
 
     if approver is None:
-        return promote(repository, ref, environment, services)
+        return asyncio.run(promote(repository, ref, environment, services))
     name = f"promote-{environment}-{uuid.uuid4().hex[:8]}"
     with auto_approving(approver, run_name=name):
-        return promote.with_options(flow_run_name=name)(repository, ref, environment, services)
+        return asyncio.run(
+            promote.with_options(flow_run_name=name)(repository, ref, environment, services)
+        )
 
 
 @contextmanager

@@ -23,6 +23,7 @@ process at the local stack (unless PREFECT_API_URL etc. are already set), then i
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import os
@@ -73,7 +74,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["RELAY_CONCURRENCY"] = str(args.concurrency)
     from flows.release import release
 
-    results = release(args.repo, args.ref, args.service or None, args.through, args.base)
+    results = asyncio.run(
+        release(args.repo, args.ref, args.service or None, args.through, args.base)
+    )
     for r in results:
         print(f"{r.service:12} {r.image}  {r.url}")
     return 0
@@ -127,7 +130,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     _use_stack_environment()
     from flows.rollback import rollback
 
-    result = rollback(args.repo, args.service, args.env)
+    result = asyncio.run(rollback(args.repo, args.service, args.env))
     print(f"{args.service} in {args.env} now serves {result.image} at {result.url}")
     return 0
 
@@ -161,7 +164,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         _use_stack_environment()
         from flows.delivery_metrics import delivery_metrics
 
-        metrics = delivery_metrics(args.app, args.env, args.days, args.namespace)
+        metrics = asyncio.run(delivery_metrics(args.app, args.env, args.days, args.namespace))
     else:
         from tasks.delivery import read_delivery_metrics
 

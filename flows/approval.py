@@ -29,6 +29,7 @@ from prefect.input import RunInput, keyset_from_base_key
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field, SecretStr
 
+from flows.client import one_client_for_tasks
 from relay import redaction
 from relay.approval import approval_problem, token_problem
 from relay.errors import NotApproved
@@ -59,57 +60,60 @@ class Decision(BaseModel):
 
 
 @flow(name="approval", flow_run_name="approve-{app}-{environment}")
-def approval(
+async def approval(
     app: str, environment: str, description: str, policy: Approval, authors: list[str]
 ) -> Decision:
     """Wait for an approval of `app` in `environment`; raise NotApproved otherwise."""
-    _stop_on_alarms(app, environment, policy, "no approval was asked")
-    deadline = time.monotonic() + policy.timeout_seconds
-    get_run_logger().info(
-        "waiting up to %s s for a decision: answer the form in the Prefect UI, or run "
-        "`relay approve %s --as NAME` / `relay reject %s --as NAME`",
-        policy.timeout_seconds,
-        runtime.flow_run.id,
-        runtime.flow_run.id,
-    )
-    notify_approval_waiting(app, environment, policy.timeout_seconds)
-    note = ""
-    for round_ in range(1, 100):
-        remaining = int(deadline - time.monotonic())
-        if remaining <= 0:
-            break
-        try:
-            answer = pause_flow_run(
-                wait_for_input=ApprovalForm.with_initial_data(
-                    description=note + description, approve=False
-                ),
-                timeout=remaining,
-                poll_interval=POLL_SECONDS,
-                key=f"approval-{round_}",
+    with one_client_for_tasks():  # the tasks share one client (flows/client.py)
+        _stop_on_alarms(app, environment, policy, "no approval was asked")
+        deadline = time.monotonic() + policy.timeout_seconds
+        get_run_logger().info(
+            "waiting up to %s s for a decision: answer the form in the Prefect UI, or run "
+            "`relay approve %s --as NAME` / `relay reject %s --as NAME`",
+            policy.timeout_seconds,
+            runtime.flow_run.id,
+            runtime.flow_run.id,
+        )
+        notify_approval_waiting(app, environment, policy.timeout_seconds)
+        note = ""
+        for round_ in range(1, 100):
+            remaining = int(deadline - time.monotonic())
+            if remaining <= 0:
+                break
+            try:
+                answer = await pause_flow_run(
+                    wait_for_input=ApprovalForm.with_initial_data(
+                        description=note + description, approve=False
+                    ),
+                    timeout=remaining,
+                    poll_interval=POLL_SECONDS,
+                    key=f"approval-{round_}",
+                )
+            except FlowPauseTimeout:
+                break
+            token = answer.token.get_secret_value()
+            redaction.register([token])
+            _forget_answer(f"approval-{round_}")
+            problem = approval_problem(answer.approver, policy, authors)
+            if problem is None and policy.require_token:
+                digests = read_approver_tokens(policy.tokens_secret)
+                problem = token_problem(answer.approver, token, digests, policy.tokens_secret)
+            if problem is not None:
+                note = f"> **Not accepted:** {problem}.\n\n"
+                continue
+            if not answer.approve:
+                raise NotApproved(
+                    f"{answer.approver} rejected {app} in {environment}"
+                    + (f": {answer.comment}" if answer.comment else "")
+                )
+            _stop_on_alarms(
+                app, environment, policy, f"{answer.approver}'s approval was not accepted"
             )
-        except FlowPauseTimeout:
-            break
-        token = answer.token.get_secret_value()
-        redaction.register([token])
-        _forget_answer(f"approval-{round_}")
-        problem = approval_problem(answer.approver, policy, authors)
-        if problem is None and policy.require_token:
-            digests = read_approver_tokens(policy.tokens_secret)
-            problem = token_problem(answer.approver, token, digests, policy.tokens_secret)
-        if problem is not None:
-            note = f"> **Not accepted:** {problem}.\n\n"
-            continue
-        if not answer.approve:
-            raise NotApproved(
-                f"{answer.approver} rejected {app} in {environment}"
-                + (f": {answer.comment}" if answer.comment else "")
-            )
-        _stop_on_alarms(app, environment, policy, f"{answer.approver}'s approval was not accepted")
-        return Decision(approver=answer.approver, comment=answer.comment)
-    raise NotApproved(
-        f"nobody approved {app} in {environment} within {policy.timeout_seconds} s; "
-        "a timeout counts as a rejection, nothing was deployed"
-    )
+            return Decision(approver=answer.approver, comment=answer.comment)
+        raise NotApproved(
+            f"nobody approved {app} in {environment} within {policy.timeout_seconds} s; "
+            "a timeout counts as a rejection, nothing was deployed"
+        )
 
 
 def _forget_answer(key: str) -> None:

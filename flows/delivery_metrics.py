@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.client import one_client_for_tasks
 from relay.delivery import DeliveryMetrics
 from tasks.delivery import report_delivery_metrics
 
 
 @flow(name="delivery-metrics", flow_run_name="delivery-metrics-{app}")
-def delivery_metrics(
+async def delivery_metrics(
     app: str, environment: str | None = None, days: int = 30, namespace: str | None = "Relay"
 ) -> list[DeliveryMetrics]:
     """Deployment frequency, lead time, change failure rate and time to restore of `app`."""
-    return report_delivery_metrics(app, environment, days, namespace)
+    with one_client_for_tasks():  # the tasks share one client (flows/client.py)
+        return report_delivery_metrics(app, environment, days, namespace)

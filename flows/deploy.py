@@ -14,8 +14,8 @@ Shared by the service pipeline (dev), promotion (staging, prod) and rollback. Th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.sync import concurrency
+from prefect.concurrency.asyncio import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 from prefect_docker import DockerHost
 
@@ -102,11 +102,11 @@ def ensure_deploy_lock(name: str) -> None:
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
-@contextmanager
-def deploy_lock(attempt: Attempt) -> Iterator[None]:
+@asynccontextmanager
+async def deploy_lock(attempt: Attempt) -> AsyncIterator[None]:
     name = lock_name(attempt.app, attempt.environment, attempt.service)
     ensure_deploy_lock(name)
-    with concurrency(
+    async with concurrency(
         name,
         occupy=1,
         strict=True,
@@ -116,7 +116,7 @@ def deploy_lock(attempt: Attempt) -> Iterator[None]:
         yield
 
 
-def roll_out(
+async def roll_out(
     docker_host: DockerHost, manifest: Manifest, checkout_path: Path, attempt: Attempt
 ) -> DeployResult:
     """Run the environment's strategy for `attempt.image`, unless it serves already (with
@@ -142,10 +142,10 @@ def roll_out(
     env = manifest.environments[attempt.environment]
     has_previous = current_version(docker_host, spec) is not None
     service_dir = checkout_path / manifest.services[attempt.service].path
-    return strategy_flow(env.strategy)(docker_host, spec, env, has_previous, service_dir)
+    return await strategy_flow(env.strategy)(docker_host, spec, env, has_previous, service_dir)
 
 
-def put_back(
+async def put_back(
     docker_host: DockerHost, manifest: Manifest, attempt: Attempt, result: DeployResult
 ) -> str | None:
     """Deploy what served before `result` again (rolling); returns its image, or None when
@@ -161,7 +161,7 @@ def put_back(
         manifest, attempt.environment, attempt.service, result.previous, commit, tree, config
     )
     env = manifest.environments[attempt.environment]
-    strategy_flow("rolling")(docker_host, spec, env, True, None)
+    await strategy_flow("rolling")(docker_host, spec, env, True, None)
     return result.previous
 
 
@@ -202,10 +202,10 @@ def recorded(attempt: Attempt) -> Iterator[Attempt]:
     record_outcome(attempt, None)
 
 
-@contextmanager
-def verified(
+@asynccontextmanager
+async def verified(
     docker_host: DockerHost, manifest: Manifest, deployed: list[tuple[Attempt, DeployResult]]
-) -> Iterator[None]:
+) -> AsyncIterator[None]:
     """Run checks after traffic moved; when they fail, put every previous version back
     (newest deployment first) and report the whole as rolled back."""
     try:
@@ -214,7 +214,7 @@ def verified(
         restored = [
             f"{a.service} → {image}"
             for a, r in reversed(deployed)
-            if (image := put_back(docker_host, manifest, a, r)) is not None
+            if (image := await put_back(docker_host, manifest, a, r)) is not None
         ]
         if not restored:
             raise

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import acreate_table_artifact
 
+from flows.client import one_client_for_tasks
 from relay.errors import StageFailed
 from relay.wiring import service_urls, url_variable
 from tasks.notify import notify
@@ -17,7 +18,7 @@ from tasks.test import check_health, run_e2e_tests, run_smoke_tests
 
 
 @flow(name="nightly-e2e", flow_run_name="nightly-e2e-{e2e_environment}-{smoke_environment}")
-def nightly_e2e(
+async def nightly_e2e(
     repository: str,
     ref: str = "HEAD",
     e2e_environment: str = "staging",
@@ -25,60 +26,61 @@ def nightly_e2e(
     manifest_file: str = "relay.yaml",
 ) -> list[dict[str, str]]:
     """Every check runs even when an earlier one failed; the run fails at the end if any did."""
-    checkout = checkout_commit(repository, ref)
-    manifest = read_manifest(checkout, manifest_file)
-    rows: list[dict[str, str]] = []
-    if manifest.e2e_tests:
-        rows.append(
-            _check(
-                "end-to-end tests",
-                e2e_environment,
-                "(all)",
-                lambda: run_e2e_tests(
-                    manifest.app,
-                    checkout.path,
-                    list(manifest.e2e_tests),
-                    service_urls(manifest, e2e_environment),
-                    artifact_key(manifest.app, e2e_environment, "e2e-tests"),
-                ),
-            )
-        )
-    urls = service_urls(manifest, smoke_environment)
-    smoke = manifest.environments[smoke_environment].smoke_tests
-    for name, service in manifest.services.items():
-        url = urls[url_variable(name)]
-        rows.append(
-            _check(
-                "health",
-                smoke_environment,
-                name,
-                lambda n=name, u=url + service.health: check_health(n, u),
-            )
-        )
-        if smoke:
+    with one_client_for_tasks():  # the tasks share one client (flows/client.py)
+        checkout = checkout_commit(repository, ref)
+        manifest = read_manifest(checkout, manifest_file)
+        rows: list[dict[str, str]] = []
+        if manifest.e2e_tests:
             rows.append(
                 _check(
-                    "smoke tests",
-                    smoke_environment,
-                    name,
-                    lambda n=name, s=service, u=url: run_smoke_tests(
-                        n, checkout.path / s.path, list(smoke), u
+                    "end-to-end tests",
+                    e2e_environment,
+                    "(all)",
+                    lambda: run_e2e_tests(
+                        manifest.app,
+                        checkout.path,
+                        list(manifest.e2e_tests),
+                        service_urls(manifest, e2e_environment),
+                        artifact_key(manifest.app, e2e_environment, "e2e-tests"),
                     ),
                 )
             )
-    create_table_artifact(
-        key=artifact_key(manifest.app, "nightly-e2e"),
-        table=rows,
-        description=f"Nightly checks of {manifest.app} at {checkout.commit[:12]}",
-    )
-    failed = [r for r in rows if r["outcome"] != "passed"]
-    if failed:
-        summary = f"{len(failed)} of {len(rows)} nightly checks of {manifest.app} failed"
-        notify("relay.nightly.failed", manifest.app, summary, {"failed": failed})
-        raise StageFailed(
-            summary + ": " + "; ".join(f"{r['check']} {r['service']}" for r in failed)
+        urls = service_urls(manifest, smoke_environment)
+        smoke = manifest.environments[smoke_environment].smoke_tests
+        for name, service in manifest.services.items():
+            url = urls[url_variable(name)]
+            rows.append(
+                _check(
+                    "health",
+                    smoke_environment,
+                    name,
+                    lambda n=name, u=url + service.health: check_health(n, u),
+                )
+            )
+            if smoke:
+                rows.append(
+                    _check(
+                        "smoke tests",
+                        smoke_environment,
+                        name,
+                        lambda n=name, s=service, u=url: run_smoke_tests(
+                            n, checkout.path / s.path, list(smoke), u
+                        ),
+                    )
+                )
+        await acreate_table_artifact(
+            key=artifact_key(manifest.app, "nightly-e2e"),
+            table=rows,
+            description=f"Nightly checks of {manifest.app} at {checkout.commit[:12]}",
         )
-    return rows
+        failed = [r for r in rows if r["outcome"] != "passed"]
+        if failed:
+            summary = f"{len(failed)} of {len(rows)} nightly checks of {manifest.app} failed"
+            notify("relay.nightly.failed", manifest.app, summary, {"failed": failed})
+            raise StageFailed(
+                summary + ": " + "; ".join(f"{r['check']} {r['service']}" for r in failed)
+            )
+        return rows
 
 
 def _check(check: str, environment: str, service: str, run: Callable[[], object]) -> dict[str, str]:

@@ -10,12 +10,13 @@ ledger; only recorded successes can be promoted further.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from contextlib import AsyncExitStack
 
 from prefect import flow
 from prefect_docker import DockerHost
 
 from flows.approval import Decision, approval
+from flows.client import one_client_for_tasks
 from flows.deploy import Attempt, deploy_lock, record_outcome, roll_out, verified
 from flows.service_pipeline import ServiceRelease
 from relay.errors import NotApproved
@@ -42,7 +43,7 @@ from tasks.tracing import relay_attributes, release_id
     flow_run_name="promote-{environment}",
     **with_hooks(SHIP_LOGS, NOTIFY_ON_FAILURE),
 )
-def promote(
+async def promote(
     repository: str,
     commit: str,
     environment: str = "staging",
@@ -50,51 +51,58 @@ def promote(
     manifest_file: str = "relay.yaml",
 ) -> list[ServiceRelease]:
     """Promote `commit`'s images into `environment` from the environment before it."""
-    checkout = checkout_commit(repository, commit)
-    manifest = read_manifest(checkout, manifest_file)
-    previous = previous_environment(manifest, environment)
-    order = _selected(manifest, services)
-    registry = log_in_registry(manifest.registry)
-    candidates = verify_promotable(registry, manifest.app, checkout.commit, order, previous)
-    check_image_scans(manifest.image_scan, manifest.app, [(c.service, c.image) for c in candidates])
-    docker_host = DockerHost()
-    check_security(docker_host, manifest, environment, [(c.service, c.image) for c in candidates])
-    resolve_configs(manifest, environment, [c.service for c in candidates])
-    env = manifest.environments[environment]
-    relay_attributes(
-        app=manifest.app,
-        environment=environment,
-        commit=checkout.commit,
-        service=",".join(order),
-        strategy=env.strategy,
-        release_id=release_id(),
-    )
-    attempts = [_attempt(manifest, environment, env.strategy, c, checkout) for c in candidates]
+    with one_client_for_tasks():  # the tasks share one client (flows/client.py)
+        checkout = checkout_commit(repository, commit)
+        manifest = read_manifest(checkout, manifest_file)
+        previous = previous_environment(manifest, environment)
+        order = _selected(manifest, services)
+        registry = log_in_registry(manifest.registry)
+        candidates = verify_promotable(registry, manifest.app, checkout.commit, order, previous)
+        check_image_scans(
+            manifest.image_scan, manifest.app, [(c.service, c.image) for c in candidates]
+        )
+        docker_host = DockerHost()
+        check_security(
+            docker_host, manifest, environment, [(c.service, c.image) for c in candidates]
+        )
+        resolve_configs(manifest, environment, [c.service for c in candidates])
+        env = manifest.environments[environment]
+        relay_attributes(
+            app=manifest.app,
+            environment=environment,
+            commit=checkout.commit,
+            service=",".join(order),
+            strategy=env.strategy,
+            release_id=release_id(),
+        )
+        attempts = [_attempt(manifest, environment, env.strategy, c, checkout) for c in candidates]
 
-    if env.approval.required:
-        decision = _approve(manifest, environment, previous, candidates, checkout, attempts)
-        for attempt in attempts:
-            attempt.approver, attempt.comment = decision.approver, decision.comment
+        if env.approval.required:
+            decision = await _approve(
+                manifest, environment, previous, candidates, checkout, attempts
+            )
+            for attempt in attempts:
+                attempt.approver, attempt.comment = decision.approver, decision.comment
 
-    deployed: list[tuple[Attempt, DeployResult]] = []
-    with ExitStack() as locks:
-        for attempt in attempts:  # always in dependency order: no two promotions deadlock
-            locks.enter_context(deploy_lock(attempt))
-        try:
-            with verified(docker_host, manifest, deployed):
-                for attempt in attempts:
-                    deployed.append(
-                        (attempt, _roll_out_one(docker_host, manifest, checkout, attempt))
-                    )
-                if not env.approval.required:
-                    _verify(manifest, checkout, environment, [c.service for c in candidates])
-        except BaseException as exc:
+        deployed: list[tuple[Attempt, DeployResult]] = []
+        async with AsyncExitStack() as locks:
+            for attempt in attempts:  # always in dependency order: no two promotions deadlock
+                await locks.enter_async_context(deploy_lock(attempt))
+            try:
+                async with verified(docker_host, manifest, deployed):
+                    for attempt in attempts:
+                        deployed.append(
+                            (attempt, await _roll_out_one(docker_host, manifest, checkout, attempt))
+                        )
+                    if not env.approval.required:
+                        _verify(manifest, checkout, environment, [c.service for c in candidates])
+            except BaseException as exc:
+                for attempt, _ in deployed:
+                    record_outcome(attempt, exc, f"the promotion stopped: {exc}")
+                raise
             for attempt, _ in deployed:
-                record_outcome(attempt, exc, f"the promotion stopped: {exc}")
-            raise
-        for attempt, _ in deployed:
-            record_outcome(attempt, None)
-    return [_release(attempt, result, checkout.commit) for attempt, result in deployed]
+                record_outcome(attempt, None)
+        return [_release(attempt, result, checkout.commit) for attempt, result in deployed]
 
 
 def _verify(manifest: Manifest, checkout: Checkout, environment: str, services: list[str]) -> None:
@@ -112,18 +120,18 @@ def _verify(manifest: Manifest, checkout: Checkout, environment: str, services: 
         )
 
 
-def _roll_out_one(
+async def _roll_out_one(
     docker_host: DockerHost, manifest: Manifest, checkout: Checkout, attempt: Attempt
 ) -> DeployResult:
     """One service; its own failure is recorded here, the promotion's fate by the caller."""
     try:
-        return roll_out(docker_host, manifest, checkout.path, attempt)
+        return await roll_out(docker_host, manifest, checkout.path, attempt)
     except BaseException as exc:
         record_outcome(attempt, exc, str(exc))
         raise
 
 
-def _approve(
+async def _approve(
     manifest: Manifest,
     environment: str,
     previous: str,
@@ -132,7 +140,7 @@ def _approve(
     attempts: list[Attempt],
 ) -> Decision:
     try:
-        return approval(
+        return await approval(
             manifest.app,
             environment,
             _approval_description(manifest.app, environment, previous, candidates, checkout),

@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 
 from prefect import flow, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.client import one_client_for_tasks
 from flows.dag import run_over_graph
 from flows.deploy import Attempt, record_outcome
 from flows.promote import promote
@@ -39,11 +40,12 @@ CONCURRENCY = int(os.environ.get("RELAY_CONCURRENCY", "4"))
 
 
 @task(name="ship-service", cache_policy=NO_CACHE)
-def ship_service(
+async def ship_service(
     service: str, repository: str, commit: str, environment: str, manifest_file: str
 ) -> ServiceRelease:
-    """One service's pipeline as a task, so the release can run several at once."""
-    return service_pipeline(repository, commit, service, environment, manifest_file)
+    """One service's pipeline as a task, so the release can run several at once (each in a
+    thread of the release's task runner, with an event loop of its own)."""
+    return await service_pipeline(repository, commit, service, environment, manifest_file)
 
 
 @flow(
@@ -52,7 +54,7 @@ def ship_service(
     task_runner=ThreadPoolTaskRunner(max_workers=CONCURRENCY),
     **NOTIFY_ON_FAILURE,
 )
-def release(
+async def release(
     repository: str,
     commit: str = "HEAD",
     services: list[str] | None = None,
@@ -62,43 +64,44 @@ def release(
 ) -> list[ServiceRelease]:
     """Release `commit` (changed services since `base`, or `services`, or all) to the first
     environment, then promote it up to `through` (default: the first environment only)."""
-    checkout = checkout_commit(repository, commit)
-    manifest = read_manifest(checkout, manifest_file)
-    environments = list(manifest.environments)
-    target = _target(manifest, through)
-    changed, dependents = _scope(manifest, checkout, services, base, manifest_file)
-    relay_attributes(
-        app=manifest.app,
-        commit=checkout.commit,
-        environment=target,
-        service=",".join(changed),
-        release_id=release_id(),
-    )
-    get_run_logger().info(
-        "release %s: changed %s; dependents to re-test %s",
-        checkout.commit[:12],
-        ", ".join(changed) or "nothing",
-        ", ".join(dependents) or "none",
-    )
-    first = environments[0]
-    for environment in environments[: environments.index(target) + 1]:
-        resolve_configs(manifest, environment, changed)  # every environment, before any deploy
-    graph = {s: [d for d in manifest.services[s].depends_on if d in changed] for s in changed}
-    shipped = run_over_graph(
-        graph,
-        ship_service,
-        repository=repository,
-        commit=checkout.commit,
-        environment=first,
-        manifest_file=manifest_file,
-    )
-    results = [shipped[s] for s in changed]
-    _test_dependents(manifest, checkout, first, dependents, results)
-    for environment in environments[1 : environments.index(target) + 1]:
-        if changed:
-            promote(repository, checkout.commit, environment, changed, manifest_file)
-    _publish(manifest, checkout, target, results, dependents)
-    return results
+    with one_client_for_tasks():  # the tasks share one client (flows/client.py)
+        checkout = checkout_commit(repository, commit)
+        manifest = read_manifest(checkout, manifest_file)
+        environments = list(manifest.environments)
+        target = _target(manifest, through)
+        changed, dependents = _scope(manifest, checkout, services, base, manifest_file)
+        relay_attributes(
+            app=manifest.app,
+            commit=checkout.commit,
+            environment=target,
+            service=",".join(changed),
+            release_id=release_id(),
+        )
+        get_run_logger().info(
+            "release %s: changed %s; dependents to re-test %s",
+            checkout.commit[:12],
+            ", ".join(changed) or "nothing",
+            ", ".join(dependents) or "none",
+        )
+        first = environments[0]
+        for environment in environments[: environments.index(target) + 1]:
+            resolve_configs(manifest, environment, changed)  # every environment, before any deploy
+        graph = {s: [d for d in manifest.services[s].depends_on if d in changed] for s in changed}
+        shipped = run_over_graph(
+            graph,
+            ship_service,
+            repository=repository,
+            commit=checkout.commit,
+            environment=first,
+            manifest_file=manifest_file,
+        )
+        results = [shipped[s] for s in changed]
+        _test_dependents(manifest, checkout, first, dependents, results)
+        for environment in environments[1 : environments.index(target) + 1]:
+            if changed:
+                await promote(repository, checkout.commit, environment, changed, manifest_file)
+        await _publish(manifest, checkout, target, results, dependents)
+        return results
 
 
 def _target(manifest: Manifest, through: str | None) -> str:
@@ -153,7 +156,7 @@ def _test_dependents(
         raise
 
 
-def _publish(
+async def _publish(
     manifest: Manifest,
     checkout: Checkout,
     target: str,
@@ -168,7 +171,7 @@ def _publish(
         {"service": d, "role": "dependent: re-tested", "image": "", "built": False, "url": ""}
         for d in dependents
     ]
-    create_table_artifact(
+    await acreate_table_artifact(
         key=artifact_key(manifest.app, "release"),
         table=rows or [{"service": "-", "role": "nothing changed"}],
         description=f"Release of {manifest.app} {checkout.commit[:12]} through {target}",

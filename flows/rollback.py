@@ -9,6 +9,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect_docker import DockerHost
 
+from flows.client import one_client_for_tasks
 from flows.deploy import Attempt, deploy_lock, recorded
 from flows.strategies import strategy_flow
 from relay.errors import TerminalError
@@ -29,7 +30,7 @@ from tasks.tracing import relay_attributes, release_id
     flow_run_name="rollback-{service}-{environment}",
     **with_hooks(SHIP_LOGS, NOTIFY_ON_FAILURE),
 )
-def rollback(
+async def rollback(
     repository: str,
     service: str,
     environment: str,
@@ -37,50 +38,53 @@ def rollback(
     manifest_file: str = "relay.yaml",
 ) -> DeployResult:
     """Deploy the previous good version of `service` in `environment` (rolling, no analysis)."""
-    checkout = checkout_commit(repository, ref)
-    manifest = read_manifest(checkout, manifest_file)
-    ledger = Ledger(ledger_path())
-    current = ledger.current(manifest.app, environment, service)
-    if current is not None and current.strategy == "rollback":
-        raise TerminalError(
-            f"{service} in {environment} already runs a rolled-back version ({current.image}, "
-            f"since {current.ended_at:%Y-%m-%d %H:%M} UTC); rolling back again would bring back "
-            f"the version it replaced. Promote the version you want instead; see "
-            f"`relay history {service} --env {environment}`"
+    with one_client_for_tasks():  # the tasks share one client (flows/client.py)
+        checkout = checkout_commit(repository, ref)
+        manifest = read_manifest(checkout, manifest_file)
+        ledger = Ledger(ledger_path())
+        current = ledger.current(manifest.app, environment, service)
+        if current is not None and current.strategy == "rollback":
+            raise TerminalError(
+                f"{service} in {environment} already runs a rolled-back version "
+                f"({current.image}, since {current.ended_at:%Y-%m-%d %H:%M} UTC); rolling back "
+                f"again would bring back the version it replaced. Promote the version you want "
+                "instead; see "
+                f"`relay history {service} --env {environment}`"
+            )
+        target = ledger.previous_good(manifest.app, environment, service)
+        if target is None:
+            raise TerminalError(
+                f"{service} has no earlier good version in {environment} to roll back to; "
+                f"see `relay history {service}`"
+            )
+        attempt = Attempt(
+            app=manifest.app,
+            service=service,
+            environment=environment,
+            image=target.image,
+            commit=target.commit,
+            tree=target.tree,
+            strategy="rollback",
+            comment=f"rollback to the version recorded at {target.ended_at:%Y-%m-%d %H:%M} UTC",
+            cloudwatch=manifest.cloudwatch,
         )
-    target = ledger.previous_good(manifest.app, environment, service)
-    if target is None:
-        raise TerminalError(
-            f"{service} has no earlier good version in {environment} to roll back to; "
-            f"see `relay history {service}`"
+        relay_attributes(
+            app=manifest.app,
+            service=service,
+            environment=environment,
+            commit=target.commit,
+            digest=target.digest,
+            strategy="rollback",
+            release_id=release_id(),
         )
-    attempt = Attempt(
-        app=manifest.app,
-        service=service,
-        environment=environment,
-        image=target.image,
-        commit=target.commit,
-        tree=target.tree,
-        strategy="rollback",
-        comment=f"rollback to the version recorded at {target.ended_at:%Y-%m-%d %H:%M} UTC",
-        cloudwatch=manifest.cloudwatch,
-    )
-    relay_attributes(
-        app=manifest.app,
-        service=service,
-        environment=environment,
-        commit=target.commit,
-        digest=target.digest,
-        strategy="rollback",
-        release_id=release_id(),
-    )
-    docker_host = DockerHost()
-    config = resolve_config(manifest, environment, service)
-    attempt.config = config.label or None
-    spec = deploy_spec(
-        manifest, environment, service, target.image, target.commit, target.tree, config
-    )
-    env = manifest.environments[environment]
-    with deploy_lock(attempt), recorded(attempt):
-        has_previous = current_version(docker_host, spec) is not None
-        return strategy_flow("rolling")(docker_host, spec, env, has_previous, None)
+        docker_host = DockerHost()
+        config = resolve_config(manifest, environment, service)
+        attempt.config = config.label or None
+        spec = deploy_spec(
+            manifest, environment, service, target.image, target.commit, target.tree, config
+        )
+        env = manifest.environments[environment]
+        async with deploy_lock(attempt):
+            with recorded(attempt):
+                has_previous = current_version(docker_host, spec) is not None
+                return await strategy_flow("rolling")(docker_host, spec, env, has_previous, None)

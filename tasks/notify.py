@@ -82,13 +82,15 @@ def send_notification(subject: str, body: str) -> bool:
         return False
     logger = _logger()
     try:
-        block = Block.load(slug)
+        # `_sync`: hooks and async flows call this from an async context, where Prefect's
+        # dispatching functions would otherwise return a coroutine.
+        block = Block.load(slug, _sync=True)
         if not isinstance(block, NotificationBlock):
             raise TypeError(
                 f"{slug} is a {type(block).__name__}, not a notification block; name a "
                 "Slack Webhook, Custom Webhook or other notification block"
             )
-        block.notify(body=redact(body), subject=redact(subject))
+        block.notify(body=redact(body), subject=redact(subject), _sync=True)
     except Exception as exc:  # noqa: BLE001 - a notification never fails a deployment
         logger.warning(
             "notification %r was not sent through %s (%s): %s",

@@ -3,11 +3,14 @@
 Each strategy flow asks `relay.strategies` for its plan (a flat list of steps) and hands it to
 `execute_plan`, which runs every step as a task. The one rule that spans all of them lives
 here: until traffic has been switched for good, any failure puts the stable version back.
+
+The steps' tasks are synchronous (Docker, HAProxy's socket, HTTP checks) and run one after
+the other, so the flow simply calls them; only waiting (pauses, a person's decision) is awaited.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
 from pathlib import Path
 
 from prefect import runtime
@@ -68,7 +71,7 @@ class _Run:
         return self.rollout
 
 
-def execute_plan(
+async def execute_plan(
     plan: StepPlan,
     docker_host: DockerHost,
     spec: Spec,
@@ -80,7 +83,7 @@ def execute_plan(
     logger.info("%s plan for %s: %s", plan.strategy, spec.service, "; ".join(plan.describe()))
     try:
         for step in plan.steps:
-            _execute(step, run, smoke_directory)
+            await _execute(step, run, smoke_directory)
     except BaseException as exc:  # a cancellation or Ctrl-C too: never leave a canary serving
         if run.rollout is not None and not run.switched:
             abort_rollout(docker_host, run.rollout)
@@ -90,7 +93,7 @@ def execute_plan(
     return run.started.result()
 
 
-def _execute(step: object, run: _Run, smoke_directory: Path | None) -> None:
+async def _execute(step: object, run: _Run, smoke_directory: Path | None) -> None:
     match step:
         case StartNew():
             run.rollout = start_new_version(run.docker_host, run.spec)
@@ -107,20 +110,20 @@ def _execute(step: object, run: _Run, smoke_directory: Path | None) -> None:
             run.weight = weight
             run.baseline = read_slot_counters(run.started)
         case Pause(seconds=seconds):
-            time.sleep(seconds)
+            await asyncio.sleep(seconds)
         case Analyze():
-            _analyze(run)
+            await _analyze(run)
         case SwitchActive():
             switch_traffic(run.docker_host, run.started)
             run.switched = True
         case StopPrevious(after_seconds=after):
-            time.sleep(after)
+            await asyncio.sleep(after)
             stop_previous_version(run.docker_host, run.started)
         case _:
             raise TypeError(f"no executor for step {step!r}")
 
 
-def _analyze(run: _Run) -> None:
+async def _analyze(run: _Run) -> None:
     rollout = run.started
     if not run.weight:
         raise RuntimeError("plan error: Analyze must follow SetWeight")
@@ -135,7 +138,7 @@ def _analyze(run: _Run) -> None:
             judgement.verdict.value,
             "; ".join(judgement.reasons) or "no alarm in ALARM",
         )
-        _decide(run, judgement.verdict, judgement.reasons)
+        await _decide(run, judgement.verdict, judgement.reasons)
         return
     judgement = analyze_canary(
         run.spec.service,
@@ -150,18 +153,18 @@ def _analyze(run: _Run) -> None:
     # stable version), so its numbers can pass; the next step would then send traffic to it.
     health = f"{rollout.slot_url}{run.spec.route.health}" if isinstance(rollout, Rollout) else ""
     if health and judgement.verdict != Verdict.FAILED and not health_ok(health):
-        _decide(run, Verdict.FAILED, [f"the canary stopped answering {health}"])
-    _decide(run, judgement.verdict, judgement.reasons)
+        await _decide(run, Verdict.FAILED, [f"the canary stopped answering {health}"])
+    await _decide(run, judgement.verdict, judgement.reasons)
 
 
-def _decide(run: _Run, verdict: Verdict, reasons: list[str]) -> None:
+async def _decide(run: _Run, verdict: Verdict, reasons: list[str]) -> None:
     if verdict == Verdict.FAILED:
         raise StageFailed(f"canary analysis failed at {run.weight}%: {'; '.join(reasons)}")
     if verdict == Verdict.INCONCLUSIVE:
-        _inconclusive(run, "; ".join(reasons))
+        await _inconclusive(run, "; ".join(reasons))
 
 
-def _inconclusive(run: _Run, reasons: str) -> None:
+async def _inconclusive(run: _Run, reasons: str) -> None:
     policy = run.env.analysis.on_inconclusive
     if policy == "continue":
         return
@@ -178,7 +181,7 @@ def _inconclusive(run: _Run, reasons: str) -> None:
         runtime.flow_run.id,
     )
     try:
-        decision = pause_flow_run(
+        decision = await pause_flow_run(
             wait_for_input=ApprovalForm.with_initial_data(
                 description=(
                     f"The canary of **{run.spec.service}** ({run.spec.image}) at {run.weight}% "
