@@ -4,18 +4,21 @@ For each Prefect server backend (the stack's SQLite server; a PostgreSQL-backed 
 benchmark starts itself, on Debian's `postgresql`), in a child process pointed at that server
 (Prefect binds its API URL at import):
   - direct: STAGES commands (`true`) run one after the other, no Prefect;
-  - sync:   the same commands as STAGES sync tasks in one sync flow (how Relay's flows are);
+  - relay:  the same commands as STAGES sync tasks in one async flow that holds one Prefect
+            client for them (`flows.client.one_client_for_tasks`): Relay's form;
+  - mixed:  the same without the shared client (each sync task opens its own);
+  - sync:   the same sync tasks in one sync flow (Relay's form before this benchmark);
   - async:  the same as async tasks (asyncio subprocesses) in one async flow;
   - sync_nohb: the sync form with the flow-run heartbeat off
     (`temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})`): the sync flow engine
     joins its heartbeat thread on exit, which sleeps in 1 s steps (prefect/flow_engine.py
     `_send_heartbeats`); the async engine does not join it;
-  - realistic: STAGES stages of WORK seconds each (a `sleep`), sync and async: the overhead as
+  - realistic: STAGES stages of WORK seconds each (a `sleep`), in every form: the overhead as
     a fraction of real work (target <= 5 %), and per task (target <= 50 ms).
 Each form runs RUNS times; medians are reported. Ratios are within one run of this script.
 
-The PostgreSQL cluster (initdb/pg_ctl as the `postgres` user, 127.0.0.1, a free port) and its
-Prefect server live under a temporary directory and are stopped by PID at the end.
+The PostgreSQL cluster and its Prefect server come from bench/postgres.py (a temporary
+directory, both stopped by PID at the end).
 """
 
 from __future__ import annotations
@@ -25,15 +28,10 @@ import asyncio
 import json
 import os
 import platform as pyplatform
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,19 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 STAGES = 10
 WORK = 0.3  # seconds of real work per stage of the "realistic" pipeline
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-FORMS = ("sync", "async", "sync_nohb")  # sync_nohb: sync with the flow heartbeat off
-
-
-def _free_port(start: int) -> int:
-    for port in range(start, start + 100):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port from {start}")
+# relay: async flow, sync tasks, one client; mixed: the same, a client per task;
+# sync_nohb: sync with the flow heartbeat off
+FORMS = ("relay", "mixed", "sync", "async", "sync_nohb")
 
 
 # -- the measurement (child process) ----------------------------------------------------------
@@ -66,6 +54,8 @@ def measure(runs: int) -> dict[str, Any]:
     from prefect import flow, task
     from prefect.cache_policies import NO_CACHE
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from flows.client import one_client_for_tasks
 
     def run_cmd(argv: list[str]) -> None:
         subprocess.run(argv, check=True)
@@ -81,6 +71,17 @@ def measure(runs: int) -> dict[str, Any]:
 
     @flow
     def sync_pipeline(argv: list[str]) -> None:
+        for _ in range(STAGES):
+            stage(argv)
+
+    @flow
+    async def relay_pipeline(argv: list[str]) -> None:
+        with one_client_for_tasks():
+            for _ in range(STAGES):
+                stage(argv)
+
+    @flow
+    async def mixed_pipeline(argv: list[str]) -> None:
         for _ in range(STAGES):
             stage(argv)
 
@@ -101,8 +102,11 @@ def measure(runs: int) -> dict[str, Any]:
     noop, work = ["true"], ["sleep", str(WORK)]
     sync_pipeline(noop)  # warm-up: imports, flow registration
     asyncio.run(async_pipeline(noop))
+    asyncio.run(relay_pipeline(noop))
+    asyncio.run(mixed_pipeline(noop))
     out: dict[str, list[float]] = {k: [] for k in ("direct", "sync", "async", "direct_work")}
     out.update(sync_work=[], async_work=[], sync_nohb=[], sync_nohb_work=[])
+    out.update(relay=[], relay_work=[], mixed=[], mixed_work=[])
     for _ in range(runs):
         out["direct"].append(timed(lambda: [run_cmd(noop) for _ in range(STAGES)]))
         out["sync"].append(timed(lambda: sync_pipeline(noop)))
@@ -112,6 +116,10 @@ def measure(runs: int) -> dict[str, Any]:
         out["async_work"].append(timed(lambda: asyncio.run(async_pipeline(work))))
         out["sync_nohb"].append(timed(lambda: no_heartbeat(noop)))
         out["sync_nohb_work"].append(timed(lambda: no_heartbeat(work)))
+        out["relay"].append(timed(lambda: asyncio.run(relay_pipeline(noop))))
+        out["relay_work"].append(timed(lambda: asyncio.run(relay_pipeline(work))))
+        out["mixed"].append(timed(lambda: asyncio.run(mixed_pipeline(noop))))
+        out["mixed_work"].append(timed(lambda: asyncio.run(mixed_pipeline(work))))
     med = {k: statistics.median(v) for k, v in out.items()}
     result: dict[str, Any] = {"raw": out, "median": med}
     for form in FORMS:
@@ -123,19 +131,6 @@ def measure(runs: int) -> dict[str, Any]:
 
 
 # -- the backends (parent process) -------------------------------------------------------------
-
-
-def _wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 (loopback)
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
 def _child(api_url: str, runs: int) -> dict[str, Any]:
@@ -154,60 +149,12 @@ def _child(api_url: str, runs: int) -> dict[str, Any]:
     return data
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 def with_postgres(runs: int) -> dict[str, Any]:
-    """A PostgreSQL cluster and a Prefect server on it, both ours, stopped by PID at the end."""
-    if not (PG_BIN / "initdb").exists():
-        raise RuntimeError(
-            "PostgreSQL is not installed: apt-get install postgresql (Debian's package)"
-        )
-    work = Path(tempfile.mkdtemp(prefix="relay-pg-"))
-    shutil.chown(work, "postgres", "postgres")
-    data, pg_port = work / "data", _free_port(55432)
-    as_pg = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_pg, str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U",
-                    "postgres"], check=True, capture_output=True, timeout=120)  # fmt: skip
-    opts = f"-p {pg_port} -k {work} -c listen_addresses=127.0.0.1"
-    subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
-                    str(work / "pg.log"), "-w", "start"], check=True, capture_output=True,
-                   timeout=120)  # fmt: skip
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        subprocess.run([*as_pg, "createdb", "-h", "127.0.0.1", "-p", str(pg_port), "prefect"],
-                       check=True, capture_output=True, timeout=60)  # fmt: skip
-        port = _free_port(4480)
-        env = {
-            **os.environ,
-            "PREFECT_HOME": str(work / "prefect"),
-            "PREFECT_API_DATABASE_CONNECTION_URL": (
-                f"postgresql+asyncpg://postgres@127.0.0.1:{pg_port}/prefect"
-            ),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        }
-        env.pop("PREFECT_API_URL", None)
-        log = open(work / "prefect.log", "wb")  # noqa: SIM115 (closed with the process)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        _wait_http(f"http://127.0.0.1:{port}/api/health", 180)
-        return _child(f"http://127.0.0.1:{port}/api", runs)
-    finally:
-        if server is not None:
-            _stop(server)
-        subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-                       capture_output=True, timeout=60)  # fmt: skip
-        shutil.rmtree(work, ignore_errors=True)
+    """The measurement against a Prefect server on PostgreSQL (bench/postgres.py)."""
+    from bench.postgres import prefect_on_postgres
+
+    with prefect_on_postgres() as server:
+        return _child(server.api_url, runs)
 
 
 def main() -> int:

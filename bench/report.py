@@ -22,9 +22,11 @@ sys.path.insert(0, str(ROOT))
 from bench.results import PATH  # noqa: E402
 
 Row = tuple[str, str, str, str]  # figure, value, target, verdict
-RELAY_FORM = "sync"  # the flow form Relay's flows use today
+RELAY_FORM = "relay"  # the flow form Relay's flows use: async flows, sync tasks
 FORM_LABEL = {
-    "sync": "sync (Relay today)",
+    "relay": "async flow + sync tasks, one client (Relay)",
+    "mixed": "async flow + sync tasks, a client each",
+    "sync": "sync (Relay before)",
     "async": "async",
     "sync_nohb": "sync, heartbeat off",
 }
@@ -132,19 +134,26 @@ def rollback_rows(data: dict[str, Any]) -> list[Row]:
 
 
 def webhook_rows(data: dict[str, Any]) -> list[Row]:
-    hooks = _get(data, "webhooks")
+    """The receiver against the stack's SQLite server, and against PostgreSQL when measured."""
+    rows = _webhook_rows(_get(data, "webhooks"), "sqlite")
+    if _get(data, "webhooks_postgresql"):
+        rows += _webhook_rows(_get(data, "webhooks_postgresql"), "postgresql")
+    return rows
+
+
+def _webhook_rows(hooks: dict[str, Any] | None, backend: str) -> list[Row]:
     if not hooks:
-        return [_missing("webhook: push -> flow run created", "p99 <= 250 ms; none lost")]
+        return [_missing(f"webhook, {backend}: push -> flow run created", "p99 <= 250 ms")]
     target = hooks["config"]["p99_target_ms"]
     rows: list[Row] = []
     same = _get(hooks, "latency", "same_commit", "latency_ms")
     if same:
         rows.append((
-            f"webhook: push -> flow run created, one at a time, p50 (n={same['n']})",
+            f"webhook, {backend}: push -> flow run created, one at a time, p50 (n={same['n']})",
             f"{same['p50']:.0f} ms", "- (p99 only)", "n/a",
         ))  # fmt: skip
         rows.append((
-            "webhook: push -> flow run created, one at a time, p99",
+            f"webhook, {backend}: push -> flow run created, one at a time, p99",
             f"{same['p99']:.0f} ms", f"<= {target:.0f} ms", _verdict(same["p99"] <= target),
         ))  # fmt: skip
     sus = hooks.get("sustained")
@@ -152,12 +161,13 @@ def webhook_rows(data: dict[str, Any]) -> list[Row]:
         check = sus["check"]
         lat = sus["latency_ms"]
         rows.append((
-            f"webhook: sustained, {sus['offered_rate']:g}/s x {sus['seconds']:g} s: p50 / p99",
+            f"webhook, {backend}: sustained, {sus['offered_rate']:g}/s x {sus['seconds']:g} s: "
+            "p50 / p99",
             f"{lat['p50']:.0f} / {lat['p99']:.0f} ms", f"p99 <= {target:.0f} ms",
             _verdict(lat["p99"] <= target),
         ))  # fmt: skip
         rows.append((
-            "webhook: sustained: accepted (202) / sent; runs on the server",
+            f"webhook, {backend}: sustained: accepted (202) / sent; runs on the server",
             f"{check['answered_202']} / {check['deliveries']}; {check['runs_on_server']} runs "
             f"({sus['accepted_rate']:g}/s accepted)",
             "none lost",
@@ -167,7 +177,7 @@ def webhook_rows(data: dict[str, Any]) -> list[Row]:
         rep = sus.get("replay")
         if rep:
             rows.append((
-                f"webhook: {rep['sent']} replayed deliveries -> new runs",
+                f"webhook, {backend}: {rep['sent']} replayed deliveries -> new runs",
                 str(rep["new_runs"]), "0", _verdict(rep["new_runs"] == 0),
             ))  # fmt: skip
     return rows

@@ -90,6 +90,9 @@ REPOSITORY = "Codertocat/Hello-World"  # the repository of GitHub's sample paylo
 SECRET = "relay-bench-webhook-secret"  # a throwaway secret of this benchmark
 PORTS = range(8800, 8900)
 P99_TARGET_MS = 250.0
+BACKENDS = ("sqlite", "postgresql")
+RESULT_KEYS = {"sqlite": "webhooks", "postgresql": "webhooks_postgresql"}
+SERVER_LOG_ENV = "RELAY_BENCH_PREFECT_LOG"  # set: this process runs against that server
 REPLAYS = 20
 # GitHub gives up on a delivery that is not answered within 10 s (and marks it failed); the
 # benchmark's client does the same.
@@ -523,7 +526,7 @@ class ServerLog:
     def __init__(self) -> None:
         from relay.settings import relay_home
 
-        self.path = relay_home() / "logs" / "prefect.log"
+        self.path = Path(os.environ.get(SERVER_LOG_ENV) or relay_home() / "logs" / "prefect.log")
 
     def mark(self) -> int:
         try:
@@ -1044,6 +1047,16 @@ def print_table(result: dict[str, Any]) -> None:
 # -- main -------------------------------------------------------------------------------------
 
 
+def on_postgres() -> int:
+    """This benchmark again, in a child process whose Prefect is a PostgreSQL-backed server
+    (Prefect binds its API URL at import, so the server must exist before the import)."""
+    from bench.postgres import prefect_on_postgres
+
+    with prefect_on_postgres() as server:
+        env = {**os.environ, "PREFECT_API_URL": server.api_url, SERVER_LOG_ENV: str(server.log)}
+        return subprocess.run([sys.executable, __file__, *sys.argv[1:]], env=env).returncode
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=200, help="sequential pushes")
@@ -1064,11 +1077,21 @@ def main() -> None:
         help="also run parts 1 and 2 with each run checked and deleted right after its 202 "
         "(shows whether runs left SCHEDULED, which turn Late, cause the 503s)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="sqlite",
+        help="the Prefect server's database: the stack's SQLite server, or a PostgreSQL-backed "
+        "server this benchmark starts (bench/postgres.py); results under 'webhooks' or "
+        "'webhooks_postgresql'",
+    )
     parser.add_argument("--serve-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_child is not None:
         serve_child(args.serve_child)
         return
+    if args.backend == "postgresql" and os.environ.get(SERVER_LOG_ENV) is None:
+        sys.exit(on_postgres())
     if not 1 <= args.deliveries <= 5000:
         parser.error("--deliveries must be within 1..5000")
     if not 0 <= args.new_commit_deliveries <= 1000 or not 1 <= args.pings <= 5000:
@@ -1105,8 +1128,10 @@ def main() -> None:
         part.pop("answers", None)
     result["sustained"].pop("answers", None)
     result.get("sustained_reaped", {}).pop("answers", None)
-    written = write_results("webhooks", result)
-    print(f"\nruntime {runtime:.1f} s; results merged into {written} under 'webhooks'")
+    result["backend"] = args.backend
+    key = RESULT_KEYS[args.backend]
+    written = write_results(key, result)
+    print(f"\nruntime {runtime:.1f} s; results merged into {written} under {key!r}")
     checks = [result["latency"]["same_commit"]["check"], result["sustained"]["check"]]
     if (
         not all(c["no_double_no_phantom"] for c in checks)
