@@ -67,6 +67,15 @@ def overhead_rows(data: dict[str, Any]) -> list[Row]:
                          _verdict(per <= 0.050)))  # fmt: skip
             rows.append((f"{label}: share of 10 x 0.3 s work", f"{frac * 100:.1f} %", "<= 5 %",
                          _verdict(frac <= 0.05)))  # fmt: skip
+        median = result.get("median", {})
+        if RELAY_FORM in forms and {"relay_work", "direct_work"} <= median.keys():
+            # Prefect's cost per flow run is fixed (creating the run, its states, clients):
+            # from which stage length does Relay's form stay within 5 %?
+            extra = median["relay_work"] - median["direct_work"]
+            stages = _get(data, "overhead", "stages") or 10
+            rows.append((f"overhead, {backend}, Relay: 5 % reached with stages of",
+                         f"{extra / (0.05 * stages):.2f} s ({extra:.2f} s per run)", "-",
+                         "n/a"))  # fmt: skip
     return rows
 
 
