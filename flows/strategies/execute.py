@@ -13,15 +13,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from prefect import runtime
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.logging import get_run_logger
 from prefect_docker import DockerHost
 
-from flows.approval import ApprovalForm
+from flows.approval import approval
 from relay.analysis import ServerCounters, Verdict, judge_alarms
-from relay.errors import RolledBack, StageFailed
+from relay.errors import NotApproved, RolledBack, StageFailed
 from relay.manifest import Environment
 from relay.platforms import AnyRollout, DeployResult, Spec
 from relay.platforms.docker import Rollout, health_ok
@@ -165,6 +162,9 @@ async def _decide(run: _Run, verdict: Verdict, reasons: list[str]) -> None:
 
 
 async def _inconclusive(run: _Run, reasons: str) -> None:
+    """`on_inconclusive: pause`: the environment's approval subflow decides, with its rules
+    (approvers, tokens, alarms, a notification with the link) and a shorter wait, while the
+    traffic stays split. Approve continues; reject or no answer rolls back."""
     policy = run.env.analysis.on_inconclusive
     if policy == "continue":
         return
@@ -172,31 +172,23 @@ async def _inconclusive(run: _Run, reasons: str) -> None:
         raise StageFailed(f"canary analysis inconclusive at {run.weight}%: {reasons}")
     wait = min(INCONCLUSIVE_WAIT_SECONDS, run.env.approval.timeout_seconds)
     get_run_logger().warning(
-        "%s canary at %s%% is inconclusive (%s); waiting up to %s s for a person: "
-        "`relay approve %s --as NAME` continues, `relay reject ...` rolls back",
+        "%s canary at %s%% is inconclusive (%s); waiting up to %s s for a person",
         run.spec.service,
         run.weight,
         reasons,
         wait,
-        runtime.flow_run.id,
+    )
+    description = (
+        f"The canary of **{run.spec.service}** ({run.spec.image}) at {run.weight}% is "
+        f"inconclusive: {reasons}. Approve to continue, reject to roll back."
     )
     try:
-        decision = await pause_flow_run(
-            wait_for_input=ApprovalForm.with_initial_data(
-                description=(
-                    f"The canary of **{run.spec.service}** ({run.spec.image}) at {run.weight}% "
-                    f"is inconclusive: {reasons}. Approve to continue, reject to roll back."
-                ),
-                approve=False,
-            ),
-            timeout=wait,
-            poll_interval=2,
-            key=f"canary-{run.spec.service}-{run.weight}",
+        await approval(
+            run.spec.app,
+            run.spec.environment,
+            description,
+            run.env.approval.model_copy(update={"timeout_seconds": wait}),
+            [],  # the commit's author is not known here: self-approval is not checked
         )
-    except FlowPauseTimeout:
-        raise StageFailed(f"nobody decided on the inconclusive canary within {wait} s") from None
-    if not decision.approve:
-        raise StageFailed(
-            f"{decision.approver} stopped the inconclusive canary at {run.weight}%"
-            + (f": {decision.comment}" if decision.comment else "")
-        )
+    except NotApproved as exc:
+        raise StageFailed(f"the inconclusive canary at {run.weight}% was stopped: {exc}") from exc

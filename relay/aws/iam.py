@@ -23,7 +23,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.errors import TerminalError, TransientError
-from relay.manifest import Manifest
+from relay.manifest import Environment, Manifest
 
 __all__ = ["Policy", "pipeline_policy", "runtime_policy", "secret_arns", "secret_sources"]
 
@@ -115,8 +115,9 @@ def pipeline_policy(manifest: Manifest, account: str, region: str) -> Policy:
 
     Statements appear only for what the manifest uses: ECR when `registry` is an ECR address
     (its account and region are the address's), ECR scan findings when `image_scan.source` is
-    ecr and the images are pushed elsewhere, secrets of environments that name one, metrics and
-    logs when `cloudwatch` enables them, alarms the environments name.
+    ecr and the images are pushed elsewhere, secrets of environments that name one, the
+    approver tokens' secret where approvals require tokens, metrics and logs when `cloudwatch`
+    enables them, alarms the environments name.
 
     Raises:
         TerminalError: Relay makes no AWS call for this manifest (IAM refuses an empty policy).
@@ -166,6 +167,20 @@ def pipeline_policy(manifest: Manifest, account: str, region: str) -> Policy:
                 ],
             )
         )
+    tokens = sorted(
+        {env.approval.tokens_secret for env in manifest.environments.values() if _tokens(env)}
+    )
+    if tokens:
+        statements.append(
+            _statement(
+                "ReadApproverTokens",
+                ["secretsmanager:GetSecretValue"],
+                [
+                    f"arn:{partition}:secretsmanager:{region}:{account}:secret:{s}{_SECRET_SUFFIX}"
+                    for s in tokens
+                ],
+            )
+        )
     if manifest.cloudwatch.metrics:
         statement = _statement("PublishDeliveryMetrics", ["cloudwatch:PutMetricData"], ["*"])
         # PutMetricData has no resource to scope; the namespace condition is its boundary.
@@ -207,6 +222,13 @@ def pipeline_policy(manifest: Manifest, account: str, region: str) -> Policy:
             "no AWS policy"
         )
     return _policy(*statements)
+
+
+def _tokens(env: Environment) -> bool:
+    """Decisions in the environment (its approvals, an inconclusive canary's pause) are checked
+    against approver tokens (`relay.approval`)."""
+    asks = env.approval.required or env.analysis.on_inconclusive == "pause"
+    return asks and env.approval.require_token
 
 
 def _policy(*statements: dict[str, Any]) -> Policy:

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect_docker import DockerHost
 
+from deployments.approvals import PAUSED, decide
 from flows.strategies import blue_green, canary, rolling
-from relay.errors import RolledBack
-from relay.manifest import Analysis, Environment
+from relay.errors import RolledBack, TerminalError
+from relay.manifest import Analysis, Approval, Environment
 from relay.platforms.docker import DeploySpec, DockerPlatform
 from relay.settings import relay_home
 from relay.traffic import Route, make_router
@@ -141,4 +147,54 @@ def test_a_version_that_never_starts_leaves_the_stable_one(
     with Load(URL) as load, pytest.raises(Exception, match="never answered"):
         asyncio.run(canary(stable, spec(broken), ENV, True, None))
     assert not load.transport_errors and set(load.versions()) == {"v1"}
+    assert running_images() == [images["v1"]]
+
+
+def waiting_canary_decision(timeout: float = 60) -> Any:
+    """The approval subflow an inconclusive canary of this module's app waits in."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    name=FlowRunFilterName(any_=[f"approve-{APP}-test"]), state=PAUSED
+                )
+            )
+        if runs:
+            return runs[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no paused approval of {APP} within {timeout} s")
+
+
+def test_an_inconclusive_canary_waits_for_an_approver_and_a_rejection_rolls_it_back(
+    stable: DockerHost, images: dict[str, str]
+) -> None:
+    """`on_inconclusive: pause` asks through the environment's approval rules: a name outside
+    `approvers` is refused and the canary keeps waiting with traffic split; the approver's
+    rejection rolls it back."""
+    analysis = Analysis(interval_seconds=1, min_requests=100_000, on_inconclusive="pause")
+    approval = Approval(required=False, approvers=["alice"], timeout_seconds=120)
+    env = ENV.model_copy(update={"analysis": analysis, "approval": approval})
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            asyncio.run(canary(stable, spec(images["v2"]), env, True, None))
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    form = waiting_canary_decision()
+    assert sorted(running_images()) == sorted([images["v1"], images["v2"]]), "traffic stays split"
+    with pytest.raises(TerminalError, match="'mallory' is not an approver here"):
+        decide(str(form.id), True, "mallory", "let it through")
+    assert thread.is_alive(), "a refused name must not decide"
+    decide(str(form.id), False, "alice", "too quiet to judge")
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), RolledBack), outcome
+    assert "alice rejected" in str(outcome["error"]) and "too quiet to judge" in str(
+        outcome["error"]
+    )
     assert running_images() == [images["v1"]]

@@ -100,6 +100,22 @@ def test_the_pipeline_policy_names_its_resources(tmp_path: Path) -> None:
     assert wildcards == ["EcrLogin", "PublishDeliveryMetrics"], "only where IAM allows nothing else"
 
 
+def test_approver_tokens_are_readable_where_decisions_need_them(tmp_path: Path) -> None:
+    manifest = shop(tmp_path, "p")
+    prod = manifest.environments["prod"]
+    assert "ReadApproverTokens" not in statements(pipeline_policy(manifest, ACCOUNT, REGION))
+    update = {"require_token": True, "tokens_secret": "p/approvers"}
+    tokens = prod.approval.model_copy(update=update)
+    manifest.environments["prod"] = prod.model_copy(update={"approval": tokens})
+    by_sid = statements(pipeline_policy(manifest, ACCOUNT, REGION))
+    assert by_sid["ReadApproverTokens"] == {
+        "Sid": "ReadApproverTokens",
+        "Effect": "Allow",
+        "Action": ["secretsmanager:GetSecretValue"],
+        "Resource": [f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:p/approvers-??????"],
+    }
+
+
 def test_without_ecr_or_cloudwatch_there_is_nothing_of_them(tmp_path: Path) -> None:
     manifest = shop(tmp_path, "p")
     manifest = manifest.model_copy(
