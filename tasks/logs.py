@@ -43,10 +43,15 @@ PAGE = 200  # the Prefect server's default and maximum page size
 _STREAM_UNSAFE = re.compile(r"[:*]")  # not allowed in a log stream name
 
 
-def ship_run_logs(flow: Any, flow_run: FlowRun, state: State[Any]) -> None:
-    """Flow run state hook: ship this run's logs to CloudWatch Logs; never raises."""
+async def ship_run_logs(flow: Any, flow_run: FlowRun, state: State[Any]) -> None:
+    """Flow run state hook: ship this run's logs to CloudWatch Logs; never raises.
+
+    Async because the flows are: in an async flow's hook, `APILogHandler().flush()` only
+    starts sending and returns, and the lines that explain a failure (logged just before the
+    state changes) would be missing; `aflush` waits until they are on the server."""
     logger = flow_run_logger(flow_run, flow)
     try:
+        await APILogHandler.aflush()  # the run's last lines are still queued for the API
         shipped = _ship(flow_run)
     except Exception as exc:  # noqa: BLE001 - a hook must not fail the run it reports on
         logger.warning("the run's logs were not shipped to CloudWatch Logs: %s", exc)
@@ -71,7 +76,6 @@ def _ship(flow_run: FlowRun) -> list[tuple[str, str, int]]:
     services = _services(parameters, manifest)
     if not services:
         raise ValueError("the run names no service and its manifest could not be read")
-    APILogHandler().flush()  # the run's last lines are still queued for the API
     with get_client(sync_client=True) as client:
         events = _events(client, flow_run.id)
     stream = _STREAM_UNSAFE.sub("-", f"{flow_run.name}/{flow_run.id}")

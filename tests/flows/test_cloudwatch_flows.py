@@ -155,6 +155,9 @@ def test_the_runs_log_lines_are_in_cloudwatch_logs(
     messages = [e["message"] for e in events]
     assert any("[checkout-commit" in m for m in messages), "the pipeline's task runs' lines"
     assert any(f"{canary_alarm(shop)} ALARM" in m for m in messages), "the canary subflow's lines"
+    assert any(m.startswith(f"ERROR [{SERVICE}-dev] Encountered exception") for m in messages), (
+        "the run's own last lines, logged just before it failed"
+    )
     found = logs.filter_log_events(
         logGroupName=f"/relay/{SERVICE}", filterPattern=f'"{canary_alarm(shop)}"'
     )["events"]
