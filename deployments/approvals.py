@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     FlowFilter,
     FlowFilterName,
@@ -63,14 +63,26 @@ def find_waiting(run_id: str) -> FlowRun:
         run = client.read_flow_run(wanted)
         if run.state is not None and run.state.is_paused():
             return run
+        paused = _paused_under(client, wanted)
+    if not paused:
+        raise TerminalError(f"run {run_id} is not waiting for a decision (state: {run.state_name})")
+    return paused[0]
+
+
+def _paused_under(client: SyncPrefectClient, root: UUID) -> list[FlowRun]:
+    """Paused runs at any depth under `root`: a promotion's approval is its child, the decision
+    an inconclusive canary waits for its grandchild (promotion → canary → approval)."""
+    paused: list[FlowRun] = []
+    frontier = [root]
+    while frontier:
         children = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
-                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[wanted]), state=PAUSED
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)
             )
         )
-    if not children:
-        raise TerminalError(f"run {run_id} is not waiting for a decision (state: {run.state_name})")
-    return children[0]
+        paused += [c for c in children if c.state is not None and c.state.is_paused()]
+        frontier = [c.id for c in children]
+    return paused
 
 
 def decide(
@@ -170,7 +182,7 @@ def _answer_forms(
     answered: set[UUID] = set()
     token = os.environ.get("RELAY_APPROVAL_TOKEN", "")  # where the environment requires one
     while not stop.wait(0.5):
-        for form in _paused_children(run_name, run_id):
+        for form in _paused_descendants(run_name, run_id):
             if form.id in answered:
                 continue
             answered.add(form.id)
@@ -182,7 +194,7 @@ def _answer_forms(
                 decide(str(form.id), False, approver, f"--auto-approve refused: {exc}", 0, token)
 
 
-def _paused_children(run_name: str | None, run_id: UUID | None) -> list[FlowRun]:
+def _paused_descendants(run_name: str | None, run_id: UUID | None) -> list[FlowRun]:
     with get_client(sync_client=True) as client:
         if run_id is None:
             parents = client.read_flow_runs(
@@ -191,8 +203,4 @@ def _paused_children(run_name: str | None, run_id: UUID | None) -> list[FlowRun]
             if not parents:
                 return []
             run_id = parents[0].id
-        return client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]), state=PAUSED
-            )
-        )
+        return _paused_under(client, run_id)

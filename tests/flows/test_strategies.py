@@ -14,15 +14,16 @@ from typing import Any
 
 import docker
 import pytest
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect_docker import DockerHost
 
-from deployments.approvals import PAUSED, decide
+from deployments.approvals import PAUSED, auto_approving, decide
 from flows.strategies import blue_green, canary, rolling
 from relay.errors import RolledBack, TerminalError
 from relay.manifest import Analysis, Approval, Environment
-from relay.platforms.docker import DeploySpec, DockerPlatform
+from relay.platforms.docker import DeployResult, DeploySpec, DockerPlatform
 from relay.settings import relay_home
 from relay.traffic import Route, make_router
 from tests.echo import Load, make_image
@@ -198,3 +199,23 @@ def test_an_inconclusive_canary_waits_for_an_approver_and_a_rejection_rolls_it_b
         outcome["error"]
     )
     assert running_images() == [images["v1"]]
+
+
+def test_auto_approve_of_a_parent_run_continues_an_inconclusive_canary(
+    stable: DockerHost, images: dict[str, str]
+) -> None:
+    """The decision sits two levels down (a promotion → its canary → the approval), where
+    `relay promote --auto-approve` and `relay approve <promotion run>` must still find it."""
+    analysis = Analysis(interval_seconds=1, min_requests=100_000, on_inconclusive="pause")
+    approval = Approval(required=False, approvers=["alice"], timeout_seconds=120)
+    env = ENV.model_copy(update={"analysis": analysis, "approval": approval})
+    name = f"deploy-{APP}-{uuid.uuid4().hex[:6]}"
+
+    @flow(flow_run_name=name)
+    async def deploy() -> DeployResult:
+        return await canary(stable, spec(images["v2"]), env, True, None)
+
+    with auto_approving("alice", run_name=name):
+        result = asyncio.run(deploy())
+    assert result.image == images["v2"]
+    assert running_images() == [images["v2"]]
