@@ -34,6 +34,10 @@ __all__ = [
 # The response-status fields of a row of HAProxy's `show stat`; together they count every
 # HTTP response the server gave.
 _HAPROXY_RESPONSES = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
+# Attempts the server failed without an HTTP answer: a broken response (HAProxy's own 502 to
+# the client, not in `hrsp_5xx`), a refused connection, and an attempt HAProxy then retried on
+# the other slot (the client never saw it fail; the server did fail it).
+_HAPROXY_FAILED_ATTEMPTS = ("eresp", "econ", "wretr")
 
 TOO_FEW_REQUESTS = (
     "only {requests} request{s} reached the new version, fewer than the {minimum} needed to "
@@ -69,7 +73,10 @@ class ServerCounters:
     def from_haproxy(row: Mapping[str, str]) -> ServerCounters:
         """The counters of one server row of HAProxy's `show stat` CSV.
 
-        `requests` is the sum of the `hrsp_*` fields, `errors` is `hrsp_5xx`. HAProxy keeps no
+        `requests` is the sum of the `hrsp_*` fields and of the attempts the server failed
+        without an answer (`eresp`, `econ`, `wretr`), `errors` is `hrsp_5xx` plus those
+        failed attempts: a canary that drops connections is failing even when HAProxy hides
+        it from clients by retrying on the stable version. HAProxy keeps no
         sum of response times, only `rtime`: a running average over about the last 1024
         requests, in whole milliseconds. `response_ms_total` is `rtime * requests`, an
         approximation: close for a young server such as a canary, rougher the more requests
@@ -79,10 +86,11 @@ class ServerCounters:
             ValueError: When a field is missing or not a number, naming it.
         """
         responses = {name: _haproxy_int(row, name) for name in _HAPROXY_RESPONSES}
-        requests = sum(responses.values())
+        failed = sum(_haproxy_int(row, name) for name in _HAPROXY_FAILED_ATTEMPTS)
+        requests = sum(responses.values()) + failed
         return ServerCounters(
             requests=requests,
-            errors=responses["hrsp_5xx"],
+            errors=responses["hrsp_5xx"] + failed,
             response_ms_total=float(_haproxy_int(row, "rtime") * requests),
         )
 

@@ -146,8 +146,9 @@ async def _analyze(run: _Run) -> None:
         artifact_key(run.spec.app, run.spec.service, run.spec.environment, "canary"),
         read_alarm_states(alarms, where) if alarms else None,
     )
-    # A dead canary leaves no 5xx in its counters (HAProxy redispatches its requests to the
-    # stable version), so its numbers can pass; the next step would then send traffic to it.
+    # A canary that died early in the window, once HAProxy's checks mark it down, gets no
+    # more attempts to fail, so its counters can look clean (or too few to judge); the next
+    # step would then send traffic to it. Its health endpoint says what the counters cannot.
     health = f"{rollout.slot_url}{run.spec.route.health}" if isinstance(rollout, Rollout) else ""
     if health and judgement.verdict != Verdict.FAILED and not health_ok(health):
         await _decide(run, Verdict.FAILED, [f"the canary stopped answering {health}"])

@@ -246,10 +246,25 @@ def test_from_haproxy_counts_every_status_class_and_empty_fields_as_zero() -> No
         "hrsp_4xx": "4",
         "hrsp_5xx": "5",
         "hrsp_other": "",
+        "eresp": "",
+        "econ": "",
+        "wretr": "",
         "rtime": "",
     }
 
     assert ServerCounters.from_haproxy(row) == ServerCounters(15, 5, 0.0)
+
+
+def test_attempts_a_canary_failed_without_an_answer_are_its_errors() -> None:
+    """What HAProxy counted for a server that took every request and closed without an answer
+    (measured: 20 GETs retried on the other slot, 5 POSTs answered 502 by HAProxy)."""
+    row = {name: "0" for name in ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx")}
+    row.update(hrsp_other="0", eresp="5", econ="0", wretr="20", rtime="0")
+
+    counters = ServerCounters.from_haproxy(row)
+
+    assert counters == ServerCounters(requests=25, errors=25, response_ms_total=0.0)
+    assert judge(counters, Analysis(min_requests=10)).verdict == Verdict.FAILED
 
 
 @pytest.mark.parametrize(
