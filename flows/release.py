@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from prefect import flow, task
@@ -40,12 +41,15 @@ CONCURRENCY = int(os.environ.get("RELAY_CONCURRENCY", "4"))
 
 
 @task(name="ship-service", cache_policy=NO_CACHE)
-async def ship_service(
+def ship_service(
     service: str, repository: str, commit: str, environment: str, manifest_file: str
 ) -> ServiceRelease:
-    """One service's pipeline as a task, so the release can run several at once (each in a
-    thread of the release's task runner, with an event loop of its own)."""
-    return await service_pipeline(repository, commit, service, environment, manifest_file)
+    """One service's pipeline as a task, so the release can run several at once: each in a
+    thread of the release's task runner, its subflow on an event loop of that thread.
+
+    A sync task with `asyncio.run`, not an async task awaiting the subflow: measured on this
+    Prefect (3.9.1), the async form cost ~2 s more per service."""
+    return asyncio.run(service_pipeline(repository, commit, service, environment, manifest_file))
 
 
 @flow(
