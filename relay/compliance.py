@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from relay.commands import run_command
+from relay.dockerfile import Instruction, arg_default, expand, instructions
 from relay.errors import StageFailed, TerminalError
 from relay.manifest import PRODUCTION, Compliance, Manifest
 from relay.settings import relay_home
@@ -261,69 +261,17 @@ def _checkov(binary: Path, path: Path, framework: str) -> list[dict[str, Any]]:
 # --- Relay's policies (pure) ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Instruction:
-    line: int
-    keyword: str
-    argument: str
-
-
-def _instructions(text: str) -> list[_Instruction]:
-    """A Dockerfile's instructions, continuation lines joined, comments left out."""
-    found: list[_Instruction] = []
-    pending, start = "", 0
-    for number, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
-        if not pending and (not stripped or stripped.startswith("#")):
-            continue
-        if pending and stripped.startswith("#"):
-            continue  # a comment inside a continued instruction
-        if not pending:
-            start = number
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        keyword, _, argument = (pending + stripped).partition(" ")
-        found.append(_Instruction(start, keyword.upper(), argument.strip()))
-        pending = ""
-    return found
-
-
-_VARIABLE = re.compile(r"\$\{(\w+)(?::?[-+][^}]*)?\}|\$(\w+)")
-
-
-def _expand(value: str, variables: Mapping[str, str]) -> str | None:
-    """`value` with `$X` / `${X}` replaced from `variables`; None if one is unknown."""
-    missing = False
-
-    def substitute(match: re.Match[str]) -> str:
-        nonlocal missing
-        name = match[1] or match[2]
-        if name not in variables:
-            missing = True
-            return ""
-        return variables[name]
-
-    expanded = _VARIABLE.sub(substitute, value)
-    return None if missing else expanded
-
-
-def _arg_default(argument: str) -> tuple[str, str | None]:
-    name, equals, default = argument.partition("=")
-    return name.strip(), default.strip().strip("\"'") if equals else None
-
-
 def dockerfile_policies(text: str, label: str) -> list[Violation]:
     """RELAY_NON_ROOT (the final stage's last USER) and RELAY_NO_LATEST (every FROM, with
     ARG defaults resolved, which is what checkov cannot do with `FROM ${BASE_IMAGE}`)."""
     violations: list[Violation] = []
     variables: dict[str, str] = {}  # ARG defaults (global ones, then the stage's)
     stages: set[str] = set()
-    user: _Instruction | None = None
+    user: Instruction | None = None
     last_from = 0
-    for instruction in _instructions(text):
+    for instruction in instructions(text):
         if instruction.keyword == "ARG":
-            name, default = _arg_default(instruction.argument)
+            name, default = arg_default(instruction.argument)
             if default is not None:
                 variables[name] = default
         elif instruction.keyword == "FROM":
@@ -333,7 +281,7 @@ def dockerfile_policies(text: str, label: str) -> list[Violation]:
                 continue
             if len(words) >= 3 and words[1].lower() == "as":
                 stages.add(words[2].lower())
-            image = _expand(words[0], variables)
+            image = expand(words[0], variables)
             if image is None:
                 violations.append(
                     _relay(
@@ -353,7 +301,7 @@ def dockerfile_policies(text: str, label: str) -> list[Violation]:
             _relay(where, "RELAY_NON_ROOT", f"{RULES['RELAY_NON_ROOT'][1]}; it has no USER")
         )
     else:
-        name = (_expand(user.argument, variables) or user.argument).split(":")[0].strip()
+        name = (expand(user.argument, variables) or user.argument).split(":")[0].strip()
         if name in {"root", "0"}:
             violations.append(_relay(where, "RELAY_NON_ROOT"))
     return violations
