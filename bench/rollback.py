@@ -51,6 +51,7 @@ from prefect_docker import DockerHost  # noqa: E402
 from flows.strategies import canary, rolling  # noqa: E402
 from relay.manifest import Analysis, Environment  # noqa: E402
 from relay.platforms.docker import DeploySpec, DockerPlatform  # noqa: E402
+from relay.registry import ImageRef  # noqa: E402
 from relay.settings import relay_home  # noqa: E402
 from relay.traffic import HAProxyRouter, Route, TrafficRouter, make_router  # noqa: E402
 from tests.echo import Load, make_image  # noqa: E402
@@ -115,7 +116,7 @@ def spec(image: str) -> DeploySpec:
         app=APP,
         environment=ENVIRONMENT,
         service=SERVICE,
-        image=image,
+        image=ImageRef.parse(image),
         commit="bench",
         tree="bench",
         route=ROUTE,

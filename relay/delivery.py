@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from relay.aws.cloudwatch import Dimension, MetricDatum
 from relay.ledger import Outcome, Record
+from relay.tables import table
 
 __all__ = [
     "DeliveryMetrics",
@@ -154,12 +155,7 @@ def format_metrics(metrics: Sequence[DeliveryMetrics]) -> str:
     if not rows:
         return ""
     headers = [h.upper() for h in rows[0]]
-    cells = [[str(v) for v in row.values()] for row in rows]
-    widths = [max(len(c) for c in column) for column in zip(headers, *cells, strict=True)]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-        for line in (headers, *cells)
-    )
+    return table(headers, [[str(v) for v in row.values()] for row in rows])
 
 
 def metric_data(metrics: Iterable[DeliveryMetrics], now: datetime) -> list[MetricDatum]:

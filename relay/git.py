@@ -121,3 +121,19 @@ def changed_files(checkout_dir: Path, base: str, head: str) -> list[str]:
             f"cannot compare {base!r} with {head[:12]}: {exc}; pass a commit that exists"
         ) from exc
     return [line for line in out.splitlines() if line]
+
+
+def log(checkout_dir: Path, base: str, head: str, limit: int = 50) -> list[str]:
+    """The commits from `base` (excluded) to `head`, newest first, as `<sha12> <subject>`."""
+    if base == head:
+        return []
+    try:
+        out = _git(
+            ["log", f"--max-count={limit}", "--format=%h %s", "--abbrev=12", f"{base}..{head}"],
+            cwd=checkout_dir,
+        )
+    except RelayError as exc:
+        raise TerminalError(
+            f"cannot list the commits from {base[:12]} to {head[:12]}: {exc}"
+        ) from exc
+    return [line for line in out.splitlines() if line]

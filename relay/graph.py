@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 
-__all__ = ["dependents", "find_cycles", "topological_order", "waves"]
+__all__ = ["dependents", "find_cycles", "restricted", "topological_order", "waves"]
 
 Graph = Mapping[str, Sequence[str]]
 
@@ -143,6 +143,30 @@ def services_touched(paths: Mapping[str, str], changed_files: Sequence[str]) -> 
         if any(f == path.strip("/") or f.startswith(prefix) for f in changed_files):
             touched.add(service)
     return touched
+
+
+def restricted(deps: Graph, keep: Sequence[str]) -> dict[str, list[str]]:
+    """The graph over `keep` only, each node depending on the nearest kept nodes it reaches
+    through the others: gateway -> orders -> inventory restricted to {gateway, inventory} keeps
+    gateway -> inventory, so a provider still goes before a consumer that reaches it through a
+    service that is not part of this deployment."""
+    kept = set(keep)
+    result: dict[str, list[str]] = {}
+    for name in keep:
+        found: list[str] = []
+        seen: set[str] = set()
+        todo = list(_providers(deps, name)) if name in deps else []
+        while todo:
+            provider = todo.pop(0)
+            if provider in seen:
+                continue
+            seen.add(provider)
+            if provider in kept:
+                found.append(provider)
+            else:
+                todo.extend(_providers(deps, provider))
+        result[name] = found
+    return result
 
 
 def impact(deps: Mapping[str, Sequence[str]], changed: set[str]) -> tuple[list[str], list[str]]:

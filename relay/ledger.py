@@ -1,13 +1,19 @@
-"""The ledger: a durable, append-only record of every deployment attempt.
+"""The ledger: a durable, append-only record of every deployment attempt and every release.
 
 Each attempt (succeeded, rolled back, rejected at approval, failed) becomes one `Record` in a
-SQLite database, usually `$RELAY_HOME/ledger.db`. Records are facts: they are never updated or
-deleted (triggers in the database refuse it), and a later record supersedes an earlier one.
-The questions Relay asks of it:
+SQLite database, usually `$RELAY_HOME/ledger.db`; so does a service a release left as it was
+(unchanged: it already ran that digest with those settings). Records are facts: they are never
+updated or deleted (triggers in the database refuse it), and a later record supersedes an
+earlier one. The questions Relay asks of it:
 
 * `current` - what should be serving: the latest SUCCEEDED record of a service there.
 * `verified_in` - the promotion gate: did exactly this digest succeed in that environment?
 * `previous_good` - the rollback target: the latest success of a different digest.
+
+Releases (`relay.releases`) are stored beside the records: `add_release` each time a commit
+makes one (the same content from another commit is the same release), `arrive` when a release
+starts serving an environment as a whole. `release_of_commit`, `find_release`, `releases` and
+`arrivals` read them back.
 
 The database runs in WAL mode with a 30 s busy timeout, so several worker processes can append
 at once. Each call opens its own short-lived connection, so a `Ledger` is safe to share between
@@ -32,6 +38,8 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator, model_validator
 
 from relay.errors import TerminalError, TransientError
+from relay.releases import Arrival, Release, Via
+from relay.tables import table
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -52,6 +60,13 @@ class Outcome(StrEnum):
     ROLLED_BACK = "rolled_back"
     REJECTED = "rejected"
     FAILED = "failed"
+    # A release left the service as it was: it already ran that digest with those settings.
+    # Not a deployment (delivery metrics leave it out), but it names the release.
+    UNCHANGED = "unchanged"
+
+
+# What still counts as verified: a success, or a later release that kept it as it was.
+_GOOD = (Outcome.SUCCEEDED, Outcome.UNCHANGED)
 
 
 class Record(BaseModel):
@@ -71,8 +86,9 @@ class Record(BaseModel):
     reason: str = ""  # why it failed, was rolled back or rejected
     approver: str | None = None
     comment: str | None = None
-    release: str | None = None  # groups the services of one release
+    release: str | None = None  # the release (relay.releases) this attempt belongs to
     config: str | None = None  # configuration secrets' versions: "dev-config@<version id>"
+    settings: str | None = None  # the run settings' fingerprint (relay.releases.fingerprint)
     flow_run_id: str | None = None
     started_at: AwareDatetime
     ended_at: AwareDatetime
@@ -124,6 +140,28 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     ("ALTER TABLE records ADD COLUMN config TEXT",),
     ("ALTER TABLE records ADD COLUMN committed_at TEXT",),
+    (
+        "ALTER TABLE records ADD COLUMN settings TEXT",
+        # One row each time a commit makes a release: the same content (same id) from another
+        # commit is another row, so "the release of commit C" is a lookup by commit.
+        """CREATE TABLE releases (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL, app TEXT NOT NULL, commit_sha TEXT NOT NULL,
+            repository TEXT NOT NULL, created_at TEXT NOT NULL, body TEXT NOT NULL)""",
+        "CREATE INDEX releases_by_id ON releases (app, id, seq)",
+        "CREATE INDEX releases_by_commit ON releases (app, commit_sha, seq)",
+        """CREATE TABLE arrivals (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            app TEXT NOT NULL, environment TEXT NOT NULL, release TEXT NOT NULL,
+            via TEXT NOT NULL, flow_run_id TEXT, arrived_at TEXT NOT NULL)""",
+        "CREATE INDEX arrivals_by_environment ON arrivals (app, environment, seq)",
+        *(
+            f"""CREATE TRIGGER {table}_no_{verb} BEFORE {verb.upper()} ON {table}
+            BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END"""
+            for table in ("releases", "arrivals")
+            for verb in ("update", "delete")
+        ),
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -182,13 +220,14 @@ class Ledger:
         return self._first(f"WHERE {_TARGET} AND {_SUCCEEDED}", [app, environment, service])
 
     def verified_in(self, app: str, environment: str, service: str, digest: str) -> Record | None:
-        """The latest record of exactly `digest` there, when it SUCCEEDED (the promotion gate).
+        """The latest record of exactly `digest` there, when it SUCCEEDED or a later release
+        kept it UNCHANGED (the promotion gate).
 
         A later failure of the same digest (its dependents' tests, a stopped release) takes the
         earlier success back: what passed once and then broke something is not verified.
         """
         latest = self._first(f"WHERE {_TARGET} AND digest = ?", [app, environment, service, digest])
-        return latest if latest is not None and latest.outcome == Outcome.SUCCEEDED else None
+        return latest if latest is not None and latest.outcome in _GOOD else None
 
     def previous_good(self, app: str, environment: str, service: str) -> Record | None:
         """The latest SUCCEEDED record whose digest differs from `current`'s: the rollback target.
@@ -209,6 +248,102 @@ class Ledger:
         )
         with self._connect() as conn:
             return [(row[0], row[1]) for row in conn.execute(sql, [app])]
+
+    # -- releases ----------------------------------------------------------------------------
+
+    def add_release(self, release: Release, repository: str) -> None:
+        """Remember that `release.commit` makes `release` (again, when its content is known)."""
+        body = release.model_dump_json()
+        with self._connect() as conn, _transaction(conn):
+            conn.execute(
+                "INSERT INTO releases (id, app, commit_sha, repository, created_at, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [release.id, release.app, release.commit, repository, _now(), body],
+            )
+
+    def release_of_commit(self, app: str, commit: str) -> Release | None:
+        """The release `commit` made most recently (a patched base image makes a new one)."""
+        return self._release("WHERE app = ? AND commit_sha = ? ORDER BY seq DESC", [app, commit])
+
+    def find_release(self, app: str, ref: str) -> Release:
+        """The release whose id starts with `ref` (at least 4 hex digits) or whose alias is `ref`.
+
+        Raises:
+            TerminalError: none, or several, match; the message lists what to write instead.
+        """
+        ids: list[str] = []
+        if len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref):
+            with self._connect() as conn:
+                rows = conn.execute(
+                    "SELECT DISTINCT id FROM releases WHERE app = ? AND id LIKE ?",
+                    [app, f"{ref}%"],
+                ).fetchall()
+            ids = [row[0] for row in rows]
+        if not ids:
+            ids = [r.id for r in self.releases(app, limit=1000) if r.alias == ref]
+        if len(ids) == 1:
+            found = self._release("WHERE app = ? AND id = ? ORDER BY seq", [app, ids[0]])
+            if found is not None:
+                return found
+        if len(ids) <= 1:
+            raise TerminalError(
+                f"no release of {app} matches {ref!r}; `relay releases` lists them (write an id "
+                "of at least 4 hex digits, or an alias such as 2026-12-06-1a2b3c4)"
+            )
+        listed = ", ".join(i[:12] for i in sorted(ids))
+        raise TerminalError(f"{ref!r} matches several releases of {app} ({listed}); write more")
+
+    def releases(self, app: str, limit: int = 50) -> list[Release]:
+        """The app's releases, newest first (each once, as first made)."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT body FROM releases WHERE seq IN (SELECT MIN(seq) FROM releases "
+                "WHERE app = ? GROUP BY id) ORDER BY seq DESC LIMIT ?",
+                [app, limit],
+            ).fetchall()
+        return [Release.model_validate_json(row[0]) for row in rows]
+
+    def release_repository(self, app: str, release_id: str) -> str | None:
+        """Where the release's commit can be checked out (the repository it was made from)."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT repository FROM releases WHERE app = ? AND id = ? ORDER BY seq DESC",
+                [app, release_id],
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def arrive(
+        self, app: str, environment: str, release: str, via: Via, flow_run_id: str | None
+    ) -> Arrival:
+        """Record that `release` now serves `environment` as a whole."""
+        at = _now()
+        with self._connect() as conn, _transaction(conn):
+            conn.execute(
+                "INSERT INTO arrivals (app, environment, release, via, flow_run_id, arrived_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [app, environment, release, via.value, flow_run_id, at],
+            )
+        return Arrival(release, environment, via, datetime.fromisoformat(at), flow_run_id)
+
+    def arrivals(self, app: str, environment: str | None = None) -> list[Arrival]:
+        """When each release arrived where, oldest first."""
+        sql = (
+            "SELECT release, environment, via, arrived_at, flow_run_id FROM arrivals WHERE app = ?"
+        )
+        params: list[Any] = [app]
+        if environment is not None:
+            sql, params = sql + " AND environment = ?", [*params, environment]
+        with self._connect() as conn:
+            rows = conn.execute(sql + " ORDER BY seq", params).fetchall()
+        return [
+            Arrival(row[0], row[1], Via(row[2]), datetime.fromisoformat(row[3]), row[4])
+            for row in rows
+        ]
+
+    def _release(self, where: str, params: Sequence[Any]) -> Release | None:
+        with self._connect() as conn:
+            row = conn.execute(f"SELECT body FROM releases {where} LIMIT 1", params).fetchone()
+        return Release.model_validate_json(row[0]) if row else None
 
     def _first(self, where: str, params: Sequence[Any]) -> Record | None:
         found = self._select(f"{where} ORDER BY id DESC LIMIT 1", params)
@@ -287,6 +422,10 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
 def short_digest(digest: str) -> str:
     """`sha256:` and the first 12 hex digits: 19 characters."""
     return digest[:19]
@@ -342,7 +481,7 @@ def format_status(rows: Iterable[Record]) -> str:
         )
         for r in rows
     ]
-    return _table(headers, cells)
+    return table(headers, cells)
 
 
 def format_history(records: Iterable[Record]) -> str:
@@ -363,7 +502,7 @@ def format_history(records: Iterable[Record]) -> str:
         )
         for r in records
     ]
-    return _table(headers, cells)
+    return table(headers, cells)
 
 
 def _short_config(config: str | None) -> str:
@@ -377,12 +516,3 @@ def _short_config(config: str | None) -> str:
 
 def _minute(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M")
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in (headers, *rows)
-    ]
-    return "\n".join(lines)

@@ -10,6 +10,8 @@ services:                      # required, at least one; names match ^[a-z][a-z0
   orders:
     path: services/orders      # required; relative to this file's directory, inside it (no '..')
     dockerfile: Dockerfile     # relative to path
+    build_args: {}             # Docker build arguments (part of the image key; GIT_SHA is
+                               # always passed, and never part of the key)
     port: 8002                 # required, 1024..65535: the port the service listens on; unique
     health: /healthz           # must start with '/'
     depends_on: [inventory, payments]   # names of other services; no cycles
@@ -479,6 +481,7 @@ class Service(_Model):
 
     path: ServicePath
     dockerfile: DockerfilePath = DEFAULT_DOCKERFILE
+    build_args: dict[str, str] = Field(default_factory=dict)
     port: Port
     health: Annotated[str, AfterValidator(_check_health)] = DEFAULT_HEALTH
     depends_on: list[str] = Field(default_factory=list)
@@ -841,6 +844,7 @@ _EXAMPLES = {
     "cpu": "250m",
     "memory": "256Mi",
     "public": "true",
+    "build_args": "{PYTHON_VERSION: '3.12'}",
 }
 _MAPPING_EXAMPLES: dict[type[BaseModel], str] = {
     Service: "{path: services/orders, port: 8002}",

@@ -7,9 +7,10 @@ manifest copy on the registry, so reusing an image for a new commit moves no lay
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
 
 import httpx
+from pydantic import BaseModel, ConfigDict
 
 from relay.errors import TransientError
 
@@ -23,9 +24,20 @@ MANIFEST_TYPES = ", ".join(
 )
 
 
-@dataclass(frozen=True)
-class ImageRef:
-    """An image pinned by digest: `<registry>/<repository>@<digest>`."""
+_PINNED = re.compile(
+    r"(?P<registry>[^/@\s]+)/(?P<repository>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})"
+)
+
+
+class ImageRef(BaseModel):
+    """An image pinned by digest: `<registry>/<repository>@<digest>`.
+
+    The digest travels in this typed form from the push to the switch, so no step re-parses a
+    string or asks the registry again by tag once a release holds it. `parse` is for the edges
+    where text comes in (the ledger, container labels, a command line).
+    """
+
+    model_config = ConfigDict(frozen=True)
 
     registry: str
     repository: str
@@ -33,6 +45,26 @@ class ImageRef:
 
     def __str__(self) -> str:
         return f"{self.registry}/{self.repository}@{self.digest}"
+
+    @property
+    def short(self) -> str:
+        """`sha256:` and 12 hex digits, as people read digests."""
+        return self.digest[:19]
+
+    @classmethod
+    def parse(cls, text: str) -> ImageRef:
+        """`127.0.0.1:5000/shop/orders@sha256:<64 hex>` as an ImageRef.
+
+        Raises:
+            ValueError: `text` is not pinned by a sha256 digest (the message says so).
+        """
+        match = _PINNED.fullmatch(text)
+        if match is None:
+            raise ValueError(
+                f"{text!r} is not an image pinned by digest; "
+                "write <registry>/<repository>@sha256:<64 hex digits>"
+            )
+        return cls(**match.groupdict())
 
 
 def _is_loopback(address: str) -> bool:
@@ -100,6 +132,23 @@ class RegistryClient:
         )
         put.raise_for_status()
         return put.headers["Docker-Content-Digest"]
+
+    def labels(self, repository: str, reference: str) -> dict[str, str]:
+        """The image's labels (its config blob's `config.Labels`), e.g. the commit it was built
+        from; empty for an index (a multi-platform list has no config of its own)."""
+        got = self._request(
+            "GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}
+        )
+        got.raise_for_status()
+        config = got.json().get("config") or {}
+        if "digest" not in config:
+            return {}
+        # ECR answers with a redirect to S3; httpx drops the credentials on another origin.
+        blob = self._request(
+            "GET", f"/v2/{repository}/blobs/{config['digest']}", follow_redirects=True
+        )
+        blob.raise_for_status()
+        return dict((blob.json().get("config") or {}).get("Labels") or {})
 
     def tags(self, repository: str) -> list[str]:
         response = self._request("GET", f"/v2/{repository}/tags/list")

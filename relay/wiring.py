@@ -1,4 +1,5 @@
-"""How services find each other in an environment: `<NAME>_URL` variables.
+"""How services find each other in an environment (`<NAME>_URL` variables), and what a
+platform needs to run one of them there (its spec and run settings).
 
 A service reads its dependencies' addresses from its environment, e.g. orders reads
 `INVENTORY_URL`. On the docker platform each address is the service's public (router) port on
@@ -7,11 +8,15 @@ loopback, so a dependency's blue/green switch is invisible to its consumers.
 
 from __future__ import annotations
 
-from relay.aws.secrets import ServiceConfig
+from typing import Any
+
+from relay.aws.secrets import ServiceConfig, secret_ids
 from relay.manifest import Manifest
 from relay.platforms.docker import DeploySpec
 from relay.platforms.kubernetes import ClusterAccess, KubeSpec, Neighbour
 from relay.platforms.kubernetes.objects import service_url
+from relay.registry import ImageRef
+from relay.releases import fingerprint
 from relay.traffic.haproxy import Route
 
 
@@ -43,18 +48,64 @@ def dependency_urls(manifest: Manifest, environment: str, service: str) -> dict[
     }
 
 
+def run_settings(manifest: Manifest, environment: str, service: str) -> dict[str, Any]:
+    """Everything in `relay.yaml` that changes how `service` runs in `environment`, apart from
+    its image and its secrets' versions: a change here redeploys the same digest.
+
+    Not the strategy (it changes how the next version arrives, not what runs), nor anything
+    of other environments. Part of a release's content (`relay.releases`).
+    """
+    env = manifest.environments[environment]
+    spec = manifest.services[service]
+    settings: dict[str, Any] = {
+        "platform": env.platform,
+        "port": spec.port,
+        "health": spec.health,
+        "neighbours": dependency_urls(manifest, environment, service),
+        "secrets": secret_ids(manifest, environment, service),
+        "secret_keys": list(spec.secret_keys),
+    }
+    if env.platform == "docker":
+        ports = env.ports(spec)
+        settings["ports"] = {"public": ports.public, "blue": ports.blue, "green": ports.green}
+        return settings
+    cluster = env.cluster
+    return settings | {
+        "namespace": env.namespace or f"{manifest.app}-{environment}",
+        "replicas": cluster.replicas,
+        "resources": cluster.resources.model_dump(),
+        "progress_deadline_seconds": cluster.progress_deadline_seconds,
+        "public": spec.public,
+        "gateway_namespace": cluster.gateway_namespace,
+        "dependents": sorted(
+            name for name, other in manifest.services.items() if service in other.depends_on
+        ),
+    }
+
+
+def release_settings(manifest: Manifest) -> dict[str, dict[str, dict[str, Any]]]:
+    """`run_settings` of every service in every environment: a release's settings."""
+    return {
+        environment: {
+            service: run_settings(manifest, environment, service) for service in manifest.services
+        }
+        for environment in manifest.environments
+    }
+
+
 def deploy_spec(
     manifest: Manifest,
     environment: str,
     service: str,
-    image: str,
+    image: ImageRef,
     commit: str,
     tree: str,
     config: ServiceConfig | None = None,
+    release: str = "",
 ) -> DeploySpec | KubeSpec:
     """Everything the environment's platform needs to run `image` as `service` there."""
     if manifest.environments[environment].platform == "kubernetes":
-        return kubernetes_spec(manifest, environment, service, image, commit, tree, config)
+        return kubernetes_spec(manifest, environment, service, image, commit, tree, config, release)
     spec = manifest.services[service]
     ports = manifest.environments[environment].ports(spec)
     return DeploySpec(
@@ -76,6 +127,8 @@ def deploy_spec(
             "RELAY_ENVIRONMENT": environment,
         },
         config=config,
+        settings=fingerprint(run_settings(manifest, environment, service)),
+        release=release,
     )
 
 
@@ -83,7 +136,7 @@ def kubernetes_spec(
     manifest: Manifest,
     environment: str,
     service: str,
-    image: str,
+    image: ImageRef,
     commit: str,
     tree: str,
     config: ServiceConfig | None = None,
@@ -121,5 +174,6 @@ def kubernetes_spec(
         },
         config=config,
         release=release,
+        settings=fingerprint(run_settings(manifest, environment, service)),
         access=ClusterAccess(settings.cluster, settings.kubeconfig, settings.context),
     )

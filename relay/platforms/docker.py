@@ -27,6 +27,7 @@ from docker.models.containers import Container
 
 from relay.aws.secrets import ServiceConfig
 from relay.errors import RelayError, StageFailed, TransientError
+from relay.registry import ImageRef
 from relay.traffic import TrafficRouter
 from relay.traffic.haproxy import SLOTS, Route
 
@@ -40,7 +41,7 @@ class DeploySpec:
     app: str
     environment: str
     service: str
-    image: str  # repository@sha256:...
+    image: ImageRef
     commit: str
     tree: str
     route: Route
@@ -49,6 +50,10 @@ class DeploySpec:
     # The configuration secrets' versions and keys (never values): a container started from
     # this spec gets those values in its environment, and the versions in its labels.
     config: ServiceConfig | None = None
+    # The fingerprint of its run settings (relay.releases.fingerprint): a container started
+    # with other settings (a port, a neighbour, a secret) does not serve this spec.
+    settings: str = ""
+    release: str = ""  # the release it belongs to (relay.releases), for people and `status`
 
     @property
     def config_label(self) -> str:
@@ -71,6 +76,8 @@ class Running:
     commit: str
     status: str
     config: str = ""  # the secret versions it was started with (ServiceConfig.label)
+    settings: str = ""  # the run settings' fingerprint it was started with
+    release: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ class Rollout:
         return DeployResult(
             self.slot,
             self.container,
-            self.spec.image,
+            str(self.spec.image),
             self.spec.public_url,
             True,
             self.stable.image if self.stable else None,
@@ -115,11 +122,13 @@ def _labels(spec: DeploySpec, slot: str) -> dict[str, str]:
         f"{LABEL}.env": spec.environment,
         f"{LABEL}.service": spec.service,
         f"{LABEL}.slot": slot,
-        f"{LABEL}.image": spec.image,
-        f"{LABEL}.digest": spec.image.rsplit("@", 1)[-1],
+        f"{LABEL}.image": str(spec.image),
+        f"{LABEL}.digest": spec.image.digest,
         f"{LABEL}.commit": spec.commit,
         f"{LABEL}.tree": spec.tree,
         f"{LABEL}.config": spec.config_label,
+        f"{LABEL}.settings": spec.settings,
+        f"{LABEL}.release": spec.release,
     }
 
 
@@ -171,6 +180,8 @@ class DockerPlatform:
                     commit=labels.get(f"{LABEL}.commit", ""),
                     status=str(c.status),
                     config=labels.get(f"{LABEL}.config", ""),
+                    settings=labels.get(f"{LABEL}.settings", ""),
+                    release=labels.get(f"{LABEL}.release", ""),
                 )
             )
         return found
@@ -195,11 +206,14 @@ class DockerPlatform:
 
     def serves(self, spec: DeploySpec) -> Running | None:
         """The active container if it runs exactly `spec.image` with the same configuration
-        versions, takes all the traffic and answers its health check; an interrupted canary
-        (traffic still split) does not count, nor does a rotated secret."""
+        versions and run settings, takes all the traffic and answers its health check; an
+        interrupted canary (traffic still split) does not count, nor does a rotated secret or a
+        changed setting."""
         self.router.ensure_route(spec.route)
         current = self.active(spec.app, spec.environment, spec.service)
-        if current is None or current.image != spec.image or current.config != spec.config_label:
+        if current is None or current.image != str(spec.image):
+            return None
+        if current.config != spec.config_label or current.settings != spec.settings:
             return None
         if self.router.weights(spec.service) != {current.slot: 100, **_others(current.slot, 0)}:
             return None
@@ -274,7 +288,7 @@ class DockerPlatform:
         current = self.serves(spec)
         if current is not None:
             return DeployResult(
-                current.slot, current.name, spec.image, spec.public_url, False, current.image
+                current.slot, current.name, str(spec.image), spec.public_url, False, current.image
             )
         rollout = self.start_new(spec, config_values)
         self.switch(rollout)
@@ -287,7 +301,7 @@ class DockerPlatform:
         port = spec.route.slots[slot]
         try:
             return self.client.containers.run(
-                spec.image,
+                str(spec.image),
                 name=name,
                 detach=True,
                 init=True,

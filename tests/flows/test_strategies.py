@@ -24,6 +24,7 @@ from flows.strategies import blue_green, canary, rolling
 from relay.errors import RolledBack, TerminalError
 from relay.manifest import Analysis, Approval, Environment
 from relay.platforms.docker import DeployResult, DeploySpec, DockerPlatform
+from relay.registry import ImageRef
 from relay.settings import relay_home
 from relay.traffic import Route, make_router
 from tests.echo import Load, make_image
@@ -74,7 +75,7 @@ def spec(image: str) -> DeploySpec:
         app=APP,
         environment="test",
         service="echo",
-        image=image,
+        image=ImageRef.parse(image),
         commit="c",
         tree="t",
         route=ROUTE,

@@ -17,6 +17,7 @@ from prefect_docker import DockerHost
 from flows.strategies import canary, rolling
 from relay.errors import RolledBack
 from relay.manifest import parse_manifest
+from relay.registry import ImageRef
 from relay.wiring import deploy_spec
 from tests.kubernetes.controlplane import NEVER_READY
 
@@ -62,8 +63,8 @@ def manifest(kubeconfig: Path, namespace: str) -> Any:
 def test_rolling_then_canary_flows_on_kubernetes(control_plane: Any, namespace: str) -> None:
     m = manifest(control_plane.kubeconfig, namespace)
     env = m.environments["prod"]
-    first = deploy_spec(m, "prod", "orders", image("v1"), "c1", "t1")
-    second = deploy_spec(m, "prod", "orders", image("v2"), "c2", "t2")
+    first = deploy_spec(m, "prod", "orders", ImageRef.parse(image("v1")), "c1", "t1")
+    second = deploy_spec(m, "prod", "orders", ImageRef.parse(image("v2")), "c2", "t2")
 
     asyncio.run(rolling(DockerHost(), first, env, False))
     result = asyncio.run(canary(DockerHost(), second, env, True))
@@ -90,9 +91,16 @@ def test_a_never_ready_canary_is_rolled_back_by_the_flow(
     m = manifest(control_plane.kubeconfig, namespace)
     env = m.environments["prod"]
     asyncio.run(
-        rolling(DockerHost(), deploy_spec(m, "prod", "orders", image("v1"), "c1", "t1"), env, False)
+        rolling(
+            DockerHost(),
+            deploy_spec(m, "prod", "orders", ImageRef.parse(image("v1")), "c1", "t1"),
+            env,
+            False,
+        )
     )
-    bad = deploy_spec(m, "prod", "orders", image("v2", f"orders-{NEVER_READY}"), "c2", "t2")
+    bad = deploy_spec(
+        m, "prod", "orders", ImageRef.parse(image("v2", f"orders-{NEVER_READY}")), "c2", "t2"
+    )
 
     with pytest.raises(RolledBack, match="ProgressDeadlineExceeded"):
         asyncio.run(canary(DockerHost(), bad, env, True))

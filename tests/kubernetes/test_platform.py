@@ -22,6 +22,7 @@ from relay.platforms.kubernetes import (
     Neighbour,
 )
 from relay.platforms.kubernetes.objects import PREFIX
+from relay.registry import ImageRef
 from tests.kubernetes.controlplane import NEVER_READY
 
 RESOURCES = {
@@ -58,7 +59,7 @@ def make_spec(namespace: str, strategy: str = "rolling", tag: str = "v1", **extr
         "environment": "prod",
         "namespace": namespace,
         "service": "orders",
-        "image": image(tag),
+        "image": ImageRef.parse(image(tag)),
         "commit": f"commit-{tag}",
         "tree": f"tree-{tag}",
         "port": 8002,
@@ -116,19 +117,19 @@ def test_deployment_service_secret_and_network_policy_are_written(
 
     result = platform.deploy(spec, VALUES)
 
-    assert result.changed and result.image == spec.image
+    assert result.changed and result.image == str(spec.image)
     deployment = get(api, "Deployment", namespace, "orders")
     meta, pod = deployment["metadata"], deployment["spec"]["template"]
     assert meta["labels"][f"{PREFIX}/service"] == "orders"
     assert meta["labels"][f"{PREFIX}/track"] == "stable"
-    assert pod["metadata"]["labels"][f"{PREFIX}/version"] == spec.image.split(":")[-1][:12]
+    assert pod["metadata"]["labels"][f"{PREFIX}/version"] == spec.image.digest.split(":")[-1][:12]
     assert meta["annotations"][f"{PREFIX}/commit"] == "commit-v1"
     assert meta["annotations"][f"{PREFIX}/tree"] == "tree-v1"
     assert meta["annotations"][f"{PREFIX}/release"] == "release-v1"
     assert deployment["spec"]["progressDeadlineSeconds"] == 5
     assert pod["spec"]["automountServiceAccountToken"] is False
     (container,) = pod["spec"]["containers"]
-    assert container["image"] == spec.image  # by digest
+    assert container["image"] == str(spec.image)  # by digest
     assert container["readinessProbe"]["httpGet"] == {
         "path": "/healthz",
         "port": "http",
@@ -183,7 +184,7 @@ def test_reapplying_changes_nothing(api: client.ApiClient, namespace: str) -> No
         kind: get(api, kind, namespace, "orders")["metadata"]["resourceVersion"] for kind in kinds
     }
     assert after == before
-    assert rollout.stable is not None and rollout.stable.image == spec.image
+    assert rollout.stable is not None and rollout.stable.image == str(spec.image)
 
 
 def test_a_manual_edit_by_another_manager_is_reported_not_overwritten(
@@ -251,7 +252,7 @@ def test_canary_moves_http_route_weights_step_by_step(
         {"orders-stable": 100, "orders-canary": 0},
     ]
     stable = get(api, "Deployment", namespace, "orders")
-    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == spec.image
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == str(spec.image)
     assert get(api, "Deployment", namespace, "orders-canary")["spec"]["replicas"] == 0
 
 
@@ -282,7 +283,9 @@ def test_a_bad_image_hits_its_progress_deadline_and_is_rolled_back(
     platform = KubernetesPlatform(api)
     good = make_spec(namespace)
     platform.deploy(good, VALUES)
-    bad = replace(make_spec(namespace, tag="v2"), image=image("v2", f"orders-{NEVER_READY}"))
+    bad = replace(
+        make_spec(namespace, tag="v2"), image=ImageRef.parse(image("v2", f"orders-{NEVER_READY}"))
+    )
 
     with pytest.raises(RolledBack) as raised:
         platform.deploy(bad, VALUES)
@@ -291,8 +294,8 @@ def test_a_bad_image_hits_its_progress_deadline_and_is_rolled_back(
     assert "ProgressDeadlineExceeded" in message and "0/2 ready" in message
     assert "pod orders-" in message and "ImagePullBackOff" in message
     sets = replica_sets(api, namespace, "stable")
-    assert sets[good.image]["available"] == 2
-    assert sets[bad.image]["replicas"] == 0
+    assert sets[str(good.image)]["available"] == 2
+    assert sets[str(bad.image)]["replicas"] == 0
     deployment = get(api, "Deployment", namespace, "orders")
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == good.image
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == str(good.image)
     assert deployment["status"]["availableReplicas"] == 2

@@ -21,6 +21,7 @@ from relay.aws.secrets import SecretVersion, ServiceConfig
 from relay.manifest import parse_manifest
 from relay.platforms.kubernetes import Cluster
 from relay.platforms.kubernetes.objects import REDACTED, render
+from relay.registry import ImageRef
 from relay.wiring import kubernetes_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +68,9 @@ def rendered(strategy: str = "canary", service: str = "orders") -> list[dict[str
     data = json.loads(json.dumps(MANIFEST))
     data["environments"]["prod"]["strategy"] = strategy
     manifest = parse_manifest(data, "relay.yaml")
-    return render(kubernetes_spec(manifest, "prod", service, IMAGE, "abc", "tree", CONFIG))
+    return render(
+        kubernetes_spec(manifest, "prod", service, ImageRef.parse(IMAGE), "abc", "tree", CONFIG)
+    )
 
 
 @pytest.mark.parametrize("strategy", ["rolling", "blue_green", "canary"])

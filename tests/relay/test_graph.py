@@ -5,7 +5,7 @@ from collections.abc import Callable, Mapping, Sequence
 import pytest
 
 from relay import graph
-from relay.graph import dependents, find_cycles, topological_order, waves
+from relay.graph import dependents, find_cycles, restricted, topological_order, waves
 
 Deps = Mapping[str, Sequence[str]]
 
@@ -141,3 +141,28 @@ PATHS = {s: f"services/{s}" for s in SHOP}
 def test_change_impact(files: list[str], changed: list[str], dependents: list[str]) -> None:
     touched = graph.services_touched(PATHS, files)
     assert graph.impact(SHOP, touched) == (changed, dependents)
+
+
+@pytest.mark.parametrize(
+    ("keep", "expected"),
+    [
+        (["gateway", "inventory"], {"gateway": ["inventory"], "inventory": []}),
+        (["gateway", "orders"], {"gateway": ["orders"], "orders": []}),
+        (
+            ["gateway", "payments", "inventory"],
+            {"gateway": ["inventory", "payments"], "payments": [], "inventory": []},
+        ),
+        (["inventory", "payments"], {"inventory": [], "payments": []}),
+        (["gateway"], {"gateway": []}),
+    ],
+)
+def test_restricted_keeps_the_order_through_services_left_out(
+    keep: list[str], expected: dict[str, list[str]]
+) -> None:
+    chain = {
+        "gateway": ["orders"],
+        "orders": ["inventory", "payments"],
+        "inventory": [],
+        "payments": [],
+    }
+    assert restricted(chain, keep) == expected

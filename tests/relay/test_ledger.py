@@ -22,6 +22,8 @@ from relay.ledger import (
     format_history,
     format_status,
 )
+from relay.registry import ImageRef
+from relay.releases import Release, ServiceImage, Via
 
 T0 = datetime(2026, 5, 9, 7, 30, tzinfo=UTC)
 
@@ -361,3 +363,122 @@ def test_a_ledger_file_of_the_first_schema_is_migrated_with_its_records(tmp_path
     assert old.config is None and old.service == "orders"
     ledger.append(record("b", config="dev-config@v2"))
     assert ledger.history("shop")[0].config == "dev-config@v2"
+
+
+# --- releases --------------------------------------------------------------------------------
+
+
+def release(version: str, commit: str = "c" * 40) -> Release:
+    return Release(
+        app="shop",
+        commit=commit,
+        created_at=T0,
+        services={
+            "orders": ServiceImage(
+                image=ImageRef.parse(f"127.0.0.1:5000/shop/orders@{digest(version)}"),
+                commit=commit,
+                tree=version * 40,
+                key=version * 64,
+            )
+        },
+        settings={"dev": {"orders": {"port": 8002}}},
+    )
+
+
+def test_a_commit_finds_the_release_it_made_last(ledger: Ledger) -> None:
+    first, patched = release("a"), release("b")  # same commit, a base image patched between
+    ledger.add_release(first, "/repo")
+    assert ledger.release_of_commit("shop", "c" * 40) == first
+    ledger.add_release(patched, "/repo")
+    assert ledger.release_of_commit("shop", "c" * 40) == patched
+    assert ledger.release_of_commit("shop", "d" * 40) is None
+    assert ledger.release_of_commit("other", "c" * 40) is None
+
+
+def test_the_same_content_from_another_commit_is_one_release_listed_once(ledger: Ledger) -> None:
+    ledger.add_release(release("a", commit="1" * 40), "/repo")
+    ledger.add_release(release("a", commit="2" * 40), "/repo")  # a merge: same content
+    [only] = ledger.releases("shop")
+    assert only.commit == "1" * 40, "as first made"
+    assert ledger.release_of_commit("shop", "2" * 40) == release("a", commit="2" * 40)
+    assert ledger.release_repository("shop", only.id) == "/repo"
+
+
+def test_a_release_is_found_by_id_prefix_or_alias(ledger: Ledger) -> None:
+    made = release("a")
+    ledger.add_release(made, "/repo")
+    assert ledger.find_release("shop", made.id[:6]) == made
+    assert ledger.find_release("shop", made.alias) == made
+    with pytest.raises(TerminalError, match="no release of shop matches 'ffff'"):
+        ledger.find_release("shop", "ffff")
+    with pytest.raises(TerminalError, match="no release of shop matches 'abc'"):
+        ledger.find_release("shop", "abc")  # too short to be an id
+
+
+def test_an_ambiguous_prefix_lists_the_candidates(ledger: Ledger) -> None:
+    seen: dict[str, Release] = {}
+    for number in range(5000):  # two ids sharing 4 hex digits come within a few hundred
+        one = release("a").model_copy(
+            update={"settings": {"dev": {"orders": {"port": 1024 + number}}}}
+        )
+        if (twin := seen.get(one.id[:4])) is not None:
+            break
+        seen[one.id[:4]] = one
+    ledger.add_release(one, "/repo")
+    ledger.add_release(twin, "/repo")
+    with pytest.raises(TerminalError, match=rf"matches several releases of shop .*{one.id[:12]}"):
+        ledger.find_release("shop", one.id[:4])
+    assert ledger.find_release("shop", one.id[:12]) == one
+
+
+def test_arrivals_are_kept_in_order_per_environment(ledger: Ledger) -> None:
+    ledger.arrive("shop", "dev", "r1", Via.RELEASE, "run-1")
+    ledger.arrive("shop", "prod", "r1", Via.PROMOTION, "run-2")
+    ledger.arrive("shop", "prod", "r0", Via.ROLLBACK, None)
+    assert [(a.release, a.via) for a in ledger.arrivals("shop", "prod")] == [
+        ("r1", Via.PROMOTION),
+        ("r0", Via.ROLLBACK),
+    ]
+    assert [a.environment for a in ledger.arrivals("shop")] == ["dev", "prod", "prod"]
+
+
+def test_releases_and_arrivals_cannot_be_changed(ledger: Ledger) -> None:
+    ledger.add_release(release("a"), "/repo")
+    ledger.arrive("shop", "dev", "r1", Via.RELEASE, None)
+    with sqlite3.connect(ledger.path) as conn:
+        for statement in ("UPDATE releases SET app = 'x'", "DELETE FROM arrivals"):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                conn.execute(statement)
+
+
+def test_a_digest_a_later_release_kept_unchanged_is_still_verified(ledger: Ledger) -> None:
+    ledger.append(record("a"))
+    ledger.append(record("a", outcome=Outcome.UNCHANGED, release="r2"))
+    verified = ledger.verified_in("shop", "dev", "orders", digest("a"))
+    assert verified is not None and verified.outcome == Outcome.UNCHANGED
+    current = ledger.current("shop", "dev", "orders")
+    assert current is not None and current.outcome == Outcome.SUCCEEDED, "not a deployment"
+
+
+def test_a_ledger_of_schema_3_gains_releases_and_keeps_its_records(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    with sqlite3.connect(path) as conn:
+        for statements in _MIGRATIONS[:3]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 3")
+        conn.execute(
+            "INSERT INTO records (app, service, environment, image, digest, commit_sha, tree, "
+            "strategy, outcome, reason, started_at, ended_at) VALUES ('shop', 'orders', 'dev', "
+            f"'r/o@{digest('a')}', '{digest('a')}', 'c', 't', 'rolling', 'succeeded', '', "
+            "'2026-05-09T07:30:00+00:00', '2026-05-09T07:32:00+00:00')"
+        )
+
+    ledger = Ledger(path)
+
+    [old] = ledger.history("shop")
+    assert old.settings is None and old.release is None
+    ledger.add_release(release("b"), "/repo")
+    assert ledger.releases("shop") == [release("b")]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4

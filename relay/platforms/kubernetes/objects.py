@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.aws.secrets import ServiceConfig
+from relay.registry import ImageRef
 
 Obj = dict[str, Any]
 
@@ -58,7 +59,7 @@ class KubeSpec:
     environment: str
     namespace: str
     service: str
-    image: str  # repository@sha256:...
+    image: ImageRef
     commit: str
     tree: str
     port: int
@@ -74,6 +75,7 @@ class KubeSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     config: ServiceConfig | None = None
     release: str = ""
+    settings: str = ""  # the run settings' fingerprint (relay.releases), an annotation
     access: ClusterAccess = field(default_factory=ClusterAccess)
 
     @property
@@ -137,10 +139,11 @@ def _version_annotations(spec: KubeSpec) -> dict[str, str]:
     """On the Deployment only: changing them must not roll the pods (a merge commit of the
     same content promotes the same digest)."""
     return {
-        f"{PREFIX}/image": spec.image,
+        f"{PREFIX}/image": str(spec.image),
         f"{PREFIX}/commit": spec.commit,
         f"{PREFIX}/tree": spec.tree,
         f"{PREFIX}/release": spec.release,
+        f"{PREFIX}/settings": spec.settings,
         f"{PREFIX}/config": spec.config_label,
         f"{PREFIX}/config-keys": ",".join(spec.config.keys) if spec.config else "",
     }
@@ -159,7 +162,7 @@ def deployment(spec: KubeSpec, track: str, replicas: int) -> Obj:
     A surge of one and no unavailable pods keeps every old pod serving until a new
     one is ready, so a version that never gets ready leaves the old ReplicaSet whole.
     """
-    pod_labels = _labels(spec, track) | {f"{PREFIX}/version": version_of(spec.image)}
+    pod_labels = _labels(spec, track) | {f"{PREFIX}/version": version_of(str(spec.image))}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -207,7 +210,7 @@ def _container(spec: KubeSpec, secret: str | None) -> Obj:
     probe = {"httpGet": {"path": spec.health, "port": "http"}, "periodSeconds": 5}
     container: Obj = {
         "name": spec.service,
-        "image": spec.image,
+        "image": str(spec.image),
         "imagePullPolicy": "IfNotPresent",  # a digest never changes: pulling again is waste
         "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
         "env": [{"name": k, "value": v} for k, v in sorted(_variables(spec).items())],

@@ -41,6 +41,7 @@ from relay.platforms.kubernetes.objects import (
     service_url,
 )
 from relay.platforms.kubernetes.rollout import progress, wait_rollout
+from relay.registry import ImageRef
 from relay.traffic import gateway_api, replica_ratio
 from relay.traffic.gateway_api import GatewayApiRouter, canary_pods
 from relay.traffic.replica_ratio import effective_weight, split_replicas
@@ -99,7 +100,7 @@ class KubeRollout:
         return DeployResult(
             self.track,
             deployment_name(self.spec.service, "stable" if self.track == "canary" else self.track),
-            self.spec.image,
+            str(self.spec.image),
             self.spec.url,
             True,
             self.stable.image if self.stable else None,
@@ -133,7 +134,7 @@ def spec_of(spec: KubeSpec, version: Version) -> KubeSpec:
         config = ServiceConfig(versions, keys)
     return replace(
         spec,
-        image=version.image,
+        image=ImageRef.parse(version.image),
         commit=version.commit,
         tree=version.tree,
         release=version.release,
@@ -187,7 +188,9 @@ class KubernetesPlatform:
         Relay would write: a server-side dry run changes nothing), fully rolled out, with no
         canary left; else None, and the deployment goes ahead."""
         current = self.active(spec)
-        if current is None or current.image != spec.image or current.config != spec.config_label:
+        if current is None or current.image != str(spec.image):
+            return None
+        if current.config != spec.config_label:
             return None
         if spec.strategy == "canary":
             canary = self.version(spec, "canary")
@@ -310,7 +313,7 @@ class KubernetesPlatform:
         current = self.serves(spec)
         if current is not None:
             return DeployResult(
-                current.track, current.deployment, spec.image, spec.url, False, current.image
+                current.track, current.deployment, str(spec.image), spec.url, False, current.image
             )
         rollout = self.start_new(spec, config_values)
         self.switch(rollout)
@@ -349,7 +352,7 @@ class KubernetesPlatform:
         """Apply `spec` on `track` and wait for its rollout; None, or why it stalled."""
         self.cluster.apply(objects.deployment(spec, track, replicas))
         name = deployment_name(spec.service, track)
-        return wait_rollout(self.cluster, spec.namespace, name, objects.version_of(spec.image))
+        return wait_rollout(self.cluster, spec.namespace, name, objects.version_of(str(spec.image)))
 
     def _scale_new(self, rollout: KubeRollout, replicas: int) -> None:
         stall = self._roll(rollout.spec, rollout.track, replicas) if replicas else None

@@ -16,7 +16,7 @@ import pytest
 
 from relay.errors import StageFailed
 from relay.platforms.docker import DeploySpec, DockerPlatform
-from relay.registry import RegistryClient
+from relay.registry import ImageRef, RegistryClient
 from relay.traffic import HAProxyRouter, Route
 from tests.echo import make_image as echo_image
 
@@ -60,7 +60,7 @@ def spec(image: str) -> DeploySpec:
         app=APP,
         environment="test",
         service="echo",
-        image=image,
+        image=ImageRef.parse(image),
         commit="c0ffee",
         tree="t",
         route=ROUTE,
