@@ -142,16 +142,19 @@ def promote_with_auto_approval(
     environment: str,
     services: list[str] | None,
     approver: str | None,
+    release: str | None = None,
 ) -> Any:
     """Run the promotion here; with `approver`, answer its own approval forms as that person."""
     from flows.promote import promote
 
     if approver is None:
-        return asyncio.run(promote(repository, ref, environment, services))
+        return asyncio.run(promote(repository, ref, environment, services, release=release))
     name = f"promote-{environment}-{uuid.uuid4().hex[:8]}"
     with auto_approving(approver, run_name=name):
         return asyncio.run(
-            promote.with_options(flow_run_name=name)(repository, ref, environment, services)
+            promote.with_options(flow_run_name=name)(
+                repository, ref, environment, services, release=release
+            )
         )
 
 

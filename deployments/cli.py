@@ -3,10 +3,12 @@
     relay stack up|down|status|env     the local stack (dockerd, registry, moto, Prefect)
     relay validate [PATH]              check a relay.yaml and print every problem in it
     relay run --repo PATH [--ref REF] [--base REF | --service NAME ...] [--through ENV]
-    relay promote --repo PATH --ref REF --env staging|prod [--auto-approve NAME]
+    relay promote --repo PATH (--ref REF | --release ID) --env staging|prod [--auto-approve NAME]
     relay approve RUN_ID --as NAME [--comment TEXT] [--token]   (and `relay reject ...`)
     relay approver-token NAME          a new approval token and the digest to store for it
-    relay rollback --repo PATH --service NAME --env ENV
+    relay rollback --repo PATH --env ENV [--service NAME]   a service, or the whole environment
+    relay releases [--app APP] [--env ENV]   releases, where verified, where serving
+    relay diff A B [--app APP] [--env ENV]   releases or environments: what changes
     relay status [--app APP]           what runs where, since when, who approved; drift
     relay history SERVICE [--app APP] [--env ENV]
     relay metrics [--app APP] [--env ENV] [--days 30] [--publish]   DORA delivery metrics
@@ -78,7 +80,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         release(args.repo, args.ref, args.service or None, args.through, args.base)
     )
     for r in results:
-        print(f"{r.service:12} {r.image}  {r.url}")
+        state = "deployed" if r.changed else "unchanged"
+        print(f"{r.service:12} {state:9} {r.image}  {r.url}")
+    if results:
+        where = (
+            f"{results[0].environment} through {args.through}"
+            if args.through
+            else "its first environment"
+        )
+        print(f"release {results[0].release[:12]} is in {where}")
     return 0
 
 
@@ -87,10 +97,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from deployments.approvals import promote_with_auto_approval
 
     results = promote_with_auto_approval(
-        args.repo, args.ref, args.env, args.service or None, args.auto_approve
+        args.repo, args.ref, args.env, args.service or None, args.auto_approve, args.release
     )
     for r in results:
-        print(f"{r.service:12} {r.image}  {r.url}")
+        state = "deployed" if r.changed else "unchanged"
+        print(f"{r.service:12} {state:9} {r.image}  {r.url}")
     return 0
 
 
@@ -128,11 +139,42 @@ def cmd_approver_token(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     _use_stack_environment()
+    if args.service is None:
+        from flows.rollback_environment import rollback_environment
+
+        results = asyncio.run(rollback_environment(args.repo, args.env))
+        for r in results:
+            print(f"{args.env}: put back {r.image} at {r.url}")
+        print(f"{args.env} serves its previous release again ({len(results)} service(s) changed)")
+        return 0
     from flows.rollback import rollback
 
     result = asyncio.run(rollback(args.repo, args.service, args.env))
     print(f"{args.service} in {args.env} now serves {result.image} at {result.url}")
     return 0
+
+
+def cmd_releases(args: argparse.Namespace) -> int:
+    from deployments.releases import releases_report
+
+    print(releases_report(_app(args), args.env, args.limit))
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from deployments.releases import diff_report
+
+    print(diff_report(_app(args), args.before, args.after, args.env, args.repo))
+    return 0
+
+
+def _app(args: argparse.Namespace) -> str:
+    """--app, else the app of ./relay.yaml (run inside the application's repository)."""
+    if args.app:
+        return str(args.app)
+    if Path("relay.yaml").is_file():
+        return load_manifest("relay.yaml", check_files=False).app
+    raise RelayError("no relay.yaml here; pass --app NAME or run in the application's directory")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -297,6 +339,10 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--env", required=True, help="target environment, e.g. staging or prod")
     pr.add_argument("--service", action="append", help="only this service (repeatable)")
     pr.add_argument(
+        "--release",
+        help="the release to promote (id prefix or alias, `relay releases`); default: --ref's",
+    )
+    pr.add_argument(
         "--auto-approve",
         metavar="NAME",
         help="answer the approval form as NAME (demos and drills; printed, and in the ledger)",
@@ -317,10 +363,24 @@ def parser() -> argparse.ArgumentParser:
     at.add_argument("name", help="the approver, as listed in approval.approvers")
     at.set_defaults(func=cmd_approver_token)
     rb = sub.add_parser("rollback", help="put the previous good version back")
-    rb.add_argument("--repo", required=True)
-    rb.add_argument("--service", required=True)
-    rb.add_argument("--env", required=True)
+    rb.add_argument("--repo", required=True, help="path or URL of the application repository")
+    rb.add_argument(
+        "--service", help="only this service; without it the whole environment's release"
+    )
+    rb.add_argument("--env", required=True, help="the environment to put back")
     rb.set_defaults(func=cmd_rollback)
+    rl = sub.add_parser("releases", help="releases, where each was verified, where it serves")
+    rl.add_argument("--app", help="the application (default: ./relay.yaml's)")
+    rl.add_argument("--env", help="only releases verified or serving in this environment")
+    rl.add_argument("--limit", type=int, default=20, help="how many, newest first (20)")
+    rl.set_defaults(func=cmd_releases)
+    df = sub.add_parser("diff", help="what changes between two releases or environments")
+    df.add_argument("before", help="a release (id prefix or alias) or an environment")
+    df.add_argument("after", help="a release (id prefix or alias) or an environment")
+    df.add_argument("--app", help="the application (default: ./relay.yaml's)")
+    df.add_argument("--env", help="compare the settings of this environment")
+    df.add_argument("--repo", help="the repository, for the commits between")
+    df.set_defaults(func=cmd_diff)
     st = sub.add_parser("status", help="what runs where, since when, who approved")
     st.add_argument("--app", default="shop")
     st.set_defaults(func=cmd_status)

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
@@ -33,6 +32,8 @@ from relay.errors import NotApproved, RolledBack
 from relay.ledger import Ledger, Outcome, Record
 from relay.manifest import CloudWatch, Manifest
 from relay.platforms.docker import DeployResult
+from relay.registry import ImageRef
+from relay.releases import Release
 from relay.settings import ledger_path
 from relay.wiring import deploy_spec
 from tasks.deploy import current_version, serving_already
@@ -40,6 +41,7 @@ from tasks.metrics import publish_delivery_metrics
 from tasks.notify import notify_rollback
 from tasks.record import record_deployment
 from tasks.secrets import resolve_config
+from tasks.tracing import relay_attributes, release_id
 
 LOCK_WAIT_SECONDS = 3600
 # How long the deploy lock outlives a process that dies holding it (a killed worker runs no
@@ -56,25 +58,29 @@ class Attempt:
     app: str
     service: str
     environment: str
-    image: str
+    image: ImageRef
     commit: str
     tree: str
     strategy: str
     approver: str | None = None
     comment: str | None = None
-    release: str | None = None
+    release: str | None = None  # the release it belongs to (relay.releases), when in one
     config: str | None = None  # the configuration secrets' versions it ran with
+    settings: str | None = None  # its run settings' fingerprint
     unchanged: bool = False  # it served, and the ledger knew it: nothing worth a record
     cloudwatch: CloudWatch | None = None  # where its delivery metrics go; None: nowhere
     committed_at: datetime | None = None  # when its commit was made: the lead time's start
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # When its rollout finished, when that is not when its outcome is known: a promotion's
+    # services are switched one by one and judged together (tests of the whole train).
+    switched_at: datetime | None = None
 
     def record(self, outcome: Outcome, reason: str = "") -> Record:
         return Record(
             app=self.app,
             service=self.service,
             environment=self.environment,
-            image=self.image,
+            image=str(self.image),
             commit=self.commit,
             tree=self.tree,
             strategy=self.strategy,
@@ -84,9 +90,10 @@ class Attempt:
             comment=self.comment,
             release=self.release,
             config=self.config,
+            settings=self.settings,
             flow_run_id=str(runtime.flow_run.id) if runtime.flow_run.id else None,
             started_at=self.started_at,
-            ended_at=datetime.now(UTC),
+            ended_at=self.switched_at or datetime.now(UTC),
             committed_at=self.committed_at,
         )
 
@@ -117,7 +124,7 @@ async def deploy_lock(attempt: Attempt) -> AsyncIterator[None]:
 
 
 async def roll_out(
-    docker_host: DockerHost, manifest: Manifest, checkout_path: Path, attempt: Attempt
+    docker_host: DockerHost, manifest: Manifest, attempt: Attempt
 ) -> DeployResult:
     """Run the environment's strategy for `attempt.image`, unless it serves already (with
     the same configuration versions: a rotated secret is deployed again)."""
@@ -131,18 +138,54 @@ async def roll_out(
         attempt.commit,
         attempt.tree,
         config,
+        attempt.release or "",
     )
+    attempt.settings = spec.settings
     serving = serving_already(docker_host, spec)
     if serving is not None:
         known = Ledger(ledger_path()).current(attempt.app, attempt.environment, attempt.service)
         # Served but never recorded (a re-run after failed tests, a crash before the record):
         # this attempt's verification is what the ledger is missing.
-        attempt.unchanged = known is not None and known.image == attempt.image
-        return DeployResult(serving.slot, serving.name, spec.image, spec.public_url, False, None)
+        attempt.unchanged = known is not None and known.image == str(attempt.image)
+        return DeployResult(
+            serving.slot, serving.name, str(spec.image), spec.public_url, False, None
+        )
     env = manifest.environments[attempt.environment]
     has_previous = current_version(docker_host, spec) is not None
-    service_dir = checkout_path / manifest.services[attempt.service].path
+    service_dir = manifest.services[attempt.service].directory(manifest.root)
     return await strategy_flow(env.strategy)(docker_host, spec, env, has_previous, service_dir)
+
+
+def differing(
+    docker_host: DockerHost,
+    manifest: Manifest,
+    release: Release,
+    environment: str,
+    services: list[str],
+) -> list[str]:
+    """The services of `release` (of `services`, in their order) whose digest, run settings or
+    secret versions differ from what serves in `environment`, or that the ledger does not know
+    to serve there: those are deployed; the others are left as they are."""
+    ledger = Ledger(ledger_path())
+    changed = []
+    for service in services:
+        entry = release.services[service]
+        config = resolve_config(manifest, environment, service)
+        spec = deploy_spec(
+            manifest, environment, service, entry.image, release.commit, entry.tree, config
+        )
+        known = ledger.current(manifest.app, environment, service)
+        serving = serving_already(docker_host, spec)
+        if serving is None or known is None or known.image != str(entry.image):
+            changed.append(service)
+    return changed
+
+
+def record_unchanged(attempts: list[Attempt]) -> None:
+    """The services a release left as they ran: recorded under the release's id."""
+    for attempt in attempts:
+        attempt.unchanged = True
+        record_outcome(attempt, None)
 
 
 async def put_back(
@@ -153,16 +196,53 @@ async def put_back(
     if not result.changed or result.previous is None:
         return None
     before = Ledger(ledger_path()).current(attempt.app, attempt.environment, attempt.service)
-    commit, tree = ("", "")
+    commit, tree, release = ("", "", "")
     if before is not None and before.image == result.previous:
-        commit, tree = before.commit, before.tree
+        commit, tree, release = before.commit, before.tree, before.release or ""
     config = resolve_config(manifest, attempt.environment, attempt.service)
+    previous = ImageRef.parse(result.previous)
     spec = deploy_spec(
-        manifest, attempt.environment, attempt.service, result.previous, commit, tree, config
+        manifest, attempt.environment, attempt.service, previous, commit, tree, config, release
     )
     env = manifest.environments[attempt.environment]
     await strategy_flow("rolling")(docker_host, spec, env, True, None)
     return result.previous
+
+
+async def put_in(docker_host: DockerHost, manifest: Manifest, attempt: Attempt) -> DeployResult:
+    """A rollback's fast path for one service: start `attempt.image`, switch when healthy,
+    stop what ran (rolling: no smoke tests, no analysis), under its lock, recorded."""
+    attempt.started_at = datetime.now(UTC)
+    relay_attributes(
+        app=manifest.app,
+        service=attempt.service,
+        environment=attempt.environment,
+        commit=attempt.commit,
+        digest=attempt.image.digest,
+        strategy="rollback",
+        release_id=attempt.release or release_id(),
+    )
+    config = resolve_config(manifest, attempt.environment, attempt.service)
+    attempt.config = config.label or None
+    spec = deploy_spec(
+        manifest,
+        attempt.environment,
+        attempt.service,
+        attempt.image,
+        attempt.commit,
+        attempt.tree,
+        config,
+        attempt.release or "",
+    )
+    attempt.settings = spec.settings
+    env = manifest.environments[attempt.environment]
+    async with deploy_lock(attempt):
+        with recorded(attempt):
+            has_previous = current_version(docker_host, spec) is not None
+            result: DeployResult = await strategy_flow("rolling")(
+                docker_host, spec, env, has_previous, None
+            )
+            return result
 
 
 def outcome_of(exc: BaseException) -> Outcome:
@@ -174,10 +254,13 @@ def outcome_of(exc: BaseException) -> Outcome:
 
 
 def record_outcome(attempt: Attempt, exc: BaseException | None, reason: str = "") -> None:
-    """Record the attempt: succeeded (unless nothing new happened), or why not."""
+    """Record the attempt: succeeded, or unchanged when it already served and the ledger knew
+    it (only when it belongs to a release: the record names the release), or why not."""
     if exc is None:
         if not attempt.unchanged:
             _publish(attempt, record_deployment(attempt.record(Outcome.SUCCEEDED)))
+        elif attempt.release is not None:
+            record_deployment(attempt.record(Outcome.UNCHANGED, "the release kept it as it ran"))
         return
     saved = record_deployment(
         attempt.record(outcome_of(exc), reason or f"{type(exc).__name__}: {exc}")

@@ -38,7 +38,7 @@ async def nightly_e2e(
                     "(all)",
                     lambda: run_e2e_tests(
                         manifest.app,
-                        checkout.path,
+                        manifest.root,
                         list(manifest.e2e_tests),
                         service_urls(manifest, e2e_environment),
                         artifact_key(manifest.app, e2e_environment, "e2e-tests"),
@@ -64,7 +64,7 @@ async def nightly_e2e(
                         smoke_environment,
                         name,
                         lambda n=name, s=service, u=url: run_smoke_tests(
-                            n, checkout.path / s.path, list(smoke), u
+                            n, s.directory(manifest.root), list(smoke), u
                         ),
                     )
                 )

@@ -1,36 +1,42 @@
-"""A release: one commit of an application, from its changed services to an environment.
+"""A release: everything an application runs at one commit, from source to an environment.
 
-1. Scope: the services asked for, or those whose files changed since `base`, or all; plus
-   their dependents (transitively), whose integration tests must meet the new providers.
-2. First environment (dev): every changed service through its pipeline, concurrently as far
-   as the dependency graph allows (a provider is deployed before its consumers); then the
-   dependents' integration tests. Unchanged services keep their current digests.
-3. Each later environment up to `through`: a promotion of the changed services (same
-   digests, one approval where required, the whole set put back if any of it fails).
+1. Build: every service's image, found by its image key or built (compile, SAST, unit tests,
+   image, push, security gates), all at once: they do not depend on each other.
+2. The release: every digest plus the settings that change what runs (`relay.releases`), its
+   id a hash of that content, remembered in the ledger and shown as a table in the Prefect UI.
+3. First environment (dev): only the services whose digest or settings differ from what runs
+   there, over the dependency graph (a provider before its consumers), each with its
+   integration tests; then the integration tests of their consumers that did not change. The
+   others are recorded as unchanged, under the release's id.
+4. Each later environment up to `through`: a promotion of the release (`flows.promote`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime
 
 from prefect import flow, task
-from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect_docker import DockerHost
 
+from flows.build import BuiltService, build_service
 from flows.client import one_client_for_tasks
 from flows.dag import run_over_graph
-from flows.deploy import Attempt, record_outcome
+from flows.deploy import Attempt, differing, record_outcome, record_unchanged
 from flows.promote import promote
-from flows.service_pipeline import ServiceRelease, service_pipeline
+from flows.service_pipeline import ServiceRelease, deploy_service
 from relay import git
 from relay.errors import StageFailed
-from relay.graph import impact, services_touched
+from relay.graph import impact, restricted, services_touched, topological_order
 from relay.manifest import Manifest
+from relay.releases import Release, ServiceImage, Via
+from relay.wiring import release_settings, service_urls, url_variable
 from tasks.notify import NOTIFY_ON_FAILURE
-from tasks.record import artifact_key
+from tasks.release import record_arrival, record_release
 from tasks.secrets import resolve_configs
 from tasks.source import Checkout, checkout_commit, read_manifest
 from tasks.test import run_services_integration_tests
@@ -40,16 +46,34 @@ from tasks.tracing import relay_attributes, release_id
 CONCURRENCY = int(os.environ.get("RELAY_CONCURRENCY", "4"))
 
 
-@task(name="ship-service", cache_policy=NO_CACHE)
-def ship_service(
+@task(name="build-service", cache_policy=NO_CACHE)
+def build_one(
     service: str, repository: str, commit: str, environment: str, manifest_file: str
-) -> ServiceRelease:
-    """One service's pipeline as a task, so the release can run several at once: each in a
+) -> BuiltService:
+    """One service's build as a task, so that the release builds several at once: each in a
     thread of the release's task runner, its subflow on an event loop of that thread.
 
     A sync task with `asyncio.run`, not an async task awaiting the subflow: measured on this
     Prefect (3.9.1), the async form cost ~2 s more per service."""
-    return asyncio.run(service_pipeline(repository, commit, service, environment, manifest_file))
+    return asyncio.run(build_service(repository, commit, service, environment, manifest_file))
+
+
+@task(name="ship-service", cache_policy=NO_CACHE)
+def ship_service(
+    service: str,
+    repository: str,
+    commit: str,
+    environment: str,
+    built: dict[str, BuiltService],
+    release: str,
+    manifest_file: str,
+) -> ServiceRelease:
+    """One service's deployment into the first environment, as `build_one` runs its build."""
+    return asyncio.run(
+        deploy_service(
+            repository, commit, service, environment, built[service], release, manifest_file
+        )
+    )
 
 
 @flow(
@@ -66,46 +90,78 @@ async def release(
     base: str | None = None,
     manifest_file: str = "relay.yaml",
 ) -> list[ServiceRelease]:
-    """Release `commit` (changed services since `base`, or `services`, or all) to the first
-    environment, then promote it up to `through` (default: the first environment only)."""
+    """Make the release of `commit` and deploy it to the first environment, then promote it up
+    to `through` (default: the first environment only).
+
+    `services` limits what this run deploys (the release still holds every service: those are
+    built, or reused by their image key). `base` no longer decides anything, since a release
+    compares itself with what runs: it is kept for the webhook deliveries and deployments that
+    pass it, and the log says which services changed since it.
+    """
     with one_client_for_tasks():  # the tasks share one client (flows/client.py)
         checkout = checkout_commit(repository, commit)
         manifest = read_manifest(checkout, manifest_file)
         environments = list(manifest.environments)
         target = _target(manifest, through)
-        changed, dependents = _scope(manifest, checkout, services, base, manifest_file)
-        relay_attributes(
-            app=manifest.app,
-            commit=checkout.commit,
-            environment=target,
-            service=",".join(changed),
-            release_id=release_id(),
-        )
-        get_run_logger().info(
-            "release %s: changed %s; dependents to re-test %s",
-            checkout.commit[:12],
-            ", ".join(changed) or "nothing",
-            ", ".join(dependents) or "none",
-        )
         first = environments[0]
+        selected = _selected(manifest, services)
+        relay_attributes(
+            app=manifest.app, commit=checkout.commit, environment=target, release_id=release_id()
+        )
+        _log_base(manifest, checkout, base)
         for environment in environments[: environments.index(target) + 1]:
-            resolve_configs(manifest, environment, changed)  # every environment, before any deploy
-        graph = {s: [d for d in manifest.services[s].depends_on if d in changed] for s in changed}
-        shipped = run_over_graph(
-            graph,
-            ship_service,
+            resolve_configs(manifest, environment, selected)  # every environment, before any build
+
+        built = run_over_graph(
+            {name: [] for name in manifest.services},
+            build_one,
             repository=repository,
             commit=checkout.commit,
             environment=first,
             manifest_file=manifest_file,
         )
-        results = [shipped[s] for s in changed]
-        _test_dependents(manifest, checkout, first, dependents, results)
+        made = record_release(
+            _release_of(manifest, checkout, built),
+            repository,
+            {name: b.built for name, b in built.items()},
+        )
+        relay_attributes(release_id=made.id)
+
+        docker_host = DockerHost()
+        changed = differing(docker_host, manifest, made, first, selected)
+        _, dependents = impact(manifest.dependency_graph(), set(changed))
+        get_run_logger().info(
+            "release %s into %s: deploying %s; unchanged %s; consumers to re-test %s",
+            made.short_id,
+            first,
+            ", ".join(changed) or "nothing",
+            ", ".join(s for s in selected if s not in changed) or "none",
+            ", ".join(dependents) or "none",
+        )
+        shipped = run_over_graph(
+            restricted(manifest.dependency_graph(), changed),
+            ship_service,
+            repository=repository,
+            commit=checkout.commit,
+            environment=first,
+            built=built,
+            release=made.id,
+            manifest_file=manifest_file,
+        )
+        _test_dependents(manifest, checkout, first, dependents, made, list(shipped.values()))
+        unchanged = [s for s in selected if s not in changed]
+        record_unchanged([_attempt(manifest, checkout, first, made, s) for s in unchanged])
+        if set(selected) == set(manifest.services):
+            record_arrival(made, first, Via.RELEASE)
+
         for environment in environments[1 : environments.index(target) + 1]:
-            if changed:
-                await promote(repository, checkout.commit, environment, changed, manifest_file)
-        await _publish(manifest, checkout, target, results, dependents)
-        return results
+            await promote(
+                repository, checkout.commit, environment, services, manifest_file, made.id
+            )
+        return [
+            shipped[s] if s in shipped else _unchanged(manifest, first, made, built[s], s)
+            for s in selected
+        ]
 
 
 def _target(manifest: Manifest, through: str | None) -> str:
@@ -115,23 +171,73 @@ def _target(manifest: Manifest, through: str | None) -> str:
     return through
 
 
-def _scope(
-    manifest: Manifest,
-    checkout: Checkout,
-    services: list[str] | None,
-    base: str | None,
-    manifest_file: str,
-) -> tuple[list[str], list[str]]:
-    deps = manifest.dependency_graph()
-    if services:
-        manifest.check_services(services)
-        return impact(deps, set(services))
+def _selected(manifest: Manifest, services: list[str] | None) -> list[str]:
+    """The services this run deploys, in dependency order."""
+    manifest.check_services(services or [])
+    order = topological_order(manifest.dependency_graph())
+    return [s for s in order if s in (services or order)]
+
+
+def _log_base(manifest: Manifest, checkout: Checkout, base: str | None) -> None:
     if base is None:
-        return impact(deps, set(deps))
-    prefix = os.path.dirname(manifest_file)
-    paths = {name: os.path.join(prefix, s.path) for name, s in manifest.services.items()}
+        return
+    root = manifest.root.relative_to(checkout.path)
+    paths = {name: str(root / s.path) for name, s in manifest.services.items()}
     touched = services_touched(paths, git.changed_files(checkout.path, base, checkout.commit))
-    return impact(deps, touched)
+    get_run_logger().info(
+        "changed since %s: %s (the release compares every service with what runs)",
+        base[:12],
+        ", ".join(sorted(touched)) or "no service's files",
+    )
+
+
+def _release_of(manifest: Manifest, checkout: Checkout, built: dict[str, BuiltService]) -> Release:
+    return Release(
+        app=manifest.app,
+        commit=checkout.commit,
+        created_at=datetime.now(UTC),
+        services={
+            name: ServiceImage(image=b.image, commit=b.commit, tree=b.tree, key=b.key)
+            for name, b in built.items()
+        },
+        settings=release_settings(manifest),
+    )
+
+
+def _attempt(
+    manifest: Manifest, checkout: Checkout, environment: str, made: Release, service: str
+) -> Attempt:
+    entry = made.services[service]
+    return Attempt(
+        app=manifest.app,
+        service=service,
+        environment=environment,
+        image=entry.image,
+        commit=checkout.commit,
+        tree=entry.tree,
+        strategy=manifest.environments[environment].strategy,
+        release=made.id,
+        settings=made.fingerprint(environment, service),
+        cloudwatch=manifest.cloudwatch,
+        committed_at=checkout.committed_at,
+    )
+
+
+def _unchanged(
+    manifest: Manifest, environment: str, made: Release, built: BuiltService, service: str
+) -> ServiceRelease:
+    return ServiceRelease(
+        service=service,
+        environment=environment,
+        commit=made.commit,
+        tree=built.tree,
+        image=str(built.image),
+        built=built.built,
+        url=service_urls(manifest, environment)[url_variable(service)],
+        changed=False,
+        stage_seconds=built.stage_seconds,
+        release=made.id,
+    )
 
 
 def _test_dependents(
@@ -139,44 +245,15 @@ def _test_dependents(
     checkout: Checkout,
     environment: str,
     dependents: list[str],
+    made: Release,
     results: list[ServiceRelease],
 ) -> None:
     """Consumers of what changed, tested against it; a failure takes back the changed
     services' verification (the ledger records them failed, so they cannot be promoted)."""
     try:
-        run_services_integration_tests(manifest, checkout.path, environment, dependents)
+        run_services_integration_tests(manifest, environment, dependents)
     except StageFailed as exc:
         for result in results:
-            attempt = Attempt(
-                app=manifest.app,
-                service=result.service,
-                environment=environment,
-                image=result.image,
-                commit=result.commit,
-                tree=result.tree,
-                strategy=manifest.environments[environment].strategy,
-            )
+            attempt = _attempt(manifest, checkout, environment, made, result.service)
             record_outcome(attempt, exc, f"a dependent's integration tests failed: {exc}")
         raise
-
-
-async def _publish(
-    manifest: Manifest,
-    checkout: Checkout,
-    target: str,
-    results: list[ServiceRelease],
-    dependents: list[str],
-) -> None:
-    rows: list[dict[str, object]] = [
-        {"service": r.service, "role": "changed", "image": r.image, "built": r.built, "url": r.url}
-        for r in results
-    ]
-    rows += [
-        {"service": d, "role": "dependent: re-tested", "image": "", "built": False, "url": ""}
-        for d in dependents
-    ]
-    await acreate_table_artifact(
-        key=artifact_key(manifest.app, "release"),
-        table=rows or [{"service": "-", "role": "nothing changed"}],
-        description=f"Release of {manifest.app} {checkout.commit[:12]} through {target}",
-    )

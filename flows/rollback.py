@@ -1,7 +1,8 @@
 """Rollback: put the last known-good version of a service back, now.
 
 It skips smoke tests, canary steps and analysis on purpose: the target already served this
-environment successfully, and the point is seconds, not caution.
+environment successfully, and the point is seconds, not caution. A whole environment goes back
+to its previous release with `flows.rollback_environment`.
 """
 
 from __future__ import annotations
@@ -10,19 +11,15 @@ from prefect import flow
 from prefect_docker import DockerHost
 
 from flows.client import one_client_for_tasks
-from flows.deploy import Attempt, deploy_lock, recorded
-from flows.strategies import strategy_flow
+from flows.deploy import Attempt, put_in
 from relay.errors import TerminalError
 from relay.ledger import Ledger
 from relay.platforms.docker import DeployResult
+from relay.registry import ImageRef
 from relay.settings import ledger_path
-from relay.wiring import deploy_spec
-from tasks.deploy import current_version
 from tasks.logs import SHIP_LOGS
 from tasks.notify import NOTIFY_ON_FAILURE, with_hooks
-from tasks.secrets import resolve_config
 from tasks.source import checkout_commit, read_manifest
-from tasks.tracing import relay_attributes, release_id
 
 
 @flow(
@@ -41,6 +38,7 @@ async def rollback(
     with one_client_for_tasks():  # the tasks share one client (flows/client.py)
         checkout = checkout_commit(repository, ref)
         manifest = read_manifest(checkout, manifest_file)
+        manifest.check_environment(environment)
         ledger = Ledger(ledger_path())
         current = ledger.current(manifest.app, environment, service)
         if current is not None and current.strategy == "rollback":
@@ -61,30 +59,12 @@ async def rollback(
             app=manifest.app,
             service=service,
             environment=environment,
-            image=target.image,
+            image=ImageRef.parse(target.image),
             commit=target.commit,
             tree=target.tree,
             strategy="rollback",
+            release=target.release,
             comment=f"rollback to the version recorded at {target.ended_at:%Y-%m-%d %H:%M} UTC",
             cloudwatch=manifest.cloudwatch,
         )
-        relay_attributes(
-            app=manifest.app,
-            service=service,
-            environment=environment,
-            commit=target.commit,
-            digest=target.digest,
-            strategy="rollback",
-            release_id=release_id(),
-        )
-        docker_host = DockerHost()
-        config = resolve_config(manifest, environment, service)
-        attempt.config = config.label or None
-        spec = deploy_spec(
-            manifest, environment, service, target.image, target.commit, target.tree, config
-        )
-        env = manifest.environments[environment]
-        async with deploy_lock(attempt):
-            with recorded(attempt):
-                has_previous = current_version(docker_host, spec) is not None
-                return await strategy_flow("rolling")(docker_host, spec, env, has_previous, None)
+        return await put_in(DockerHost(), manifest, attempt)

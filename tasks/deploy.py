@@ -54,7 +54,7 @@ def _shift(rollout: AnyRollout, percent: int, rollback: bool = False) -> Iterato
         app=spec.app,
         service=spec.service,
         environment=spec.environment,
-        digest=spec.image.rpartition("@")[2],
+        digest=spec.image.digest,
         traffic_weight=percent,
         traffic_rollback=rollback,
     ):

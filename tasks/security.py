@@ -49,6 +49,7 @@ from relay.packages import (
     sbom_path,
 )
 from relay.platforms.kubernetes.objects import render
+from relay.registry import ImageRef
 from relay.settings import ledger_path, relay_home
 from relay.wiring import kubernetes_spec
 from tasks.record import artifact_key
@@ -82,7 +83,8 @@ def check_compliance(
     ]
     if objects is None and manifest.environments[environment].platform == "kubernetes":
         # What the platform will apply, as `relay render` prints it (no Secret values).
-        objects = render(kubernetes_spec(manifest, environment, service, image, "", ""))
+        pinned = ImageRef.parse(image)
+        objects = render(kubernetes_spec(manifest, environment, service, pinned, "", ""))
     if objects:
         violations += kubernetes_policies(objects, environment)
         violations += _checkov_objects(service, objects)

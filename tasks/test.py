@@ -49,7 +49,7 @@ def check_health(service: str, url: str) -> None:
 
 
 def run_services_integration_tests(
-    manifest: Manifest, checkout_path: Path, environment: str, services: list[str]
+    manifest: Manifest, environment: str, services: list[str]
 ) -> None:
     """The integration tests of several services against one environment, in order."""
     urls = service_urls(manifest, environment)
@@ -57,7 +57,7 @@ def run_services_integration_tests(
         spec = manifest.services[name]
         run_integration_tests(
             name,
-            checkout_path / spec.path,
+            spec.directory(manifest.root),
             spec.integration_tests,
             urls,
             artifact_key(manifest.app, name, f"{environment}-integration-tests"),

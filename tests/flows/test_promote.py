@@ -89,7 +89,7 @@ def form_description(run: FlowRun) -> str:
 
 
 def test_nothing_is_promoted_before_it_passed_the_previous_environment(shop: Shop, v1: str) -> None:
-    with pytest.raises(TerminalError, match="no image was built for commit"):
+    with pytest.raises(TerminalError, match="no release was made for commit"):
         asyncio.run(promote(str(shop.repo), v1, "staging"))
     asyncio.run(release(str(shop.repo), v1))
     with pytest.raises(TerminalError, match="has not passed staging") as refused:

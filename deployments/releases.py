@@ -1,0 +1,115 @@
+"""`relay releases` and `relay diff`: what each release holds, where it has been verified and
+where it serves, and what changes from one release or environment to another."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from relay import git
+from relay.errors import TerminalError
+from relay.ledger import Ledger
+from relay.registry import ImageRef
+from relay.releases import (
+    Release,
+    Side,
+    diff,
+    format_diff,
+    format_releases,
+    release_statuses,
+)
+from relay.settings import ledger_path, workdir
+
+
+def releases_report(app: str, environment: str | None = None, limit: int = 20) -> str:
+    ledger = Ledger(ledger_path())
+    statuses = release_statuses(
+        ledger.releases(app, limit), ledger.arrivals(app), _running(ledger, app)
+    )
+    if environment is not None:
+        statuses = [s for s in statuses if environment in s.verified or environment in s.serving]
+    if not statuses:
+        where = f" in {environment}" if environment else ""
+        return f"no releases of {app}{where} recorded; `relay run` makes one"
+    return format_releases(statuses)
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    side: Side
+    commit: str  # for the commits between
+    release: Release | None
+    environment: str | None
+
+
+def diff_report(
+    app: str, before: str, after: str, environment: str | None, repository: str | None
+) -> str:
+    """`before` and `after` are each a release (id prefix or alias) or an environment."""
+    ledger = Ledger(ledger_path())
+    known = {env for env, _ in ledger.environments(app)}
+    settings_in = environment or next((name for name in (after, before) if name in known), None)
+    a = _resolve(ledger, app, before, known, settings_in)
+    b = _resolve(ledger, app, after, known, settings_in)
+    order = sorted(set(a.side.images) | set(b.side.images))
+    changes = diff(a.side, b.side, order)
+    source = repository or next(
+        (
+            r
+            for side in (b, a)
+            if side.release is not None
+            and (r := ledger.release_repository(app, side.release.id)) is not None
+        ),
+        None,
+    )
+    return format_diff(before, after, changes, _commits(source, a.commit, b.commit))
+
+
+def _resolve(
+    ledger: Ledger, app: str, name: str, environments: set[str], settings_in: str | None
+) -> _Resolved:
+    if name not in environments:
+        made = ledger.find_release(app, name)
+        place = settings_in or next(reversed(made.settings), "")
+        return _Resolved(Side.of_release(made, place, name), made.commit, made, None)
+    running = _running(ledger, app).get(name, {})
+    arrivals = ledger.arrivals(app, name)
+    if arrivals:
+        made = ledger.find_release(app, arrivals[-1].release)
+        if all(running.get(s) == str(e.image) for s, e in made.services.items()):
+            return _Resolved(
+                Side.of_release(made, settings_in or name, name), made.commit, made, name
+            )
+    records = {s: ledger.current(app, name, s) for s in running}
+    side = Side(
+        label=name,
+        images={s: ImageRef.parse(r.image) for s, r in records.items() if r is not None},
+        commits={s: r.commit for s, r in records.items() if r is not None},
+        settings={},
+    )
+    newest = max(
+        (r for r in records.values() if r is not None), key=lambda r: r.ended_at, default=None
+    )
+    return _Resolved(side, newest.commit if newest else "", None, name)
+
+
+def _running(ledger: Ledger, app: str) -> dict[str, dict[str, str]]:
+    """Per environment, the image each service should be running (the ledger's `current`)."""
+    running: dict[str, dict[str, str]] = {}
+    for environment, service in ledger.environments(app):
+        record = ledger.current(app, environment, service)
+        if record is not None:
+            running.setdefault(environment, {})[service] = record.image
+    return running
+
+
+def _commits(repository: str | None, before: str, after: str) -> list[str]:
+    if not repository or not before or not after or before == after:
+        return []
+    checkout = Path(repository) if Path(repository).is_dir() else workdir(repository, after)
+    if not (checkout / ".git").exists() and not (checkout / "HEAD").exists():
+        return []
+    try:
+        return git.log(checkout, before, after)
+    except TerminalError:
+        return [f"(the commits between are not in {repository})"]

@@ -1,0 +1,73 @@
+"""Environment rollback: a whole environment back to the release that served it before, now.
+
+Only the services whose digest or settings differ from that release are deployed, consumers
+before providers: an old consumer works with either version of its provider, while a new
+consumer may need what only the new provider offers. Each goes the fast way (rolling: no smoke
+tests, no analysis), as a one-service rollback does. The release's own commit gives the
+settings it ran with. Rolling back again is refused: it would bring back what was rolled back.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect_docker import DockerHost
+
+from flows.client import one_client_for_tasks
+from flows.deploy import Attempt, differing, put_in, record_unchanged
+from relay.graph import topological_order
+from relay.ledger import Ledger
+from relay.manifest import Manifest
+from relay.platforms.docker import DeployResult
+from relay.releases import Release, Via, previous_release
+from relay.settings import ledger_path
+from tasks.logs import SHIP_LOGS
+from tasks.notify import NOTIFY_ON_FAILURE, with_hooks
+from tasks.release import record_arrival
+from tasks.source import checkout_commit, read_manifest
+
+
+@flow(
+    name="rollback-environment",
+    flow_run_name="rollback-{environment}",
+    **with_hooks(SHIP_LOGS, NOTIFY_ON_FAILURE),
+)
+async def rollback_environment(
+    repository: str, environment: str, ref: str = "HEAD", manifest_file: str = "relay.yaml"
+) -> list[DeployResult]:
+    """Put `environment` back to its previous release; returns what was deployed."""
+    with one_client_for_tasks():  # the tasks share one client (flows/client.py)
+        manifest = read_manifest(checkout_commit(repository, ref), manifest_file)
+        manifest.check_environment(environment)
+        ledger = Ledger(ledger_path())
+        target = previous_release(ledger.arrivals(manifest.app, environment), environment)
+        made = ledger.find_release(manifest.app, target.release)
+        then = read_manifest(checkout_commit(repository, made.commit), manifest_file)
+        return await _back_to(DockerHost(), then, made, environment)
+
+
+async def _back_to(
+    docker_host: DockerHost, manifest: Manifest, made: Release, environment: str
+) -> list[DeployResult]:
+    order = [s for s in topological_order(manifest.dependency_graph()) if s in made.services]
+    changed = differing(docker_host, manifest, made, environment, order)
+    attempts = {s: _attempt(manifest, made, environment, s) for s in order}
+    results = [await put_in(docker_host, manifest, attempts[s]) for s in reversed(changed)]
+    record_unchanged([attempts[s] for s in order if s not in changed])
+    record_arrival(made, environment, Via.ROLLBACK)
+    return results
+
+
+def _attempt(manifest: Manifest, made: Release, environment: str, service: str) -> Attempt:
+    return Attempt(
+        app=manifest.app,
+        service=service,
+        environment=environment,
+        image=made.image(service),
+        commit=made.commit,
+        tree=made.services[service].tree,
+        strategy="rollback",
+        release=made.id,
+        settings=made.fingerprint(environment, service),
+        comment=f"environment rollback to release {made.short_id} ({made.alias})",
+        cloudwatch=manifest.cloudwatch,
+    )
