@@ -95,6 +95,24 @@ def fleet_rows(data: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def promotion_rows(data: dict[str, Any]) -> list[Row]:
+    runs = _get(data, "promotion", "runs")
+    if not runs:
+        return [_missing("promotion makespan / DAG lower bound", "<= 1.1")]
+    services, window = _get(data, "promotion", "services"), _get(data, "promotion", "window_s")
+    return [
+        (
+            f"promotion makespan / DAG lower bound, {services} canaries of 3 x {window} s, "
+            f"C={r['concurrency']}",
+            f"{r['ratio']:.3f} ({r['makespan_s']:.2f} s / {r['bound_s']:.2f} s; "
+            f"one after another: {r['serial_s']:.0f} s)",
+            "<= 1.1",
+            _verdict(r["ratio"] <= 1.1 and r["providers_first"]),
+        )
+        for r in runs
+    ]
+
+
 def rollback_rows(data: dict[str, Any]) -> list[Row]:
     summary = _get(data, "rollback", "summary")
     if not summary:
@@ -217,6 +235,7 @@ def memory_rows(data: dict[str, Any]) -> list[Row]:
 SECTIONS: list[Callable[[dict[str, Any]], list[Row]]] = [
     overhead_rows,
     fleet_rows,
+    promotion_rows,
     rollback_rows,
     webhook_rows,
     memory_rows,
