@@ -10,7 +10,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from relay.errors import RelayError, TerminalError
 
@@ -100,8 +100,11 @@ def _has_commit(repo: Path, sha: str) -> bool:
 
 def tree_hash(checkout_dir: Path, sha: str, path: str) -> str:
     """The git tree hash of `path` at `sha`: the identity of a service's content."""
+    relative = PurePosixPath(path.strip("/") or ".").as_posix()
+    # `<sha>:.` is not a path git knows: a service at the repository's root is its root tree.
+    spec = f"{sha}^{{tree}}" if relative == "." else f"{sha}:{relative}"
     try:
-        return _git(["rev-parse", f"{sha}:{path.strip('/') or '.'}"], cwd=checkout_dir)
+        return _git(["rev-parse", spec], cwd=checkout_dir)
     except RelayError as exc:
         raise TerminalError(f"{path!r} does not exist at commit {sha[:12]}") from exc
 

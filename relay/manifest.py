@@ -17,12 +17,27 @@ services:                      # required, at least one; names match ^[a-z][a-z0
     depends_on: [inventory, payments]   # names of other services; no cycles
     public: false              # kubernetes: also reachable from the gateway namespace (its
                                # NetworkPolicy admits only the services that depend on it)
-    build: "python -m compileall -q ."  # a command: a string (split like a shell does, but run
-                                        # without one) or a list of arguments
+    runner: container          # container: build, unit tests, SAST and integration tests run
+                               # in a container (the stage image below); host: on the worker
+                               # with Relay's own Python (the exception, for trusted code)
+    test_target: test          # a stage of the Dockerfile with the service's test tools: the
+                               # stage image (default: the stage named `test` when there is
+                               # one, else the service's own image)
+    stage_image: null          # or an image to run the stages in, such as python:3.12-slim,
+    setup: null                # with a command run once in it (its layer is cached by the
+                               # content of the files it names), e.g.
+                               # "pip install -r requirements.txt -r requirements-dev.txt"
+    setup_files: []            # more files the setup reads, relative to path
+    # Stage commands: a string (split like a shell does, but run without one), a list of
+    # arguments, or null (no such stage). Left out, they follow the service's language:
+    # Python (pyproject.toml, requirements.txt, setup.py or *.py) the ones shown, the tests
+    # only where their folder exists; Go (go.mod) `go vet ./...` and `go test ./...`;
+    # Node (package.json) `npm test`; anything else none.
+    build: "python -m compileall -q ."
     unit_tests: "python -m pytest -q tests/unit"
     integration_tests: "python -m pytest -q tests/integration"
-    sast:
-      command: "bandit -r . -f json -x ./tests"
+    sast:                      # or null: no static analysis
+      command: "bandit -r . -f json -x ./tests"   # Python's default; none for other languages
       fail_on: high            # low | medium | high | never
       sarif: null              # for a command other than bandit: the SARIF 2.1.0 file it
                                # writes, relative to path (e.g. semgrep.sarif); its results
@@ -163,6 +178,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from relay.dockerfile import stage_names
 from relay.errors import ManifestError, TerminalError
 from relay.graph import find_cycles
 
@@ -189,10 +205,6 @@ __all__ = [
 DEFAULT_REGISTRY = "127.0.0.1:5000"
 DEFAULT_DOCKERFILE = "Dockerfile"
 DEFAULT_HEALTH = "/healthz"
-DEFAULT_BUILD = "python -m compileall -q ."
-DEFAULT_UNIT_TESTS = "python -m pytest -q tests/unit"
-DEFAULT_INTEGRATION_TESTS = "python -m pytest -q tests/integration"
-DEFAULT_SAST = "bandit -r . -f json -x ./tests"
 DEFAULT_ADVISORIES = "https://pypi.org/pypi"  # PyPI's JSON API, which carries its advisories
 DEFAULT_CANARY_STEPS = (10, 50, 100)
 DEFAULT_APPROVAL_TIMEOUT = 3600
@@ -304,6 +316,22 @@ CANARY_END = (
     "such as [10, 50, 100]"
 )
 DIRECTORY_MISSING = "directory {path!r} does not exist in {root}; create it or correct the path"
+LINK_ESCAPES = (
+    "{link!r} is a symbolic link to {target}, outside the repository ({root}); Relay builds and "
+    "tests only what the repository holds: replace the link with the files, or correct the path"
+)
+SETUP_WITHOUT_IMAGE = (
+    "needs stage_image, the image the setup runs in (such as python:3.12-slim); or move the "
+    "setup into a `test` stage of the Dockerfile and write test_target: test"
+)
+TARGET_AND_IMAGE = (
+    "test_target and stage_image both name where the stages run; keep one of them"
+)
+CONTAINER_ONLY = "applies to runner: container only; remove it, or write runner: container"
+TARGET_MISSING = (
+    "{target!r} is not a stage of {file} (it has: {stages}); add `FROM ... AS {target}` to it, "
+    "or write the name of a stage it has"
+)
 DOCKERFILE_MISSING = (
     "{file!r} does not exist; add it or set dockerfile to a file relative to {path!r}"
 )
@@ -385,6 +413,9 @@ DockerfilePath = Annotated[
     str, AfterValidator(_relative_path("the service's path", DEFAULT_DOCKERFILE))
 ]
 SarifPath = Annotated[str, AfterValidator(_relative_path("the service's path", "sast.sarif"))]
+SetupPath = Annotated[
+    str, AfterValidator(_relative_path("the service's path", "requirements-dev.txt"))
+]
 
 
 def _check_health(value: str) -> str:
@@ -417,10 +448,6 @@ def _split_command(value: object) -> object:
 Command = Annotated[list[str], BeforeValidator(_split_command)]
 """An argv list. In YAML either a string, split like a shell would (but run without one), or a
 non-empty list of strings."""
-
-
-def _command(default: str) -> Any:
-    return Field(default_factory=lambda: shlex.split(default))
 
 
 Port = Annotated[int, Field(ge=PORT_MIN, le=PORT_MAX)]
@@ -469,9 +496,10 @@ class _Model(BaseModel):
 
 class Sast(_Model):
     """Static analysis of a service's source. `sarif`, relative to the service's path, is the
-    report a non-bandit command writes (see relay/sast.py)."""
+    report a non-bandit command writes (see relay/sast.py). Without `command`, the service's
+    language decides (relay.stages.plan): bandit for Python, none for the others."""
 
-    command: Command = _command(DEFAULT_SAST)
+    command: Command | None = None
     fail_on: Literal["low", "medium", "high", "never"] = "high"
     sarif: SarifPath | None = None
 
@@ -487,10 +515,18 @@ class Service(_Model):
     depends_on: list[str] = Field(default_factory=list)
     # Kubernetes: its NetworkPolicy also admits the gateway's namespace (see `Kubernetes`).
     public: bool = False
-    build: Command = _command(DEFAULT_BUILD)
-    unit_tests: Command = _command(DEFAULT_UNIT_TESTS)
-    integration_tests: Command = _command(DEFAULT_INTEGRATION_TESTS)
-    sast: Sast = Field(default_factory=Sast)
+    # Where the stages run (relay.stages): a container by default, built from `test_target`,
+    # or `stage_image` with `setup`, or the service's own image.
+    runner: Literal["container", "host"] = "container"
+    test_target: Annotated[str, Field(min_length=1)] | None = None
+    stage_image: Annotated[str, Field(min_length=1)] | None = None
+    setup: Command | None = None
+    setup_files: list[SetupPath] = Field(default_factory=list)
+    # None when left out: the language's default (relay.stages.plan); written as null: none.
+    build: Command | None = None
+    unit_tests: Command | None = None
+    integration_tests: Command | None = None
+    sast: Sast | None = Field(default_factory=Sast)
     secret_keys: list[SecretKey] = Field(default_factory=list)
     secrets: dict[str, SecretId] = Field(default_factory=dict)
 
@@ -845,6 +881,10 @@ _EXAMPLES = {
     "memory": "256Mi",
     "public": "true",
     "build_args": "{PYTHON_VERSION: '3.12'}",
+    "runner": "container",
+    "test_target": "test",
+    "stage_image": "python:3.12-slim",
+    "setup_files": "[requirements-dev.txt]",
 }
 _MAPPING_EXAMPLES: dict[type[BaseModel], str] = {
     Service: "{path: services/orders, port: 8002}",
@@ -857,6 +897,7 @@ _MAPPING_EXAMPLES: dict[type[BaseModel], str] = {
     ResourceAmounts: "{cpu: 250m, memory: 256Mi}",
 }
 _COMMAND_FIELDS = {
+    "setup",
     "build",
     "unit_tests",
     "integration_tests",
@@ -1283,8 +1324,86 @@ def _secret_problems(
     return problems
 
 
-def _file_problems(services: Mapping[str, Service], root: Path) -> list[str]:
+def _stage_problems(services: Mapping[str, Service]) -> list[str]:
+    """Where a service's stages run: one place, and the settings that go with it."""
     problems: list[str] = []
+    for name, service in services.items():
+        where = f"services.{name}"
+        if service.test_target is not None and service.stage_image is not None:
+            problems.append(f"{where}.stage_image: {TARGET_AND_IMAGE}")
+        if service.setup is not None and service.stage_image is None:
+            problems.append(f"{where}.setup: {SETUP_WITHOUT_IMAGE}")
+        if service.runner == "host":
+            for field in ("test_target", "stage_image", "setup"):
+                if getattr(service, field) is not None:
+                    problems.append(f"{where}.{field}: {CONTAINER_ONLY}")
+    return problems
+
+
+def _repository_root(root: Path) -> Path:
+    """The checkout that holds the manifest: the nearest directory with `.git`, else its own."""
+    for candidate in (root, *root.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return root
+
+
+def _escaping_link(base: Path, relative: str, repository: Path) -> str | None:
+    """The first symbolic link on the way from `base` to `relative` that leads outside
+    `repository`, as "<link> -> <target>", or None (links inside it are fine)."""
+    outside = repository.resolve()
+    current = base
+    for part in PurePosixPath(relative).parts:
+        current = current / part
+        if current.is_symlink():
+            target = current.resolve()
+            if target != outside and outside not in target.parents:
+                return f"{current.relative_to(repository)} -> {target}"
+    return None
+
+
+def _containment_problems(services: Mapping[str, Service], root: Path) -> list[str]:
+    """Every path relay.yaml names must stay inside the repository, at any depth of links:
+    a service directory linked elsewhere would be built and tested from outside it."""
+    repository = _repository_root(root)
+    problems: list[str] = []
+    for name, service in services.items():
+        directory = service.directory(root)
+        named = [("path", root, service.path)]
+        named.append(("dockerfile", directory, service.dockerfile))
+        if service.sast is not None and service.sast.sarif is not None:
+            named.append(("sast.sarif", directory, service.sast.sarif))
+        named += [(f"setup_files[{i}]", directory, f) for i, f in enumerate(service.setup_files)]
+        for field, base, relative in named:
+            link = _escaping_link(base, relative, repository)
+            if link is not None:
+                link_name, target = link.split(" -> ", 1)
+                message = LINK_ESCAPES.format(link=link_name, target=target, root=repository)
+                problems.append(f"services.{name}.{field}: {message}")
+                break
+    return problems
+
+
+def _target_problems(services: Mapping[str, Service], root: Path) -> list[str]:
+    problems: list[str] = []
+    for name, service in services.items():
+        dockerfile = service.dockerfile_path(root)
+        if service.test_target is None or not dockerfile.is_file():
+            continue
+        stages = stage_names(dockerfile.read_text(encoding="utf-8", errors="replace"))
+        if service.test_target.lower() not in stages:
+            file = str(PurePosixPath(service.path) / service.dockerfile)
+            message = TARGET_MISSING.format(
+                target=service.test_target, file=file, stages=", ".join(stages) or "none named"
+            )
+            problems.append(f"services.{name}.test_target: {message}")
+    return problems
+
+
+def _file_problems(services: Mapping[str, Service], root: Path) -> list[str]:
+    problems = _containment_problems(services, root)
+    if problems:  # nothing is read through a link that leaves the repository
+        return problems
     for name, service in services.items():
         if not service.directory(root).is_dir():
             message = DIRECTORY_MISSING.format(path=service.path, root=root)
@@ -1293,7 +1412,7 @@ def _file_problems(services: Mapping[str, Service], root: Path) -> list[str]:
             file = str(PurePosixPath(service.path) / service.dockerfile)
             message = DOCKERFILE_MISSING.format(file=file, path=service.path)
             problems.append(f"services.{name}.dockerfile: {message}")
-    return problems
+    return problems + _target_problems(services, root)
 
 
 def _cross_field_problems(facts: _Facts, files_root: Path | None) -> list[str]:
@@ -1303,6 +1422,7 @@ def _cross_field_problems(facts: _Facts, files_root: Path | None) -> list[str]:
         *_environment_problems(facts.environments, facts.app),
         *_docker_port_problems(facts.environments, facts.ports),
         *_secret_problems(facts.services, facts.environments),
+        *_stage_problems(facts.services),
     ]
     if files_root is not None:
         problems += _file_problems(facts.services, files_root)

@@ -28,7 +28,6 @@ from relay.stages.image import (
     setup_image,
     setup_inputs,
     setup_tag,
-    stage_names,
     target_image,
 )
 
@@ -44,6 +43,5 @@ __all__ = [
     "setup_image",
     "setup_inputs",
     "setup_tag",
-    "stage_names",
     "target_image",
 ]

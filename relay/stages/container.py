@@ -40,6 +40,7 @@ __all__ = [
     "SOURCE_DIR",
     "StageRun",
     "missing_tool",
+    "missing_tool_in",
     "run_in_container",
 ]
 
@@ -149,8 +150,13 @@ def missing_tool(run: StageRun) -> str | None:
     A stage image that lacks the test runner or the analyser fails with the interpreter's or
     the shell's words; naming the tool lets the caller say which setting installs it.
     """
+    return missing_tool_in(run.output)
+
+
+def missing_tool_in(output: str) -> str | None:
+    """`missing_tool` for any command's output (a stage run on the worker, too)."""
     for pattern in _MISSING_PATTERNS:
-        found = pattern.search(run.output)
+        found = pattern.search(output)
         if found:
             return found.group("tool")
     return None

@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import tarfile
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +30,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, BuildError, ImageNotFound
 
+from relay.dockerfile import stage_names
 from relay.errors import StageFailed, TerminalError, TransientError
 from relay.stages.container import SOURCE_DIR
 
@@ -40,7 +40,6 @@ __all__ = [
     "setup_image",
     "setup_inputs",
     "setup_tag",
-    "stage_names",
     "target_image",
 ]
 
@@ -49,7 +48,6 @@ BUILT_SECONDS_LABEL = "org.relay.built-seconds"
 # inputs in their own folder so that no input (even one called Dockerfile) collides with it.
 _SETUP_DOCKERFILE = "Dockerfile"
 _SETUP_INPUTS = "inputs"
-_STAGE_LINE = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*\S+\s+AS\s+(\S+)\s*$", re.I | re.M)
 # pip's short options that take a file and may be glued to it: -rrequirements.txt
 _GLUED_FILE_OPTIONS = ("-r", "-c")
 
@@ -109,18 +107,12 @@ def target_image(
     return StageImage(tag, False, time.monotonic() - started, seconds)
 
 
-def stage_names(dockerfile_text: str) -> list[str]:
-    """The named stages of a Dockerfile (`FROM <image> AS <name>`), in order."""
-    return _STAGE_LINE.findall(dockerfile_text)
-
-
 def _check_target(context: Path, dockerfile: str, target: str) -> None:
     path = context / dockerfile
     if not path.is_file():
         raise TerminalError(f"there is no Dockerfile at {path}; check the service's dockerfile")
-    names = stage_names(path.read_text(errors="replace"))
-    # Docker compares stage names case-insensitively.
-    if target.lower() not in {name.lower() for name in names}:
+    names = stage_names(path.read_text(errors="replace"))  # in lower case, as Docker compares
+    if target.lower() not in names:
         raise StageFailed(
             f"{path} has no stage {target!r}; its stages are: {', '.join(names) or 'none'}. "
             f"Add `FROM <image> AS {target}` to it or name one of these"

@@ -88,3 +88,24 @@ def test_credentials_are_not_repeated_in_errors() -> None:
     with pytest.raises(TerminalError) as failure:
         git.resolve_commit("https://user:s3cret@127.0.0.1:9/none.git", "main")
     assert "s3cret" not in str(failure.value)
+
+
+@pytest.mark.parametrize("root", [".", "", "/", "./"])
+def test_a_service_at_the_repositorys_root_has_the_root_tree(repo: Path, root: str) -> None:
+    sha = commit(repo, {"app.py": "A = 1\n", "relay.yaml": "app: one\n"}, "one")
+    root_tree = subprocess.run(
+        ["git", "rev-parse", f"{sha}^{{tree}}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert git.tree_hash(repo, sha, root) == root_tree
+
+
+def test_log_lists_the_commits_between_newest_first(repo: Path) -> None:
+    one = commit(repo, {"x.txt": "1\n"}, "one")
+    commit(repo, {"x.txt": "2\n"}, "two")
+    three = commit(repo, {"x.txt": "3\n"}, "three")
+    assert [line.split(" ", 1)[1] for line in git.log(repo, one, three)] == ["three", "two"]
+    assert git.log(repo, three, three) == []

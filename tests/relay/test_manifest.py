@@ -88,10 +88,10 @@ def test_valid_manifest_loads_with_defaults_filled_in(tmp_path: Path) -> None:
     )
     assert orders.dockerfile == "Dockerfile"
     assert orders.health == "/healthz"
-    assert orders.build == ["python", "-m", "compileall", "-q", "."]
-    assert orders.unit_tests == ["python", "-m", "pytest", "-q", "tests/unit"]
-    assert orders.integration_tests == ["python", "-m", "pytest", "-q", "tests/integration"]
-    assert orders.sast.command == ["bandit", "-r", ".", "-f", "json", "-x", "./tests"]
+    assert orders.runner == "container" and orders.test_target is None
+    # left out: the service's language decides its commands (relay.stages.plan)
+    assert orders.build is None and orders.unit_tests is None and orders.integration_tests is None
+    assert orders.sast is not None and orders.sast.command is None
     assert orders.sast.fail_on == "high"
     assert manifest.services["inventory"].depends_on == []
 
@@ -851,3 +851,119 @@ def test_security_mistakes_are_all_reported_with_the_fix(tmp_path: Path) -> None
         "security.compliance.skip[0].reason: required key is missing; add reason: not reachable "
         "from our code",
     ]
+
+
+# --- where stages run ------------------------------------------------------------------------
+
+
+def test_stage_settings_are_read(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "    port: 8001\n",
+        "    port: 8001\n    stage_image: python:3.12-slim\n"
+        "    setup: pip install -r requirements.txt\n    setup_files: [requirements-dev.txt]\n"
+        "    unit_tests: null\n    sast: null\n",
+    )
+    inventory = load_manifest(write(tmp_path, text)).services["inventory"]
+    assert inventory.stage_image == "python:3.12-slim"
+    assert inventory.setup == ["pip", "install", "-r", "requirements.txt"]
+    assert inventory.setup_files == ["requirements-dev.txt"]
+    assert inventory.unit_tests is None and "unit_tests" in inventory.model_fields_set
+    assert inventory.sast is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (
+            "    setup: make deps\n",
+            "services.inventory.setup: needs stage_image, the image the setup runs in",
+        ),
+        (
+            "    test_target: test\n    stage_image: python:3.12-slim\n",
+            "services.inventory.stage_image: test_target and stage_image both name where",
+        ),
+        (
+            "    runner: host\n    stage_image: python:3.12-slim\n",
+            "services.inventory.stage_image: applies to runner: container only",
+        ),
+        (
+            "    runner: vm\n",
+            "services.inventory.runner: Input should be 'container' or 'host'",
+        ),
+    ],
+)
+def test_stage_settings_that_contradict_each_other_are_refused(
+    tmp_path: Path, settings: str, expected: str
+) -> None:
+    text = VALID.replace("    port: 8001\n", "    port: 8001\n" + settings)
+    found = problems(tmp_path, text)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_a_test_target_the_dockerfile_lacks_names_the_stages_it_has(tmp_path: Path) -> None:
+    text = VALID.replace("    port: 8001\n", "    port: 8001\n    test_target: tests\n")
+    path = write(tmp_path, text)
+    (tmp_path / "services/inventory/Dockerfile").write_text(
+        "FROM python:3.11-slim AS base\nFROM base AS test\nFROM base\n"
+    )
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    assert caught.value.problems == [
+        f"{path}: services.inventory.test_target: 'tests' is not a stage of "
+        "services/inventory/Dockerfile (it has: base, test); add `FROM ... AS tests` to it, or "
+        "write the name of a stage it has"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("link", "field"),
+    [
+        ("services/inventory", "path"),  # the service directory itself
+        ("services", "path"),  # a parent of it: a link at any depth
+        ("services/inventory/Dockerfile", "dockerfile"),
+        ("services/inventory/scan.sarif", "sast.sarif"),
+    ],
+)
+def test_a_path_that_links_outside_the_repository_is_refused_naming_the_link(
+    tmp_path: Path, link: str, field: str
+) -> None:
+    repository, outside = tmp_path / "repo", tmp_path / "outside"
+    (repository / ".git").mkdir(parents=True)
+    text = VALID.replace("    port: 8001\n", "    port: 8001\n    sast: {sarif: scan.sarif}\n")
+    path = write(repository, text)
+    (outside / "services" / "inventory").mkdir(parents=True)
+    (outside / "services" / "inventory" / "Dockerfile").write_text("FROM scratch\n")
+    (outside / "secret.sarif").write_text("{}")
+    target = {
+        "services/inventory": outside / "services" / "inventory",
+        "services": outside / "services",
+        "services/inventory/Dockerfile": outside / "services" / "inventory" / "Dockerfile",
+        "services/inventory/scan.sarif": outside / "secret.sarif",
+    }[link]
+    victim = repository / link
+    if victim.is_dir():
+        for child in sorted(victim.rglob("*"), reverse=True):
+            child.rmdir() if child.is_dir() else child.unlink()
+        victim.rmdir()
+    elif victim.exists():
+        victim.unlink()
+    victim.symlink_to(target)
+
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+
+    [problem] = [p for p in caught.value.problems if f"services.inventory.{field}:" in p]
+    assert (
+        f"services.inventory.{field}: '{link}' is a symbolic link to {target.resolve()}" in problem
+    )
+    assert "outside the repository" in problem
+    relay.manifest.load_manifest(path, check_files=False)  # the structure alone is fine
+
+
+def test_a_link_inside_the_repository_is_fine(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    path = write(tmp_path, VALID)
+    shared = tmp_path / "shared-inventory"
+    (tmp_path / "services/inventory").rename(shared)
+    (tmp_path / "services/inventory").symlink_to(shared)
+    assert load_manifest(path).services["inventory"].path == "services/inventory"

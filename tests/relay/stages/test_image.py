@@ -2,8 +2,8 @@
 
 Every image here is built on a base that carries a label unique to this module; images inherit
 their parent's labels, so the teardown finds and removes all of them, including the
-intermediate images a failed build leaves behind. The pure tests (`setup_inputs`, `setup_tag`,
-`stage_names`) run without the stack.
+intermediate images a failed build leaves behind. The pure tests (`setup_inputs`, `setup_tag`)
+run without the stack.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from relay.stages import (
     setup_image,
     setup_inputs,
     setup_tag,
-    stage_names,
     target_image,
 )
 
@@ -372,21 +371,3 @@ def test_setup_tag_changes_with_anything_the_setup_depends_on(
 ) -> None:
     original = setup_tag("relay-stage/shop-orders", "sha256:aaa", SETUP, INPUTS)
     assert setup_tag("relay-stage/shop-orders", base_id, setup, inputs) != original
-
-
-# --- stage_names (pure) -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "names"),
-    [
-        ("FROM python:3.11-slim AS base\nFROM base as Test\nFROM base\n", ["base", "Test"]),
-        ("from --platform=$BUILDPLATFORM golang:1.22 AS build\n", ["build"]),
-        ("  FROM scratch   AS   empty  \n", ["empty"]),
-        ("FROM python:3.11-slim\nRUN echo FROM x AS y\n", []),
-        ("# FROM x AS commented\nFROM python:3.11\n", []),
-        ("", []),
-    ],
-)
-def test_stage_names(text: str, names: list[str]) -> None:
-    assert stage_names(text) == names
