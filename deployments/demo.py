@@ -1,9 +1,11 @@
 """`relay demo`: the example shop from its first commit to production, and a bad release
 caught by the canary.
 
-1. v1 of every service: dev (build, tests), staging (same digests, e2e), prod (approved).
-2. payments v2 with a bug that only large charges hit: it passes dev and staging, and the
-   production canary rolls it back at its first step under real traffic.
+1. v1 of every service: the release goes to dev (build, tests), staging (same digests, e2e),
+   prod (approved).
+2. payments v2 with a bug that only large charges hit: its release passes dev and staging
+   (only payments differs, so only payments is deployed), and the production canary rolls it
+   back at its first step under real traffic.
 3. payments v3, fixed: the same path, and the canary takes it to 100%.
 
 The approvals are answered by the demo itself (`--auto-approve` semantics, printed), through
@@ -32,6 +34,7 @@ from prefect.deployments import run_deployment
 from blocks.aws import aws_client
 from deployments.approvals import auto_approving
 from deployments.register import register_deployments
+from deployments.releases import releases_report
 from relay.demo import commit_change, sync_repository
 from relay.errors import RelayError
 from relay.manifest import Manifest, load_manifest
@@ -127,13 +130,12 @@ def run_demo(example: Path, repo: Path, prefect_ui: str) -> int:
     print("\n== 2/3 payments v2: a fraud check that crashes on charges from $50 up")
     base, sha = sha, commit_change(repo, "services/payments/app.py", *BUG, "Payments v2: fraud")
     demo.run("release/release", commit=sha, base=base)
-    demo.run("promote/promote", commit=sha, environment="staging", services=["payments"])
+    demo.run("promote/promote", commit=sha, environment="staging")
     with ProductionTraffic(prod) as traffic:
         run = demo.run(
             "promote/promote",
             commit=sha,
             environment="prod",
-            services=["payments"],
             approver=APPROVER,
             expect_failure=True,
         )
@@ -146,13 +148,12 @@ def run_demo(example: Path, repo: Path, prefect_ui: str) -> int:
     print("\n== 3/3 payments v3: the fix, through the same gates")
     base, sha = sha, commit_change(repo, "services/payments/app.py", *FIX, "Payments v3: fix")
     demo.run("release/release", commit=sha, base=base)
-    demo.run("promote/promote", commit=sha, environment="staging", services=["payments"])
+    demo.run("promote/promote", commit=sha, environment="staging")
     with ProductionTraffic(prod) as traffic:
         demo.run(
             "promote/promote",
             commit=sha,
             environment="prod",
-            services=["payments"],
             approver=APPROVER,
         )
     print(f"client responses during the canary: {dict(traffic.statuses)}")
@@ -215,5 +216,9 @@ def _summary(repo: Path, prefect_ui: str) -> int:
             except OSError as exc:
                 version, failures = f"DOWN ({exc})", failures + 1
             print(f"  {name.removesuffix('_URL').lower():10} {url}  /version={version}")
-    print("\n`.venv/bin/relay status` and `.venv/bin/relay history payments` show the ledger.")
+    print(f"\nreleases of {manifest.app}:\n{releases_report(manifest.app)}")
+    print(
+        "\n`.venv/bin/relay status`, `relay history payments` and `relay diff staging prod "
+        f"--app {manifest.app}` show the ledger."
+    )
     return 1 if failures else 0

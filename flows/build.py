@@ -1,5 +1,6 @@
-"""One service of one commit, built once: its image found by key, or compiled, analysed, tested,
-built and pushed; then the security gates every image passes before any deployment."""
+"""One service of one commit, built once: its image found by key, or built, then compiled,
+analysed and unit-tested in its stage image (`tasks.stages`) and pushed; then the security gates
+every image passes before any deployment."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from prefect import flow
 from prefect_docker import DockerHost
 from pydantic import BaseModel
 
+from blocks import ContainerRegistry
 from flows.client import one_client_for_tasks
 from flows.timer import StageTimer
+from relay.manifest import Manifest
 from relay.registry import ImageRef
-from tasks.build import compile_service, run_unit_tests
+from relay.stages import StageImage
+from relay.stages.plan import stage_commands
 from tasks.image import (
     build_image,
     find_image,
@@ -20,11 +24,13 @@ from tasks.image import (
     push_service_image,
     tag_image,
 )
+from tasks.logs import SHIP_LOGS
 from tasks.record import artifact_key
 from tasks.sast import run_sast
 from tasks.scan import check_image_scan
 from tasks.security import audit_image_packages, check_compliance
-from tasks.source import checkout_commit, read_manifest, service_tree_hash
+from tasks.source import Checkout, checkout_commit, read_manifest, service_tree_hash
+from tasks.stages import compile_service, prepare_stage_image, run_unit_tests, site_of
 from tasks.tracing import relay_attributes
 
 
@@ -38,9 +44,10 @@ class BuiltService(BaseModel):
     key: str
     built: bool
     stage_seconds: dict[str, float]
+    notes: dict[str, str] = {}  # per stage: where it ran, cached or not, skipped and why
 
 
-@flow(name="build", flow_run_name="build-{service}")
+@flow(name="build", flow_run_name="build-{service}", **SHIP_LOGS)
 async def build_service(
     repository: str,
     commit: str,
@@ -48,8 +55,8 @@ async def build_service(
     environment: str = "dev",
     manifest_file: str = "relay.yaml",
 ) -> BuiltService:
-    """Checkout → image key → (reused, or compile → SAST → unit tests → image → push) →
-    compliance (for `environment`, where it goes first), packages and image scan gates."""
+    """Checkout → image key → (reused, or image → stage image → compile → SAST → unit tests →
+    push) → compliance (for `environment`, where it goes first), packages and image scan."""
     with one_client_for_tasks():  # the tasks share one client (flows/client.py)
         timer = StageTimer()
         with timer.stage("checkout"):
@@ -66,45 +73,15 @@ async def build_service(
         image = find_image(registry, repository_name, key)
         built = image is None
         if image is None:
-            with timer.stage("compile"):
-                compile_service(service, directory, spec.build)
-            with timer.stage("sast"):
-                run_sast(
-                    service,
-                    directory,
-                    spec.sast.command,
-                    spec.sast.fail_on,
-                    artifact_key(manifest.app, service, "sast"),
-                    spec.sast.sarif,
-                )
-            with timer.stage("unit-tests"):
-                run_unit_tests(
-                    service,
-                    directory,
-                    spec.unit_tests,
-                    artifact_key(manifest.app, service, "unit-tests"),
-                )
-            with timer.stage("image"):
-                build_image(
-                    docker_host,
-                    registry,
-                    repository_name,
-                    service,
-                    directory,
-                    spec.dockerfile,
-                    checkout.commit,
-                    tree,
-                    key,
-                    spec.build_args,
-                )
-                image = push_service_image(
-                    docker_host, registry, repository_name, checkout.commit, key
-                )
+            image = _build_and_push(
+                docker_host, registry, manifest, service, checkout, tree, key, timer
+            )
             origin = checkout.commit
         else:
             with timer.stage("image"):
                 image = tag_image(registry, image, checkout.commit)
                 origin = image_origin(registry, image) or checkout.commit
+            timer.note("image", "reused: built before from the same key")
         relay_attributes(digest=image.digest)
         with timer.stage("compliance"):  # the security gates: before any deploy
             check_compliance(manifest, service, environment, str(image))
@@ -121,4 +98,82 @@ async def build_service(
             key=key,
             built=built,
             stage_seconds=timer.seconds,
+            notes=timer.notes,
         )
+
+
+def _build_and_push(
+    docker_host: DockerHost,
+    registry: ContainerRegistry,
+    manifest: Manifest,
+    service: str,
+    checkout: Checkout,
+    tree: str,
+    key: str,
+    timer: StageTimer,
+) -> ImageRef:
+    """Image → stage image → compile → SAST → unit tests (in the stage image) → push: nothing
+    reaches the registry before its stages passed."""
+    spec = manifest.services[service]
+    repository_name = f"{manifest.app}/{service}"
+    directory = spec.directory(manifest.root)
+    commands = stage_commands(spec, directory)
+    with timer.stage("image"):
+        local = build_image(
+            docker_host,
+            registry,
+            repository_name,
+            service,
+            directory,
+            spec.dockerfile,
+            checkout.commit,
+            tree,
+            key,
+            spec.build_args,
+        )
+    with timer.stage("stage-image"):
+        prepared = prepare_stage_image(docker_host, manifest, service, key, local)
+    timer.note("stage-image", _where(prepared))
+    site = site_of(manifest, service, prepared)
+    if commands.build is not None:
+        with timer.stage("compile"):
+            compile_service(docker_host, service, site, commands.build)
+    if commands.sast is not None and spec.sast is not None:
+        with timer.stage("sast"):
+            run_sast(
+                docker_host,
+                service,
+                site,
+                commands.sast,
+                spec.sast.fail_on,
+                artifact_key(manifest.app, service, "sast"),
+                spec.sast.sarif,
+            )
+    if commands.unit_tests is not None:
+        with timer.stage("unit-tests"):
+            run_unit_tests(
+                docker_host,
+                service,
+                site,
+                commands.unit_tests,
+                artifact_key(manifest.app, service, "unit-tests"),
+            )
+    for stage, why in commands.skipped.items():
+        if stage != "integration_tests":
+            timer.note(stage.replace("_", "-").replace("build", "compile"), f"skipped: {why}")
+    with timer.stage("push"):
+        return push_service_image(docker_host, registry, repository_name, checkout.commit, key)
+
+
+def _where(prepared: StageImage | None) -> str:
+    """Where the stages ran, and what the stage image cost with and without the cache."""
+    if prepared is None:
+        return "runner: host (on the worker)"
+    if not prepared.cached:
+        return f"{prepared.image}: built in {prepared.seconds:.2f} s"
+    if prepared.built_seconds:
+        return (
+            f"{prepared.image}: cached ({prepared.seconds:.2f} s; "
+            f"{prepared.built_seconds:.2f} s when it was built)"
+        )
+    return f"{prepared.image}: the service's own image"

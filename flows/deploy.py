@@ -35,6 +35,7 @@ from relay.platforms.docker import DeployResult
 from relay.registry import ImageRef
 from relay.releases import Release
 from relay.settings import ledger_path
+from relay.stages.site import StageSite
 from relay.wiring import deploy_spec
 from tasks.deploy import current_version, serving_already
 from tasks.metrics import publish_delivery_metrics
@@ -124,10 +125,11 @@ async def deploy_lock(attempt: Attempt) -> AsyncIterator[None]:
 
 
 async def roll_out(
-    docker_host: DockerHost, manifest: Manifest, attempt: Attempt
+    docker_host: DockerHost, manifest: Manifest, attempt: Attempt, smoke: StageSite | None = None
 ) -> DeployResult:
     """Run the environment's strategy for `attempt.image`, unless it serves already (with
-    the same configuration versions: a rotated secret is deployed again)."""
+    the same configuration versions: a rotated secret is deployed again). Smoke tests, where
+    the environment has them, run at `smoke` (the service's stage image)."""
     config = resolve_config(manifest, attempt.environment, attempt.service)
     attempt.config = config.label or None
     spec = deploy_spec(
@@ -152,8 +154,7 @@ async def roll_out(
         )
     env = manifest.environments[attempt.environment]
     has_previous = current_version(docker_host, spec) is not None
-    service_dir = manifest.services[attempt.service].directory(manifest.root)
-    return await strategy_flow(env.strategy)(docker_host, spec, env, has_previous, service_dir)
+    return await strategy_flow(env.strategy)(docker_host, spec, env, has_previous, smoke)
 
 
 def differing(

@@ -7,14 +7,20 @@ from collections.abc import Callable
 
 from prefect import flow
 from prefect.artifacts import acreate_table_artifact
+from prefect_docker import DockerHost
 
 from flows.client import one_client_for_tasks
 from relay.errors import StageFailed
+from relay.ledger import Ledger
+from relay.manifest import Manifest
+from relay.releases import Release
+from relay.settings import ledger_path
+from relay.stages.site import StageSite
 from relay.wiring import service_urls, url_variable
 from tasks.notify import notify
 from tasks.record import artifact_key
 from tasks.source import checkout_commit, read_manifest
-from tasks.test import check_health, run_e2e_tests, run_smoke_tests
+from tasks.test import check_health, run_e2e_tests, run_smoke_tests, stage_site
 
 
 @flow(name="nightly-e2e", flow_run_name="nightly-e2e-{e2e_environment}-{smoke_environment}")
@@ -47,6 +53,8 @@ async def nightly_e2e(
             )
         urls = service_urls(manifest, smoke_environment)
         smoke = manifest.environments[smoke_environment].smoke_tests
+        docker_host = DockerHost()
+        made = Ledger(ledger_path()).release_of_commit(manifest.app, checkout.commit)
         for name, service in manifest.services.items():
             url = urls[url_variable(name)]
             rows.append(
@@ -63,8 +71,8 @@ async def nightly_e2e(
                         "smoke tests",
                         smoke_environment,
                         name,
-                        lambda n=name, s=service, u=url: run_smoke_tests(
-                            n, s.directory(manifest.root), list(smoke), u
+                        lambda n=name, u=url: run_smoke_tests(
+                            docker_host, n, _site(docker_host, manifest, made, n), list(smoke), u
                         ),
                     )
                 )
@@ -81,6 +89,17 @@ async def nightly_e2e(
                 summary + ": " + "; ".join(f"{r['check']} {r['service']}" for r in failed)
             )
         return rows
+
+
+def _site(
+    docker_host: DockerHost, manifest: Manifest, made: Release | None, service: str
+) -> StageSite:
+    """Smoke tests run in the service's stage image when this commit made a release (its
+    image key finds that image); else on the worker."""
+    if made is None or service not in made.services:
+        return StageSite(manifest.services[service].directory(manifest.root))
+    entry = made.services[service]
+    return stage_site(docker_host, manifest, service, entry.key, str(entry.image))
 
 
 def _check(check: str, environment: str, service: str, run: Callable[[], object]) -> dict[str, str]:

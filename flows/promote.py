@@ -50,6 +50,7 @@ from relay.platforms.docker import DeployResult
 from relay.promotion import approval_description, previous_environment
 from relay.releases import Release, Via
 from relay.settings import ledger_path
+from relay.stages.site import StageSite
 from relay.wiring import service_urls, url_variable
 from tasks.logs import SHIP_LOGS
 from tasks.notify import NOTIFY_ON_FAILURE, with_hooks
@@ -60,7 +61,7 @@ from tasks.scan import check_image_scans
 from tasks.secrets import resolve_configs
 from tasks.security import check_security
 from tasks.source import Checkout, checkout_commit, read_manifest
-from tasks.test import run_e2e_tests, run_services_integration_tests
+from tasks.test import run_e2e_tests, run_services_integration_tests, stage_site
 from tasks.tracing import relay_attributes, release_id
 
 # How many services of a promotion are deployed at once (RELAY_CONCURRENCY), as in a release.
@@ -69,7 +70,10 @@ CONCURRENCY = int(os.environ.get("RELAY_CONCURRENCY", "4"))
 
 @task(name="roll-out-service", cache_policy=NO_CACHE)
 def roll_out_service(
-    service: str, attempts: dict[str, Attempt], manifest: Manifest
+    service: str,
+    attempts: dict[str, Attempt],
+    manifest: Manifest,
+    sites: dict[str, StageSite | None],
 ) -> tuple[Attempt, DeployResult]:
     """One service of the train with its environment's strategy, in a thread of the
     promotion's task runner; its own failure is recorded here, the train's fate by the flow.
@@ -78,7 +82,7 @@ def roll_out_service(
     on Prefect's copy of its parameters, not on the flow's."""
     attempt = replace(attempts[service], started_at=datetime.now(UTC))
     try:
-        result = asyncio.run(roll_out(DockerHost(), manifest, attempt))
+        result = asyncio.run(roll_out(DockerHost(), manifest, attempt, sites.get(service)))
         return replace(attempt, switched_at=datetime.now(UTC)), result
     except BaseException as exc:
         record_outcome(attempt, exc, str(exc))
@@ -136,10 +140,11 @@ async def promote(
         async with AsyncExitStack() as locks:
             for service in changed:  # always in dependency order: no two promotions deadlock
                 await locks.enter_async_context(deploy_lock(attempts[service]))
-            deployed = await _deploy_train(docker_host, manifest, changed, attempts)
+            sites = _smoke_sites(docker_host, manifest, made, environment, changed)
+            deployed = await _deploy_train(docker_host, manifest, changed, attempts, sites)
             try:
                 if not env.approval.required and changed:
-                    _verify(manifest, checkout, environment, changed)
+                    _verify(docker_host, manifest, made, environment, changed)
             except Exception as exc:
                 await _put_back_train(docker_host, manifest, attempts, deployed, exc)
             for service in changed:
@@ -151,7 +156,11 @@ async def promote(
 
 
 async def _deploy_train(
-    docker_host: DockerHost, manifest: Manifest, changed: list[str], attempts: dict[str, Attempt]
+    docker_host: DockerHost,
+    manifest: Manifest,
+    changed: list[str],
+    attempts: dict[str, Attempt],
+    sites: dict[str, StageSite | None],
 ) -> dict[str, DeployResult]:
     """Deploy `changed` over the dependency graph, independent services at once; on a failure
     nothing more starts, the running ones end, and the train is put back. `attempts` is
@@ -163,6 +172,7 @@ async def _deploy_train(
         stop_on_failure=True,
         attempts=attempts,
         manifest=manifest,
+        sites=sites,
     )
     deployed: dict[str, DeployResult] = {}
     for service, (attempt, result) in run.results.items():
@@ -203,11 +213,33 @@ def _selected(manifest: Manifest, made: Release, services: list[str] | None) -> 
     return [s for s in order if s in made.services and s in (services or order)]
 
 
-def _verify(manifest: Manifest, checkout: Checkout, environment: str, services: list[str]) -> None:
+def _smoke_sites(
+    docker_host: DockerHost,
+    manifest: Manifest,
+    made: Release,
+    environment: str,
+    services: list[str],
+) -> dict[str, StageSite | None]:
+    """Where each service's smoke tests run (its stage image), when the environment has any."""
+    if not manifest.environments[environment].smoke_tests:
+        return {}
+    return {
+        s: stage_site(docker_host, manifest, s, made.services[s].key, str(made.image(s)))
+        for s in services
+    }
+
+
+def _verify(
+    docker_host: DockerHost,
+    manifest: Manifest,
+    made: Release,
+    environment: str,
+    services: list[str],
+) -> None:
     """The promoted services' and their dependents' integration tests, then the end-to-end
     tests. Production skips them: its checks are the strategy's (smoke tests, analysis)."""
     changed, dependents = impact(manifest.dependency_graph(), set(services))
-    run_services_integration_tests(manifest, environment, changed + dependents)
+    run_services_integration_tests(docker_host, manifest, made, environment, changed + dependents)
     if manifest.e2e_tests:
         run_e2e_tests(
             manifest.app,

@@ -90,8 +90,8 @@ async def release(
     base: str | None = None,
     manifest_file: str = "relay.yaml",
 ) -> list[ServiceRelease]:
-    """Make the release of `commit` and deploy it to the first environment, then promote it up
-    to `through` (default: the first environment only).
+    """Release `commit`: make its release (every service's digest and settings), deploy it to
+    the first environment, then promote it up to `through` (default: the first only).
 
     `services` limits what this run deploys (the release still holds every service: those are
     built, or reused by their image key). `base` no longer decides anything, since a release
@@ -148,7 +148,7 @@ async def release(
             release=made.id,
             manifest_file=manifest_file,
         )
-        _test_dependents(manifest, checkout, first, dependents, made, list(shipped.values()))
+        _test_dependents(docker_host, manifest, checkout, first, dependents, made, shipped)
         unchanged = [s for s in selected if s not in changed]
         record_unchanged([_attempt(manifest, checkout, first, made, s) for s in unchanged])
         if set(selected) == set(manifest.services):
@@ -241,19 +241,20 @@ def _unchanged(
 
 
 def _test_dependents(
+    docker_host: DockerHost,
     manifest: Manifest,
     checkout: Checkout,
     environment: str,
     dependents: list[str],
     made: Release,
-    results: list[ServiceRelease],
+    shipped: dict[str, ServiceRelease],
 ) -> None:
     """Consumers of what changed, tested against it; a failure takes back the changed
     services' verification (the ledger records them failed, so they cannot be promoted)."""
     try:
-        run_services_integration_tests(manifest, environment, dependents)
+        run_services_integration_tests(docker_host, manifest, made, environment, dependents)
     except StageFailed as exc:
-        for result in results:
+        for result in shipped.values():
             attempt = _attempt(manifest, checkout, environment, made, result.service)
             record_outcome(attempt, exc, f"a dependent's integration tests failed: {exc}")
         raise

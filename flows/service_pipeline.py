@@ -19,13 +19,14 @@ from flows.deploy import Attempt, deploy_lock, recorded, roll_out, verified
 from flows.timer import StageTimer
 from relay.errors import TerminalError
 from relay.manifest import Manifest
+from relay.stages.plan import stage_commands
 from relay.wiring import service_urls
 from tasks.logs import SHIP_LOGS
 from tasks.notify import NOTIFY_ON_FAILURE, with_hooks
 from tasks.record import artifact_key, publish_summary
 from tasks.secrets import resolve_configs
 from tasks.source import checkout_commit, read_manifest
-from tasks.test import run_integration_tests
+from tasks.test import run_integration_tests, stage_site
 from tasks.tracing import relay_attributes, release_id
 
 
@@ -41,6 +42,7 @@ class ServiceRelease(BaseModel):
     url: str
     changed: bool
     stage_seconds: dict[str, float]
+    notes: dict[str, str] = {}  # per stage: where it ran, cached or not, skipped and why
     release: str = ""  # the release it belongs to, when it is in one
 
 
@@ -88,19 +90,32 @@ async def deploy_service(
             cloudwatch=manifest.cloudwatch,
             committed_at=checkout.committed_at,
         )
+        tests = stage_commands(spec, spec.directory(manifest.root)).integration_tests
+        needs_site = tests is not None or manifest.environments[environment].smoke_tests
+        site = (
+            stage_site(docker_host, manifest, service, built.key, str(built.image))
+            if needs_site
+            else None
+        )
         async with deploy_lock(attempt):
             with recorded(attempt):
                 with timer.stage("deploy"):
-                    deployed = await roll_out(docker_host, manifest, attempt)
+                    deployed = await roll_out(docker_host, manifest, attempt, site)
                 async with verified(docker_host, manifest, [(attempt, deployed)]):
-                    with timer.stage("integration-tests"):
-                        run_integration_tests(
-                            service,
-                            spec.directory(manifest.root),
-                            spec.integration_tests,
-                            service_urls(manifest, environment),
-                            artifact_key(manifest.app, service, f"{environment}-integration-tests"),
-                        )
+                    if tests is not None and site is not None:
+                        with timer.stage("integration-tests"):
+                            run_integration_tests(
+                                docker_host,
+                                service,
+                                site,
+                                tests,
+                                service_urls(manifest, environment),
+                                artifact_key(
+                                    manifest.app, service, f"{environment}-integration-tests"
+                                ),
+                            )
+                    else:
+                        timer.note("integration-tests", "skipped: no integration tests")
         result = ServiceRelease(
             service=service,
             environment=environment,
@@ -111,6 +126,7 @@ async def deploy_service(
             url=deployed.url,
             changed=deployed.changed,
             stage_seconds={**built.stage_seconds, **timer.seconds},
+            notes={**built.notes, **timer.notes},
             release=release or "",
         )
         publish_summary(manifest.app, result.model_dump(), checkout.subject, checkout.author)
@@ -119,7 +135,7 @@ async def deploy_service(
 
 @flow(
     name="service-pipeline",
-    flow_run_name="{service}-{environment}-pipeline",
+    flow_run_name="{service}-{environment}",
     **with_hooks(SHIP_LOGS, NOTIFY_ON_FAILURE),
 )
 async def service_pipeline(

@@ -8,10 +8,15 @@ from contextlib import contextmanager
 
 
 class StageTimer:
-    """Seconds per named stage, rounded to hundredths; a stage that raises is timed too."""
+    """Seconds per named stage, rounded to hundredths (a stage that raises is timed too), and
+    a note per stage where there is something to say (cached, skipped and why)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.notes: dict[str, str] = {}
+
+    def note(self, stage: str, text: str) -> None:
+        self.notes[stage] = text
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

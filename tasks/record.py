@@ -22,8 +22,11 @@ def artifact_key(*parts: str) -> str:
 @task(name="publish-summary", cache_policy=NO_CACHE)
 def publish_summary(app: str, release: dict[str, Any], subject: str, author: str) -> str:
     service, environment = release["service"], release["environment"]
+    notes = release.get("notes", {})
+    names = [*release["stage_seconds"], *(n for n in notes if n not in release["stage_seconds"])]
     stages = "\n".join(
-        f"| {name} | {seconds:.2f} s |" for name, seconds in release["stage_seconds"].items()
+        f"| {name} | {_seconds(release['stage_seconds'].get(name))} | {notes.get(name, '')} |"
+        for name in names
     )
     built = "built and pushed" if release["built"] else "reused (same content already built)"
     deployed = "switched to this image" if release["changed"] else "already serving this image"
@@ -37,8 +40,8 @@ def publish_summary(app: str, release: dict[str, Any], subject: str, author: str
 | deploy | {deployed} |
 | serves at | [{release["url"]}]({release["url"]}) |
 
-| stage | time |
-|---|---|
+| stage | time | note |
+|---|---|---|
 {stages}
 """
     create_markdown_artifact(
@@ -47,6 +50,10 @@ def publish_summary(app: str, release: dict[str, Any], subject: str, author: str
         description=f"{service} {release['commit'][:12]} in {environment}",
     )
     return markdown
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.2f} s" if value is not None else "-"
 
 
 @task(name="record-deployment", cache_policy=NO_CACHE)

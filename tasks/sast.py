@@ -1,26 +1,29 @@
 """SAST stage: static analysis of a service's source, gated by the manifest's threshold.
 
-Bandit's JSON is read from the command's output; another tool's findings from the SARIF file
-the manifest says it writes (`sast.sarif`). Without either, the exit code decides.
+It runs where the service's other stages run (its stage image, `tasks.stages`). Bandit's JSON
+is read from the command's output; another tool's findings from the SARIF file the manifest
+says it writes (`sast.sarif`), copied back out of the container. Without either, the exit code
+decides.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect_docker import DockerHost
 
-from relay.commands import run_command
 from relay.errors import StageFailed
 from relay.sast import Finding, SarifError, blocking, parse_bandit, parse_sarif
+from relay.stages.site import StageSite
+from tasks.stages import run_in_site, tool_hint
 
 
 @task(name="run-sast", cache_policy=NO_CACHE)
 def run_sast(
+    docker_host: DockerHost,
     service: str,
-    directory: Path,
+    site: StageSite,
     command: list[str],
     fail_on: str,
     artifact_key: str,
@@ -33,16 +36,17 @@ def run_sast(
             the declared SARIF file is missing or unreadable (a gate that cannot read its
             tool's report must not pass).
     """
-    report = directory / sarif if sarif else None
-    if report is not None:
-        report.unlink(missing_ok=True)  # a report left by an earlier run is not this run's
-    result = run_command(command, cwd=directory, timeout=600)
-    findings = parse_bandit(result.output) if report is None else _read_sarif(service, report)
-    if report is not None and findings is None:
-        raise StageFailed(
-            f"{service}: SAST command {' '.join(command)} exited {result.exit_code} without "
-            f"writing {sarif} (services.{service}.sast.sarif):\n{result.tail()}"
-        )
+    result = run_in_site(docker_host, site, command, timeout=600, files=[sarif] if sarif else [])
+    if sarif is None:
+        findings = parse_bandit(result.output)
+    else:
+        findings = _read_sarif(service, sarif, result.files.get(sarif))
+        if findings is None:
+            raise StageFailed(
+                f"{service}: SAST command {' '.join(command)} exited {result.exit_code} without "
+                f"writing {sarif} (services.{service}.sast.sarif) in {result.where}:\n"
+                f"{result.tail()}{tool_hint(service, 'sast.command', result)}"
+            )
     findings = findings or []
     rows = [
         {
@@ -69,15 +73,18 @@ def run_sast(
             "Fix them, or set services.<name>.sast.fail_on in relay.yaml"
         )
     if not result.ok and not findings:
-        raise StageFailed(f"{service}: SAST command {' '.join(command)} failed:\n{result.tail()}")
+        raise StageFailed(
+            f"{service}: SAST command {' '.join(command)} failed in {result.where}:\n"
+            f"{result.tail()}{tool_hint(service, 'sast.command', result)}"
+        )
     return findings
 
 
-def _read_sarif(service: str, report: Path) -> list[Finding] | None:
-    """The findings in `report`, or None when the command did not write it."""
-    if not report.is_file():
+def _read_sarif(service: str, name: str, report: bytes | None) -> list[Finding] | None:
+    """The findings in the report, or None when the command did not write it."""
+    if report is None:
         return None
     try:
-        return parse_sarif(report.read_text(encoding="utf-8", errors="replace"))
+        return parse_sarif(report.decode("utf-8", errors="replace"))
     except SarifError as exc:
-        raise StageFailed(f"{service}: SAST report {report.name} is not SARIF: {exc}") from None
+        raise StageFailed(f"{service}: SAST report {name} is not SARIF: {exc}") from None

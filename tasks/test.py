@@ -1,4 +1,10 @@
-"""Test stages that run against deployed services."""
+"""Test stages that run against deployed services.
+
+Integration and smoke tests run where the service's other stages run (its stage image,
+`tasks.stages`), with host networking so that `<NAME>_URL` on loopback reaches the services.
+The application's end-to-end tests belong to no service: they run on the worker, from the
+directory of `relay.yaml`.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +12,53 @@ from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect_docker import DockerHost
 
-from relay.commands import CommandResult
 from relay.errors import StageFailed
 from relay.manifest import Manifest
 from relay.platforms.docker import health_ok
+from relay.releases import Release
+from relay.stages.plan import stage_commands
+from relay.stages.site import StageResult, StageSite
 from relay.wiring import service_urls
-from tasks.build import run_tests
 from tasks.record import artifact_key
+from tasks.stages import prepare_stage_image, run_tests, site_of
 
 
 @task(name="run-integration-tests", cache_policy=NO_CACHE)
 def run_integration_tests(
-    service: str, directory: Path, command: list[str], urls: dict[str, str], artifact_key: str
-) -> CommandResult:
+    docker_host: DockerHost,
+    service: str,
+    site: StageSite,
+    command: list[str],
+    urls: dict[str, str],
+    artifact_key: str,
+) -> StageResult:
     """Run the service's tests against the environment; `urls` become `<NAME>_URL` variables.
 
     Not retried: a flaky integration test is a finding to fix, not to hide.
     """
-    return run_tests("integration tests", service, directory, command, artifact_key, env=urls)
+    return run_tests(
+        docker_host, "integration tests", service, site, command, artifact_key, urls, "host"
+    )
 
 
 @task(name="run-smoke-tests", cache_policy=NO_CACHE)
-def run_smoke_tests(service: str, directory: Path, command: list[str], url: str) -> CommandResult:
+def run_smoke_tests(
+    docker_host: DockerHost, service: str, site: StageSite, command: list[str], url: str
+) -> StageResult:
     """Tests against the new version directly (its own slot), before it gets any traffic."""
-    return run_tests("smoke tests", service, directory, command, "", env={"SERVICE_URL": url})
+    env = {"SERVICE_URL": url}
+    return run_tests(docker_host, "smoke tests", service, site, command, "", env, "host")
 
 
 @task(name="run-e2e-tests", cache_policy=NO_CACHE)
 def run_e2e_tests(
     app: str, directory: Path, command: list[str], urls: dict[str, str], artifact_key: str
-) -> CommandResult:
-    """The application's end-to-end tests against a whole environment."""
-    return run_tests("end-to-end tests", app, directory, command, artifact_key, env=urls)
+) -> StageResult:
+    """The application's end-to-end tests against a whole environment, on the worker."""
+    site = StageSite(directory)
+    return run_tests(DockerHost(), "end-to-end tests", app, site, command, artifact_key, urls)
 
 
 @task(name="check-health", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -48,17 +68,35 @@ def check_health(service: str, url: str) -> None:
         raise StageFailed(f"{service}: {url} did not answer 200")
 
 
+def stage_site(
+    docker_host: DockerHost, manifest: Manifest, service: str, key: str, image: str
+) -> StageSite:
+    """Where `service`'s tests run: its stage image (prepared, or found by content)."""
+    prepared = prepare_stage_image(docker_host, manifest, service, key, image)
+    return site_of(manifest, service, prepared)
+
+
 def run_services_integration_tests(
-    manifest: Manifest, environment: str, services: list[str]
+    docker_host: DockerHost,
+    manifest: Manifest,
+    release: Release,
+    environment: str,
+    services: list[str],
 ) -> None:
-    """The integration tests of several services against one environment, in order."""
+    """The integration tests of several services of `release` against one environment, in
+    order; a service without integration tests is skipped."""
     urls = service_urls(manifest, environment)
     for name in services:
         spec = manifest.services[name]
+        command = stage_commands(spec, spec.directory(manifest.root)).integration_tests
+        if command is None:
+            continue
+        entry = release.services[name]
         run_integration_tests(
+            docker_host,
             name,
-            spec.directory(manifest.root),
-            spec.integration_tests,
+            stage_site(docker_host, manifest, name, entry.key, str(entry.image)),
+            command,
             urls,
             artifact_key(manifest.app, name, f"{environment}-integration-tests"),
         )

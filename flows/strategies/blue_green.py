@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 from prefect_docker import DockerHost
 
@@ -11,6 +9,7 @@ from flows.client import one_client_for_tasks
 from flows.strategies.execute import execute_plan
 from relay.manifest import Environment
 from relay.platforms import DeployResult, Spec
+from relay.stages.site import StageSite
 from relay.strategies import blue_green as strategy
 
 
@@ -20,9 +19,7 @@ async def blue_green(
     spec: Spec,
     env: Environment,
     has_previous: bool,
-    smoke_directory: Path | None = None,
+    smoke: StageSite | None = None,
 ) -> DeployResult:
     with one_client_for_tasks():  # the tasks share one client (flows/client.py)
-        return await execute_plan(
-            strategy.plan(env, has_previous), docker_host, spec, env, smoke_directory
-        )
+        return await execute_plan(strategy.plan(env, has_previous), docker_host, spec, env, smoke)

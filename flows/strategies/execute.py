@@ -11,7 +11,6 @@ the other, so the flow simply calls them; only waiting (pauses, a person's decis
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from prefect.logging import get_run_logger
 from prefect_docker import DockerHost
@@ -22,6 +21,7 @@ from relay.errors import NotApproved, RolledBack, StageFailed
 from relay.manifest import Environment
 from relay.platforms import AnyRollout, DeployResult, Spec
 from relay.platforms.docker import Rollout, health_ok
+from relay.stages.site import StageSite
 from relay.strategies.steps import (
     Analyze,
     Pause,
@@ -73,14 +73,14 @@ async def execute_plan(
     docker_host: DockerHost,
     spec: Spec,
     env: Environment,
-    smoke_directory: Path | None,
+    smoke: StageSite | None,
 ) -> DeployResult:
     run = _Run(docker_host, spec, env)
     logger = get_run_logger()
     logger.info("%s plan for %s: %s", plan.strategy, spec.service, "; ".join(plan.describe()))
     try:
         for step in plan.steps:
-            await _execute(step, run, smoke_directory)
+            await _execute(step, run, smoke)
     except BaseException as exc:  # a cancellation or Ctrl-C too: never leave a canary serving
         if run.rollout is not None and not run.switched:
             abort_rollout(docker_host, run.rollout)
@@ -90,15 +90,16 @@ async def execute_plan(
     return run.started.result()
 
 
-async def _execute(step: object, run: _Run, smoke_directory: Path | None) -> None:
+async def _execute(step: object, run: _Run, smoke: StageSite | None) -> None:
     match step:
         case StartNew():
             run.rollout = start_new_version(run.docker_host, run.spec)
         case SmokeTest():
-            if run.env.smoke_tests and smoke_directory is not None:
+            if run.env.smoke_tests and smoke is not None:
                 run_smoke_tests(
+                    run.docker_host,
                     run.spec.service,
-                    smoke_directory,
+                    smoke,
                     list(run.env.smoke_tests),
                     run.started.slot_url,
                 )

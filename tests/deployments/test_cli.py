@@ -17,7 +17,7 @@ def relay(*args: str) -> subprocess.CompletedProcess[str]:
 def test_validate_accepts_the_example() -> None:
     result = relay("validate", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
-    assert "4 services" in result.stdout and "dev, staging, prod" in result.stdout
+    assert "5 services" in result.stdout and "dev, staging, prod" in result.stdout
 
 
 def test_validate_lists_every_problem_with_file_and_field(tmp_path: Path) -> None:

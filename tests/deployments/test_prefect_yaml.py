@@ -17,7 +17,14 @@ from tests.flows.shop import Shop, shop_repository
 
 pytestmark = pytest.mark.stack
 
-NAMES = {"release", "promote", "rollback", "service-pipeline", "nightly-e2e"}
+NAMES = {
+    "release",
+    "promote",
+    "rollback",
+    "rollback-environment",
+    "service-pipeline",
+    "nightly-e2e",
+}
 
 
 @pytest.fixture(scope="module")

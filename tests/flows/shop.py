@@ -59,17 +59,34 @@ def config_secret(app: str, environment: str) -> str:
     return f"{app}-{environment}-config"
 
 
+# The four services that call each other; the example's catalog (a third-party dependency in
+# its stage image) is left out unless a test asks for it, so that each test builds only what
+# it exercises.
+CALLING = ("gateway", "orders", "inventory", "payments")
+
+
 @contextmanager
 def shop_repository(
-    factory: pytest.TempPathFactory, prefix: str, offsets: dict[str, int]
+    factory: pytest.TempPathFactory,
+    prefix: str,
+    offsets: dict[str, int],
+    services: tuple[str, ...] = CALLING,
 ) -> Iterator[Shop]:
     repo = factory.mktemp(prefix) / "shop"
     shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
     app = f"{prefix}-{uuid.uuid4().hex[:6]}"
     shop = Shop(repo, app)
+    for directory in (repo / "services").iterdir():
+        if directory.name not in services:
+            shutil.rmtree(directory)
 
     def configure(manifest: dict[str, Any]) -> None:
         manifest["app"] = app
+        manifest["services"] = {
+            name: {**spec, "depends_on": [d for d in spec.get("depends_on", []) if d in services]}
+            for name, spec in manifest["services"].items()
+            if name in services
+        }
         for name, offset in offsets.items():
             manifest["environments"][name]["port_offset"] = offset
             manifest["environments"][name]["secrets"] = config_secret(app, name)

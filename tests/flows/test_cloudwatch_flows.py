@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 
 from deployments.approvals import waiting_runs
 from flows.promote import promote
+from flows.release import release
 from flows.service_pipeline import service_pipeline
 from relay.errors import NotApproved, RolledBack
 from relay.ledger import Ledger, Outcome
@@ -39,7 +39,7 @@ def cloudwatch() -> Any:
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory, cloudwatch: Any) -> Iterator[Shop]:
-    with shop_repository(tmp_path_factory, "cwatch", OFFSETS) as shop:
+    with shop_repository(tmp_path_factory, "cwatch", OFFSETS, services=(SERVICE,)) as shop:
         alarms = [canary_alarm(shop), block_alarm(shop)]
         for name in alarms:
             cloudwatch.put_metric_alarm(
@@ -58,7 +58,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory, cloudwatch: Any) -> Iterator[
             # Tests after a deploy are not what this module is about: quick ones, no e2e.
             manifest.pop("e2e_tests", None)
             for service in manifest["services"].values():
-                service["integration_tests"] = [sys.executable, "-c", "pass"]
+                service["integration_tests"] = ["python", "-c", "pass"]  # in its stage image
             dev = manifest["environments"]["dev"]
             dev["strategy"] = "canary"
             dev["canary_steps"] = [50, 100]
@@ -92,7 +92,7 @@ def block_alarm(shop: Shop) -> str:
 @pytest.fixture(scope="module")
 def v1(shop: Shop) -> str:
     commit = shop.commit("Initial shop")
-    asyncio.run(service_pipeline(str(shop.repo), commit, SERVICE, "dev"))
+    asyncio.run(release(str(shop.repo), commit))  # a release, so that it can be promoted
     return commit
 
 
