@@ -104,6 +104,13 @@ WORK_POOL = "relay"
 BASE_IMAGE = "python:3.11-slim"
 BASE_IMAGE_RELAY = "relay/python-base:3.11"
 BASE_IMAGE_LABEL = "relay.base-image"
+# Bumped whenever the base image's content changes, so that a machine that built an older one
+# builds it again: 2 added libgcc_s (glibc loads it to end threads; without it a Python
+# process that stops a server thread on SIGTERM aborts).
+BASE_IMAGE_REVISION = "2"
+REVISION_LABEL = "relay.base-revision"
+# Libraries glibc opens itself at run time, which `ldd` does not name.
+_LOADED_AT_RUN_TIME = ("libgcc_s.so.1",)
 IMAGE_PATH = "/usr/local/bin:/usr/bin:/bin"
 HOST_PYTHON = Path("/usr/bin/python3.11")
 HOST_STDLIB = Path("/usr/lib/python3.11")
@@ -380,7 +387,7 @@ def _image_inspect(paths: _Paths, ref: str) -> dict[str, Any] | None:
 
 def _docker_client(paths: _Paths, timeout: int = 300) -> Any:
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker
     except ImportError as e:
         raise StackError(
             "the docker SDK is not installed in this Python "
@@ -835,6 +842,22 @@ def _shared_libraries(binaries: list[Path]) -> list[str]:
     return sorted(libs)
 
 
+def _run_time_libraries() -> list[str]:
+    """Host paths of `_LOADED_AT_RUN_TIME`, as the dynamic loader's cache knows them."""
+    cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    found = []
+    for name in _LOADED_AT_RUN_TIME:
+        paths = [
+            line.split("=>", 1)[1].strip()
+            for line in cache.splitlines()
+            if line.strip().startswith(f"{name} ") and "=>" in line
+        ]
+        if not paths:
+            raise StackError(f"base-image: {name} not found on the host (Debian's libgcc-s1)")
+        found.append(paths[0])
+    return found
+
+
 def _pip_source() -> tuple[Path, Path | None]:
     spec = importlib.util.find_spec("pip")
     if spec is None or not spec.submodule_search_locations:
@@ -903,7 +926,7 @@ def _write_rootfs(dest: Path) -> dict[str, str]:
         fs.symlink("usr/bin/python", "python3.11")
         fs.tree(HOST_STDLIB, "usr/lib/python3.11", _stdlib_excluded)
         dynload = sorted((HOST_STDLIB / "lib-dynload").glob("*.so"))
-        for lib in _shared_libraries([HOST_PYTHON, *dynload]):
+        for lib in [*_shared_libraries([HOST_PYTHON, *dynload]), *_run_time_libraries()]:
             fs.file(Path(lib), _image_arc(lib))
         # a shell: busybox-static and its applets as symlinks in /bin (= /usr/bin)
         fs.file(BUSYBOX, "usr/bin/busybox")
@@ -956,7 +979,7 @@ def _verify_base_image(paths: _Paths, client: Any) -> None:
     labels = {MANAGED_LABEL: "true"}
     script = (
         "echo ok && ls /bin/ls >/dev/null && python3 -c "
-        "'import ssl, sqlite3, json, ctypes, uuid, hashlib; "
+        '\'import ssl, sqlite3, json, ctypes, uuid, hashlib; ctypes.CDLL("libgcc_s.so.1"); '
         'assert ssl.create_default_context().cert_store_stats()["x509_ca"] > 0\' '
         "&& pip --version"
     )
@@ -1003,6 +1026,7 @@ def _build_base_image(paths: _Paths) -> str:
             "ENV PIP_ROOT_USER_ACTION=ignore",
             f"LABEL {BASE_IMAGE_LABEL}={json.dumps(description)}",
             f"LABEL relay.python-version={facts['python']}",
+            f"LABEL {REVISION_LABEL}={BASE_IMAGE_REVISION}",
             f"LABEL org.opencontainers.image.description={json.dumps(description)}",
             'CMD ["python3"]',
         ]
@@ -1030,6 +1054,9 @@ def _ensure_base_image(paths: _Paths) -> tuple[str, str]:
     """Returns (verb, detail) for the progress line."""
     ours = _image_inspect(paths, BASE_IMAGE_RELAY)
     verb = "present"
+    labels = ((ours or {}).get("Config") or {}).get("Labels") or {}
+    if ours is not None and labels.get(REVISION_LABEL) != BASE_IMAGE_REVISION:
+        ours = None  # an older revision: built again (images built FROM it keep theirs)
     if ours is None:
         _build_base_image(paths)
         ours = _image_inspect(paths, BASE_IMAGE_RELAY)
