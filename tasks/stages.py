@@ -90,10 +90,9 @@ def _ensure_local(client: docker.DockerClient, image: str) -> None:
 
 
 def site_of(manifest: Manifest, service: str, prepared: StageImage | None) -> StageSite:
-    return StageSite(
-        manifest.services[service].directory(manifest.root),
-        prepared.image if prepared is not None else None,
-    )
+    spec = manifest.services[service]
+    image = prepared.image if prepared is not None else None
+    return StageSite.of(spec.directory(manifest.root), spec.path, image)
 
 
 def run_in_site(

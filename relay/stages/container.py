@@ -97,6 +97,7 @@ def run_in_container(
     timeout: float = 600,
     collect: Sequence[str] = (),
     name_hint: str = "stage",
+    workdir: str = SOURCE_DIR,
 ) -> StageRun:
     """Run `argv` in a new container of `image`, on a copy of `source` at `SOURCE_DIR`.
 
@@ -112,6 +113,9 @@ def run_in_container(
         timeout: Seconds the command may run.
         collect: Absolute paths in the container to read back once it has exited.
         name_hint: What the stage is, for the `relay.stage.name` label.
+        workdir: Where the copy of `source` goes and the command runs: `SOURCE_DIR`, or a
+            directory under it that keeps the service's path in its repository (tests that
+            know their directory's name still find it).
 
     Returns:
         The exit code, the output's tail and the collected files; a non-zero exit is not raised.
@@ -125,11 +129,12 @@ def run_in_container(
     """
     command = list(argv)
     _check_request(command, source, collect)
+    _check_workdir(workdir)
     started = time.monotonic()
-    container = _create(client, image, command, env, network, name_hint)
+    container = _create(client, image, command, env, network, name_hint, workdir)
     try:
         try:
-            _copy_in(container, source)
+            _copy_in(container, source, workdir)
             _start(container, image, command)
             exit_code = _wait(container, image, command, timeout)
             output = _read_output(container)
@@ -193,6 +198,12 @@ def _check_request(argv: list[str], source: Path, collect: Sequence[str]) -> Non
         raise TerminalError("; ".join(problems))
 
 
+def _check_workdir(workdir: str) -> None:
+    parts = posixpath.normpath(workdir).split("/")
+    if not workdir.startswith(SOURCE_DIR) or ".." in workdir.split("/") or parts[:2] != ["", "src"]:
+        raise TerminalError(f"workdir {workdir!r}: write {SOURCE_DIR} or a directory under it")
+
+
 def _create(
     client: docker.DockerClient,
     image: str,
@@ -200,6 +211,7 @@ def _create(
     env: Mapping[str, str] | None,
     network: str,
     name_hint: str,
+    workdir: str,
 ) -> Container:
     try:
         return client.containers.create(
@@ -208,7 +220,7 @@ def _create(
             # An image built from a service's Dockerfile may have an ENTRYPOINT; it would wrap
             # the stage command (`entrypoint.sh pytest ...`). An empty one runs argv as given.
             entrypoint=[],
-            working_dir=SOURCE_DIR,
+            working_dir=workdir,
             environment=dict(env or {}),
             network_mode=network,
             cap_drop=["ALL"],
@@ -225,24 +237,27 @@ def _create(
         raise TransientError(f"cannot create a container of {image}: {exc.explanation}") from exc
 
 
-def _copy_in(container: Container, source: Path) -> None:
+def _copy_in(container: Container, source: Path, workdir: str) -> None:
     """Extract `_write_archive`'s tar at `/` in the (created, not started) container."""
     with tempfile.TemporaryFile() as archive:
-        _write_archive(archive, source)
+        _write_archive(archive, source, workdir)
         archive.seek(0)
         container.put_archive("/", archive)
 
 
-def _write_archive(archive: IO[bytes], source: Path) -> None:
-    """A tar of `source` as `src/...` plus an empty `relay-reports/`.
+def _write_archive(archive: IO[bytes], source: Path, workdir: str = SOURCE_DIR) -> None:
+    """A tar of `source` as `<workdir>/...` (its parents created) plus an empty
+    `relay-reports/`.
 
     Symlinks stay symlinks (their targets on the worker are never read), so a link planted
     in the sources cannot carry a worker file into the container. Everything is owned by root
     and writable by all: the image's USER may be anyone, and the copy is thrown away.
     """
-    top = SOURCE_DIR.lstrip("/")
+    top = posixpath.normpath(workdir).lstrip("/")
     with tarfile.open(fileobj=archive, mode="w") as tar:
-        tar.addfile(_directory_entry(top))
+        parts = top.split("/")
+        for depth in range(1, len(parts) + 1):
+            tar.addfile(_directory_entry("/".join(parts[:depth])))
         tar.addfile(_directory_entry(REPORT_DIR.lstrip("/")))
         for path in _walk(source):
             _add(tar, path, posixpath.join(top, path.relative_to(source).as_posix()))
@@ -368,9 +383,10 @@ def _fetch(container: Container, path: str) -> bytes | None:
     else in the container is treated as not written.
     """
     try:
-        chunks, info = container.get_archive(path)
+        chunks, stat_header = container.get_archive(path)
     except NotFound:
         return None
+    info = stat_header or {}
     if int(info.get("mode", 0)) & _GO_MODE_TYPE:
         return None
     if int(info.get("size", 0)) > FILE_LIMIT:

@@ -10,6 +10,7 @@ comes back by name.
 
 from __future__ import annotations
 
+import posixpath
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
@@ -28,10 +29,21 @@ __all__ = ["StageResult", "StageSite", "run_stage"]
 
 @dataclass(frozen=True)
 class StageSite:
-    """A service's directory, and the image its stage commands run in (None: the worker)."""
+    """A service's directory, and the image its stage commands run in (None: the worker).
+
+    In a container the directory is copied to `inside`: under `/src`, at the service's path in
+    its repository (`/src/services/orders`), so that tests which know the name of their
+    directory find it as they do in a checkout.
+    """
 
     directory: Path
     image: str | None = None
+    inside: str = SOURCE_DIR
+
+    @classmethod
+    def of(cls, directory: Path, path_in_repository: str, image: str | None) -> StageSite:
+        inside = PurePosixPath(SOURCE_DIR, path_in_repository).as_posix()
+        return cls(directory, image, posixpath.normpath(inside))
 
     @property
     def where(self) -> str:
@@ -89,7 +101,7 @@ def run_stage(
     if client is None:
         raise TerminalError(f"a Docker engine is needed to run {argv[0]!r} in {site.image}")
     report_paths = {name: f"{REPORT_DIR}/{name}" for name in reports}
-    file_paths = {path: f"{SOURCE_DIR}/{path}" for path in files}
+    file_paths = {path: f"{site.inside}/{path}" for path in files}
     run = run_in_container(
         client,
         site.image,
@@ -100,6 +112,7 @@ def run_stage(
         timeout=timeout,
         collect=[*report_paths.values(), *file_paths.values()],
         name_hint=argv[0] if argv else "stage",
+        workdir=site.inside,
     )
     return StageResult(
         argv=run.argv,

@@ -389,3 +389,20 @@ def test_stage_run_reads_like_a_command_result() -> None:
     result = stage_run("\n".join(str(n) for n in range(100)), exit_code=0)
     assert result.ok and result.tail(3) == "97\n98\n99"
     assert not stage_run("boom").ok
+
+
+@stack
+def test_the_sources_keep_their_path_in_the_repository_under_src(
+    client: docker.DockerClient, source: Path, hint: str
+) -> None:
+    """A test that finds its service by its directory's name (as the shop's conftest does)."""
+    code = "import os, pkg; print(os.getcwd(), os.path.basename(os.getcwd()), pkg.VALUE)"
+    result = run(client, BASE, code, source, hint, workdir=f"{SOURCE_DIR}/services/orders")
+    assert result.ok, result.output
+    assert result.output.strip() == "/src/services/orders orders from the sources"
+
+
+@pytest.mark.parametrize("workdir", ["/tmp/x", "/src/../etc", "src/relative", "/srcx"])
+def test_a_workdir_outside_src_is_refused(workdir: str, source: Path) -> None:
+    with pytest.raises(TerminalError, match=f"workdir '{workdir}'"):
+        run_in_container(None, BASE, ["true"], source, workdir=workdir)  # type: ignore[arg-type]
