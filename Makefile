@@ -53,4 +53,4 @@ bench: venv
 	@scripts/with-stack bash -c '$(VENV)/bin/python bench/fleet.py $(FLEET_ARGS) && $(VENV)/bin/python bench/promotion.py $(PROMOTION_ARGS) && $(VENV)/bin/python bench/overhead.py $(OVERHEAD_ARGS) && $(VENV)/bin/python bench/rollback.py $(BENCH_ARGS) && $(VENV)/bin/python bench/memory.py $(MEMORY_ARGS) && $(VENV)/bin/python bench/webhooks.py $(WEBHOOK_ARGS) && $(VENV)/bin/python bench/webhooks.py --backend postgresql $(WEBHOOK_ARGS) && $(VENV)/bin/python bench/report.py'
 
 lint: venv
-	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy

@@ -54,7 +54,11 @@ def _remote_commit(repository: str, ref: str) -> str:
         out = _git(["ls-remote", repository, f"refs/heads/{ref}", f"refs/tags/{ref}*"])
     except RelayError as exc:
         raise TerminalError(f"cannot read repository {redact(repository)}: {exc}") from exc
-    refs = dict(reversed(line.split("\t", 1)) for line in out.splitlines() if "\t" in line)
+    refs: dict[str, str] = {}
+    for line in out.splitlines():
+        sha, tab, name = line.partition("\t")
+        if tab:
+            refs[name] = sha
     for name in (f"refs/heads/{ref}", f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}"):
         if name in refs:
             return refs[name]

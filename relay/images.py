@@ -57,13 +57,20 @@ def build_image(
             forcerm=True,
         )
     except BuildError as exc:
-        lines = [str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log]
+        lines = [_log_text(chunk, "stream", "error") for chunk in exc.build_log]
         tail = "".join(lines)[-3000:]
         raise StageFailed(f"docker build of {context} failed: {exc.msg}\n{tail}") from exc
     except APIError as exc:
         raise StageFailed(f"docker build of {context} failed: {exc.explanation}") from exc
-    lines = [str(chunk.get("stream", "")) for chunk in logs]
+    lines = [_log_text(chunk, "stream") for chunk in logs]
     return BuiltImage(image_id=str(image.id), tag=tag, log_tail="".join(lines)[-2000:])
+
+
+def _log_text(chunk: object, *keys: str) -> str:
+    """The text of one chunk of the engine's build log (a JSON object), by the first key set."""
+    if not isinstance(chunk, dict):
+        return ""
+    return next((str(chunk[key]) for key in keys if key in chunk), "")
 
 
 def push_image(

@@ -324,9 +324,7 @@ SETUP_WITHOUT_IMAGE = (
     "needs stage_image, the image the setup runs in (such as python:3.12-slim); or move the "
     "setup into a `test` stage of the Dockerfile and write test_target: test"
 )
-TARGET_AND_IMAGE = (
-    "test_target and stage_image both name where the stages run; keep one of them"
-)
+TARGET_AND_IMAGE = "test_target and stage_image both name where the stages run; keep one of them"
 CONTAINER_ONLY = "applies to runner: container only; remove it, or write runner: container"
 TARGET_MISSING = (
     "{target!r} is not a stage of {file} (it has: {stages}); add `FROM ... AS {target}` to it, "

@@ -157,7 +157,7 @@ class DockerPlatform:
 
     def running(self, app: str, environment: str, service: str) -> list[Running]:
         """The service's containers in this environment, read from their labels."""
-        filters = {
+        filters: dict[str, str | list[str] | bool] = {
             "label": [
                 f"{LABEL}.managed=true",
                 f"{LABEL}.app={app}",
@@ -300,7 +300,8 @@ class DockerPlatform:
         self._remove(name)  # a leftover of an interrupted deploy, never the serving one
         port = spec.route.slots[slot]
         try:
-            return self.client.containers.run(
+            # docker's stubs leave "unless-stopped" out of the restart policies it takes.
+            container: Container = self.client.containers.run(  # type: ignore[call-overload]
                 str(spec.image),
                 name=name,
                 detach=True,
@@ -322,6 +323,7 @@ class DockerPlatform:
                 # before serves again and the labels still say what it is.
                 restart_policy={"Name": "unless-stopped"},
             )
+            return container
         except APIError as exc:
             raise TransientError(f"could not start {name}: {exc.explanation}") from exc
 
@@ -356,7 +358,9 @@ class DockerPlatform:
 
     def remove_all(self, app: str, environment: str) -> int:
         """Remove every container of an application environment (tests and teardown)."""
-        filters = {"label": [f"{LABEL}.app={app}", f"{LABEL}.env={environment}"]}
+        filters: dict[str, str | list[str] | bool] = {
+            "label": [f"{LABEL}.app={app}", f"{LABEL}.env={environment}"]
+        }
         containers = self.client.containers.list(all=True, filters=filters)
         for c in containers:
             c.remove(force=True)

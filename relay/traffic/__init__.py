@@ -22,6 +22,10 @@ class TrafficRouter(Protocol):
 
     def set_weight(self, service: str, weights: dict[str, int]) -> None: ...
 
+    def mark_healthy(self, service: str, slot: str) -> None:
+        """The slot passed Relay's own health check: route to it without waiting for the
+        router's next check (a no-op where the router has none)."""
+
     def weights(self, service: str) -> dict[str, int]: ...
 
     def stats(self, service: str) -> dict[str, dict[str, str]]: ...

@@ -44,10 +44,11 @@ class Cluster:
     """
 
     def __init__(self, api_client: ApiClient) -> None:
-        self.dynamic = DynamicClient(api_client)
+        self.dynamic = DynamicClient(api_client)  # type: ignore[no-untyped-call]
 
     def resource(self, api_version: str, kind: str) -> Resource:
-        return self.dynamic.resources.get(api_version=api_version, kind=kind)
+        found: Resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        return found
 
     def serves(self, api_version: str, kind: str) -> bool:
         """Whether the API knows the kind (e.g. the Gateway API CRDs are installed)."""
@@ -67,7 +68,7 @@ class Cluster:
         """
         resource = self.resource(obj["apiVersion"], obj["kind"])
         try:
-            stored = self.dynamic.server_side_apply(
+            stored = self.dynamic.server_side_apply(  # type: ignore[no-untyped-call]
                 resource,
                 body=obj,
                 field_manager=MANAGER,
@@ -121,7 +122,7 @@ def _api_error(doing: str, exc: DynamicApiError) -> Exception:
 
 def _status_message(exc: DynamicApiError) -> str:
     try:
-        return str(json.loads(exc.body).get("message", ""))
+        return str(json.loads(exc.body or "").get("message", ""))
     except (TypeError, ValueError):
         return ""
 
@@ -130,7 +131,7 @@ def _conflict_message(obj: Obj, exc: DynamicApiError) -> str:
     """The Status of a 409 lists one cause per field: 'conflict with "kubectl-edit" using
     apps/v1: .spec.replicas'."""
     try:
-        causes: list[dict[str, Any]] = json.loads(exc.body)["details"]["causes"]
+        causes: list[dict[str, Any]] = json.loads(exc.body or "")["details"]["causes"]
     except (TypeError, ValueError, KeyError):
         causes = []
     fields = [_cause(cause) for cause in causes] or [_status_message(exc) or "some fields"]
