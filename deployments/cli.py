@@ -435,8 +435,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _repository(value: str) -> str:
+    """A local repository as an absolute path: runs, the ledger and later commands may start
+    elsewhere, where `.` is another directory. A URL is kept as it is."""
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.is_dir() else value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if getattr(args, "repo", None):
+        args.repo = _repository(args.repo)
     try:
         return int(args.func(args))
     except ManifestError as exc:

@@ -45,12 +45,13 @@ class _Resolved:
 def diff_report(
     app: str, before: str, after: str, environment: str | None, repository: str | None
 ) -> str:
-    """`before` and `after` are each a release (id prefix or alias) or an environment."""
+    """`before` and `after` are each an environment, a release (id prefix or alias), or a
+    commit of `repository` (a branch, tag or SHA: the release it made)."""
     ledger = Ledger(ledger_path())
     known = {env for env, _ in ledger.environments(app)}
     settings_in = environment or next((name for name in (after, before) if name in known), None)
-    a = _resolve(ledger, app, before, known, settings_in)
-    b = _resolve(ledger, app, after, known, settings_in)
+    a = _resolve(ledger, app, before, known, settings_in, repository)
+    b = _resolve(ledger, app, after, known, settings_in, repository)
     order = sorted(set(a.side.images) | set(b.side.images))
     changes = diff(a.side, b.side, order)
     source = repository or next(
@@ -66,10 +67,15 @@ def diff_report(
 
 
 def _resolve(
-    ledger: Ledger, app: str, name: str, environments: set[str], settings_in: str | None
+    ledger: Ledger,
+    app: str,
+    name: str,
+    environments: set[str],
+    settings_in: str | None,
+    repository: str | None,
 ) -> _Resolved:
     if name not in environments:
-        made = ledger.find_release(app, name)
+        made = _release(ledger, app, name, repository)
         place = settings_in or next(reversed(made.settings), "")
         return _Resolved(Side.of_release(made, place, name), made.commit, made, None)
     running = _running(ledger, app).get(name, {})
@@ -91,6 +97,27 @@ def _resolve(
         (r for r in records.values() if r is not None), key=lambda r: r.ended_at, default=None
     )
     return _Resolved(side, newest.commit if newest else "", None, name)
+
+
+def _release(ledger: Ledger, app: str, name: str, repository: str | None) -> Release:
+    """A release by id prefix or alias, else the release the commit `name` made."""
+    try:
+        return ledger.find_release(app, name)
+    except TerminalError as unknown:
+        where = repository or "."
+        if not Path(where).is_dir():
+            raise
+        try:
+            commit = git.resolve_commit(where, name)
+        except TerminalError:
+            raise unknown from None
+        made = ledger.release_of_commit(app, commit)
+        if made is None:
+            raise TerminalError(
+                f"commit {commit[:12]} ({name}) made no release of {app}; run `relay run --ref "
+                f"{name}` first, or name a release (`relay releases` lists them)"
+            ) from None
+        return made
 
 
 def _running(ledger: Ledger, app: str) -> dict[str, dict[str, str]]:

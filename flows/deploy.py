@@ -42,7 +42,7 @@ from tasks.metrics import publish_delivery_metrics
 from tasks.notify import notify_rollback
 from tasks.record import record_deployment
 from tasks.secrets import resolve_config
-from tasks.tracing import relay_attributes, release_id
+from tasks.tracing import relay_attributes
 
 LOCK_WAIT_SECONDS = 3600
 # How long the deploy lock outlives a process that dies holding it (a killed worker runs no
@@ -221,7 +221,7 @@ async def put_in(docker_host: DockerHost, manifest: Manifest, attempt: Attempt) 
         commit=attempt.commit,
         digest=attempt.image.digest,
         strategy="rollback",
-        release_id=attempt.release or release_id(),
+        release_id=attempt.release,
     )
     config = resolve_config(manifest, attempt.environment, attempt.service)
     attempt.config = config.label or None

@@ -62,7 +62,7 @@ from tasks.secrets import resolve_configs
 from tasks.security import check_security
 from tasks.source import Checkout, checkout_commit, read_manifest
 from tasks.test import run_e2e_tests, run_services_integration_tests, stage_site
-from tasks.tracing import relay_attributes, release_id
+from tasks.tracing import relay_attributes
 
 # How many services of a promotion are deployed at once (RELAY_CONCURRENCY), as in a release.
 CONCURRENCY = int(os.environ.get("RELAY_CONCURRENCY", "4"))
@@ -127,7 +127,7 @@ async def promote(
             commit=made.commit,
             service=",".join(selected),
             strategy=env.strategy,
-            release_id=made.id or release_id(),
+            release_id=made.id,
         )
         changed = differing(docker_host, manifest, made, environment, selected)
         attempts = {s: _attempt(manifest, environment, made, s, checkout) for s in selected}

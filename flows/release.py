@@ -40,7 +40,7 @@ from tasks.release import record_arrival, record_release
 from tasks.secrets import resolve_configs
 from tasks.source import Checkout, checkout_commit, read_manifest
 from tasks.test import run_services_integration_tests
-from tasks.tracing import relay_attributes, release_id
+from tasks.tracing import relay_attributes
 
 # How many services of a release are built and deployed at once (RELAY_CONCURRENCY).
 CONCURRENCY = int(os.environ.get("RELAY_CONCURRENCY", "4"))
@@ -105,9 +105,7 @@ async def release(
         target = _target(manifest, through)
         first = environments[0]
         selected = _selected(manifest, services)
-        relay_attributes(
-            app=manifest.app, commit=checkout.commit, environment=target, release_id=release_id()
-        )
+        relay_attributes(app=manifest.app, commit=checkout.commit, environment=target)
         _log_base(manifest, checkout, base)
         for environment in environments[: environments.index(target) + 1]:
             resolve_configs(manifest, environment, selected)  # every environment, before any build

@@ -27,7 +27,7 @@ from tasks.record import artifact_key, publish_summary
 from tasks.secrets import resolve_configs
 from tasks.source import checkout_commit, read_manifest
 from tasks.test import run_integration_tests, stage_site
-from tasks.tracing import relay_attributes, release_id
+from tasks.tracing import relay_attributes
 
 
 class ServiceRelease(BaseModel):
@@ -75,7 +75,7 @@ async def deploy_service(
             commit=checkout.commit,
             digest=built.image.digest,
             strategy=manifest.environments[environment].strategy,
-            release_id=release or release_id(),
+            release_id=release,
         )
         docker_host = DockerHost()
         attempt = Attempt(

@@ -28,7 +28,7 @@ def publish_summary(app: str, release: dict[str, Any], subject: str, author: str
         f"| {name} | {_seconds(release['stage_seconds'].get(name))} | {notes.get(name, '')} |"
         for name in names
     )
-    built = "built and pushed" if release["built"] else "reused (same content already built)"
+    built = "built and pushed" if release["built"] else "reused, built before from the same key"
     deployed = "switched to this image" if release["changed"] else "already serving this image"
     markdown = f"""# {service} → {environment}
 
@@ -36,7 +36,7 @@ def publish_summary(app: str, release: dict[str, Any], subject: str, author: str
 |---|---|
 | commit | `{release["commit"]}` — {subject} ({author}) |
 | tree | `{release["tree"]}` |
-| image | `{release["image"]}` ({built}) |
+| image | `{release["image"]}`: {built} |
 | deploy | {deployed} |
 | serves at | [{release["url"]}]({release["url"]}) |
 

@@ -12,7 +12,8 @@ already (e.g. by `opentelemetry-instrument prefect worker start`) is left alone.
 
 Relay adds what a trace needs to be searched by: `relay_attributes` puts `relay.app`,
 `relay.service`, `relay.environment`, `relay.commit`, `relay.digest`, `relay.strategy` and
-`relay.release.id` (the top-level run of the release or promotion) on the current run's span,
+`relay.release.id` (the release's id, `relay.releases`: the same in every environment it
+reaches, and none for a run outside a release) on the current run's span,
 and `platform_span` wraps the calls into platforms (`image push`, `traffic shift`) in spans of
 their own, so their latency is visible apart from the task around them.
 """
@@ -29,14 +30,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
-from prefect import runtime
 
 __all__ = [
     "ATTRIBUTE_PREFIX",
     "configure_tracing",
     "platform_span",
     "relay_attributes",
-    "release_id",
 ]
 
 ATTRIBUTE_PREFIX = "relay."
@@ -79,14 +78,6 @@ def _exporter() -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter()
-
-
-def release_id() -> str | None:
-    """The id of the top-level run (release, promotion, rollback) this run belongs to: what
-    groups the spans, logs and ledger records of one release."""
-    if runtime.flow_run.id is None:
-        return None
-    return str(runtime.flow_run.root_flow_run_id)
 
 
 def _attributes(values: dict[str, AttributeValue | None]) -> dict[str, AttributeValue]:

@@ -47,7 +47,12 @@ def product(sku: str, environ: Mapping[str, str]) -> dict[str, Any] | None:
     name, cents = PRODUCTS[sku]
     locale = environ.get("LOCALE", "en_US")
     currency = environ.get("CURRENCY", "USD")
-    return {"sku": sku, "name": name, "price_cents": cents, "price": price_text(cents, locale, currency)}
+    return {
+        "sku": sku,
+        "name": name,
+        "price_cents": cents,
+        "price": price_text(cents, locale, currency),
+    }
 
 
 def answer(path: str, environ: Mapping[str, str]) -> tuple[int, object]:
@@ -60,7 +65,9 @@ def answer(path: str, environ: Mapping[str, str]) -> tuple[int, object]:
         return 200, [product(sku, environ) for sku in PRODUCTS]
     if (match := _PRODUCT.fullmatch(path)) is not None:
         found = product(match["sku"], environ)
-        return (200, found) if found is not None else (404, {"error": f"unknown sku {match['sku']}"})
+        return (
+            (200, found) if found is not None else (404, {"error": f"unknown sku {match['sku']}"})
+        )
     return 404, {"error": f"no route for GET {path}"}
 
 
