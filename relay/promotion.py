@@ -65,9 +65,9 @@ def approval_description(
             what = f"`{_hex(change.after)}` unchanged"
         rows.append(f"| {change.service} | {what} | {change.after_commit[:10]} | {when} |")
     changed = sum(change.image_changed for change in changes)
-    return f"""## Deploy **{release.app}** release `{release.short_id}` to **{environment}**?
+    return f"""## Deploy **{release.app}** to **{environment}**?
 
-Release {release.alias}, commit `{release.commit}` by {author}: {subject}
+Release `{release.short_id}` ({release.alias}), commit `{release.commit}` by {author}: {subject}
 
 {changed} of {len(changes)} service(s) change in {environment}; the others stay as they run.
 

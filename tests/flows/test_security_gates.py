@@ -185,6 +185,8 @@ def test_a_dockerfile_running_as_root_fails_compliance_with_the_rule_and_fix(
     shop: Shop, clean: dict[str, str]
 ) -> None:
     before = head(shop)
+    lines = (shop.repo / "services/inventory/Dockerfile").read_text().splitlines()
+    final_from = max(n for n, line in enumerate(lines, start=1) if line.startswith("FROM "))
     shop.edit("services/inventory/Dockerfile", "USER 65534\n", "")
     try:
         with pytest.raises(StageFailed) as refused:
@@ -195,7 +197,8 @@ def test_a_dockerfile_running_as_root_fails_compliance_with_the_rule_and_fix(
     message = str(refused.value)
     assert "inventory: 2 compliance violation(s) for dev:" in message
     assert (
-        "services/inventory/Dockerfile:2: RELAY_NON_ROOT the container does not run as root: "
+        f"services/inventory/Dockerfile:{final_from}: RELAY_NON_ROOT the container does not run "
+        "as root: "
         "add `USER 65534` (or another non-root user) as the Dockerfile's last USER; it has no USER"
     ) in message
     assert (
