@@ -13,7 +13,9 @@ The ledger records every attempt, so the four DORA measures follow from it over 
 
 `delivery_metrics` computes them, `format_metrics` is `relay metrics`' table, `metric_data`
 the same numbers for CloudWatch (`relay.aws.cloudwatch.put_metrics`), `table_rows` for a
-Prefect table artifact.
+Prefect table artifact. `attempt_metrics` is one attempt's share of them, sent to CloudWatch
+after every ledger record: both follow the same rules (`_is_change`, `_FAILED`, runs of
+failures), so a number in CloudWatch and in `relay metrics` means the same thing.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from relay.tables import table
 
 __all__ = [
     "DeliveryMetrics",
+    "attempt_metrics",
     "delivery_metrics",
     "format_metrics",
     "metric_data",
@@ -78,16 +81,26 @@ def delivery_metrics(records: Iterable[Record], now: datetime, days: int) -> lis
     return [_measure(app, env, svc, days, group) for (app, env, svc), group in groups.items()]
 
 
+def _is_change(record: Record) -> bool:
+    """A deployment of something new: it deployed (not rejected, not left unchanged) and it is
+    not a rollback, which restores an old version."""
+    return record.strategy != ROLLBACK and record.outcome in _DEPLOYED
+
+
+def _lead_seconds(record: Record, commit_time: datetime | None) -> float | None:
+    """Commit → this success; None for a rollback, an unknown commit time, or clock skew."""
+    if record.outcome != Outcome.SUCCEEDED or record.strategy == ROLLBACK or commit_time is None:
+        return None
+    lead = (record.ended_at - commit_time).total_seconds()
+    return lead if lead >= 0 else None
+
+
 def _measure(
     app: str, environment: str, service: str, days: int, records: Sequence[Record]
 ) -> DeliveryMetrics:
-    changes = [r for r in records if r.strategy != ROLLBACK and r.outcome in _DEPLOYED]
+    changes = [r for r in records if _is_change(r)]
     successes = [r for r in changes if r.outcome == Outcome.SUCCEEDED]
-    leads = [
-        (r.ended_at - r.committed_at).total_seconds()
-        for r in successes
-        if r.committed_at is not None and r.committed_at <= r.ended_at
-    ]
+    leads = [lead for r in successes if (lead := _lead_seconds(r, r.committed_at)) is not None]
     restores = _restore_seconds(records)
     return DeliveryMetrics(
         app=app,
@@ -114,6 +127,76 @@ def _restore_seconds(records: Sequence[Record]) -> list[float]:
             restores.append((record.ended_at - first_failure.ended_at).total_seconds())
             first_failure = None
     return restores
+
+
+def attempt_metrics(
+    record: Record, history: Iterable[Record], commit_time: datetime | None
+) -> list[MetricDatum]:
+    """One deployment attempt's delivery metrics for CloudWatch.
+
+    Args:
+        record: The attempt, as the ledger saved it.
+        history: Earlier attempts of the same service in the same environment, newest first
+            (as `Ledger.history` returns them); `record` itself and anything appended after it
+            (by id) are skipped.
+        commit_time: When the deployed commit was made, for the lead time; None when unknown.
+
+    Returns:
+        * `Deployments` (Count, 1) for every attempt, once with App/Service/Environment and once
+          more with Outcome as well: CloudWatch keys a metric by its exact dimensions, so the
+          total and the split by outcome are separate metrics. An unchanged service is no
+          attempt: nothing.
+        * `Failures` (Count, 1 failed or rolled back, 0 succeeded) for a change only: its
+          average over a period is the change failure rate. A rejection deployed nothing and a
+          rollback is no change (as in `relay metrics`): neither has one.
+        * `LeadTimeSeconds`: commit → success of a change with a known commit time.
+        * `TimeToRestoreSeconds`: when a success follows failed or rolled-back attempts, from
+          the end of the first of them to the end of this success (a fix or a rollback).
+    """
+    if record.outcome == Outcome.UNCHANGED:
+        return []
+    base = [
+        Dimension(Name="App", Value=record.app),
+        Dimension(Name="Service", Value=record.service),
+        Dimension(Name="Environment", Value=record.environment),
+    ]
+    with_outcome = [*base, Dimension(Name="Outcome", Value=record.outcome.value)]
+
+    def datum(name: str, value: float, unit: str, dims: list[Dimension] = base) -> MetricDatum:
+        return MetricDatum(
+            MetricName=name,
+            Dimensions=list(dims),
+            Timestamp=record.ended_at,
+            Value=value,
+            Unit=unit,
+        )
+
+    data = [datum("Deployments", 1, "Count"), datum("Deployments", 1, "Count", with_outcome)]
+    if _is_change(record):
+        data.append(datum("Failures", 1 if record.outcome in _FAILED else 0, "Count"))
+    if record.outcome != Outcome.SUCCEEDED:
+        return data
+    lead = _lead_seconds(record, commit_time)
+    if lead is not None:
+        data.append(datum("LeadTimeSeconds", lead, "Seconds"))
+    earlier = [r for r in history if record.id is None or r.id is None or r.id < record.id]
+    first_failure = _first_failure_since_success(earlier)
+    if first_failure is not None:
+        restore = (record.ended_at - first_failure.ended_at).total_seconds()
+        data.append(datum("TimeToRestoreSeconds", max(restore, 0.0), "Seconds"))
+    return data
+
+
+def _first_failure_since_success(newest_first: Iterable[Record]) -> Record | None:
+    """The oldest failed or rolled-back attempt after the latest success (records newest
+    first); rejections and unchanged records neither start nor end a run of failures."""
+    first: Record | None = None
+    for earlier in newest_first:
+        if earlier.outcome == Outcome.SUCCEEDED:
+            break
+        if earlier.outcome in _FAILED:
+            first = earlier
+    return first
 
 
 def _duration(seconds: float | None) -> str:

@@ -10,7 +10,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from blocks.aws import aws_client
-from relay.aws.cloudwatch import alarm_states, delivery_metrics, put_metrics
+from relay.aws.cloudwatch import alarm_states, put_metrics
+from relay.delivery import attempt_metrics
 from relay.ledger import Ledger, Record
 from relay.manifest import CloudWatch
 from relay.settings import ledger_path
@@ -36,7 +37,7 @@ def publish_delivery_metrics(
         history = Ledger(ledger_path()).history(
             record.app, record.service, record.environment, limit=HISTORY_LIMIT
         )
-        data = delivery_metrics(record, history, commit_time)
+        data = attempt_metrics(record, history, commit_time)
         put_metrics(aws_client("cloudwatch"), settings.namespace, data)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         logger.warning(

@@ -4,10 +4,8 @@ Relay publishes what it knows about deliveries as custom metrics, so a team grap
 them next to its services' own metrics, and reads alarms that the team owns, so a canary step or
 a production approval stops while one of them is in ALARM.
 
-* `delivery_metrics` (pure) turns one ledger record, the records before it and the commit's time
-  into metric data: `Deployments`, `Failures`, `LeadTimeSeconds`, `TimeToRestoreSeconds`, each
-  with the dimensions App, Service and Environment (`Deployments` once more with Outcome).
-* `put_metrics` sends them with `PutMetricData`, in chunks the API accepts.
+* `put_metrics` sends metric data (`relay.delivery` computes them from the ledger, by the same
+  rules as `relay metrics`) with `PutMetricData`, in chunks the API accepts.
 * `alarm_states` / `alarms_in_alarm` read alarms by name with `DescribeAlarms`; a name that does
   not exist is a configuration error (a typo must not silently disable a safety check).
 
@@ -16,14 +14,13 @@ Every function takes a boto3 CloudWatch client made by the caller.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypedDict
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.errors import TerminalError, TransientError
-from relay.ledger import Outcome, Record
 
 __all__ = [
     "ALARM",
@@ -31,7 +28,6 @@ __all__ = [
     "MetricDatum",
     "alarm_states",
     "alarms_in_alarm",
-    "delivery_metrics",
     "put_metrics",
 ]
 
@@ -39,7 +35,6 @@ ALARM = "ALARM"
 # PutMetricData takes at most 1000 data per request; DescribeAlarms at most 100 names.
 _PUT_CHUNK = 1000
 _DESCRIBE_CHUNK = 100
-_FAILED = {Outcome.FAILED, Outcome.ROLLED_BACK}
 
 MISSING_ALARM = (
     "CloudWatch alarm {names} does not exist in {region}; create it "
@@ -60,76 +55,6 @@ class MetricDatum(TypedDict):
     Timestamp: datetime
     Value: float
     Unit: str
-
-
-def delivery_metrics(
-    record: Record, history: Iterable[Record], commit_time: datetime | None
-) -> list[MetricDatum]:
-    """The delivery metrics of one deployment attempt.
-
-    Args:
-        record: The attempt, as the ledger saved it.
-        history: Earlier attempts of the same service in the same environment, newest first
-            (as `Ledger.history` returns them); `record` itself and anything appended after it
-            (by id) are skipped.
-        commit_time: When the deployed commit was made, for the lead time; None when unknown.
-
-    Returns:
-        * `Deployments` (Count, 1) for every attempt, once with App/Service/Environment and once
-          more with Outcome as well: CloudWatch keys a metric by its exact dimensions, so the
-          total and the split by outcome are separate metrics.
-        * `Failures` (Count, 1 failed or rolled back, 0 succeeded): its average over a period
-          is the change failure rate. A rejection deployed nothing and has none.
-        * `LeadTimeSeconds`: commit → success. Not for rollbacks, which redeploy an old commit
-          (its age is not a lead time), nor when the commit time is unknown or in the future.
-        * `TimeToRestoreSeconds`: when a success follows failed or rolled-back attempts, from
-          the end of the first of them (when the failure was known) to the end of this success.
-          Rejections in between neither end nor start such a run of failures.
-    """
-    base = [
-        Dimension(Name="App", Value=record.app),
-        Dimension(Name="Service", Value=record.service),
-        Dimension(Name="Environment", Value=record.environment),
-    ]
-    with_outcome = [*base, Dimension(Name="Outcome", Value=record.outcome.value)]
-
-    def datum(name: str, value: float, unit: str, dims: list[Dimension] = base) -> MetricDatum:
-        return MetricDatum(
-            MetricName=name,
-            Dimensions=list(dims),
-            Timestamp=record.ended_at,
-            Value=value,
-            Unit=unit,
-        )
-
-    data = [datum("Deployments", 1, "Count"), datum("Deployments", 1, "Count", with_outcome)]
-    if record.outcome == Outcome.REJECTED:
-        return data
-    data.append(datum("Failures", 1 if record.outcome in _FAILED else 0, "Count"))
-    if record.outcome != Outcome.SUCCEEDED:
-        return data
-    if commit_time is not None and record.strategy != "rollback":
-        lead = (record.ended_at - commit_time).total_seconds()
-        if lead >= 0:
-            data.append(datum("LeadTimeSeconds", lead, "Seconds"))
-    first_failure = _first_failure_since_success(record, history)
-    if first_failure is not None:
-        restore = (record.ended_at - first_failure.ended_at).total_seconds()
-        data.append(datum("TimeToRestoreSeconds", max(restore, 0.0), "Seconds"))
-    return data
-
-
-def _first_failure_since_success(record: Record, history: Iterable[Record]) -> Record | None:
-    """The oldest failed or rolled-back attempt after the latest success before `record`."""
-    first: Record | None = None
-    for earlier in history:
-        if record.id is not None and earlier.id is not None and earlier.id >= record.id:
-            continue  # itself, or appended after it by a concurrent run
-        if earlier.outcome == Outcome.SUCCEEDED:
-            break
-        if earlier.outcome in _FAILED:
-            first = earlier
-    return first
 
 
 def put_metrics(client: Any, namespace: str, data: Sequence[MetricDatum]) -> int:

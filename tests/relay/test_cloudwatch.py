@@ -1,5 +1,6 @@
-"""relay.aws.cloudwatch: delivery metrics (pure), and metrics and alarms against the stack's moto
-server over HTTP; relay.analysis.with_alarms, the canary's alarm provider (pure)."""
+"""relay.aws.cloudwatch: metrics and alarms against the stack's moto server over HTTP;
+relay.analysis.with_alarms, the canary's alarm provider (pure). One attempt's delivery metrics
+are computed in relay.delivery (tests/relay/test_delivery.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import boto3
 import pytest
 
 from relay.analysis import Judgement, Verdict, with_alarms
-from relay.aws.cloudwatch import alarm_states, alarms_in_alarm, delivery_metrics, put_metrics
+from relay.aws.cloudwatch import alarm_states, alarms_in_alarm, put_metrics
+from relay.delivery import attempt_metrics
 from relay.errors import TerminalError
 from relay.ledger import Outcome, Record
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 IMAGE = "127.0.0.1:5000/shop/orders@sha256:" + "a" * 64
+S, R = Outcome.SUCCEEDED, Outcome.ROLLED_BACK
 
 
 def record(
@@ -37,82 +40,6 @@ def record(
         started_at=ended - timedelta(minutes=1),
         ended_at=ended,
     )
-
-
-def values(data: list[Any]) -> dict[str, float]:
-    """MetricName -> value, for the data without an Outcome dimension."""
-    return {
-        d["MetricName"]: d["Value"]
-        for d in data
-        if all(dim["Name"] != "Outcome" for dim in d["Dimensions"])
-    }
-
-
-S, F, R, J = Outcome.SUCCEEDED, Outcome.FAILED, Outcome.ROLLED_BACK, Outcome.REJECTED
-
-
-@pytest.mark.parametrize(
-    ("outcome", "history", "commit_minutes", "expected"),
-    [
-        # a first success: deployed, no failure, lead time from the commit
-        (S, [], -30, {"Deployments": 1, "Failures": 0, "LeadTimeSeconds": 1800}),
-        # a rolled-back canary: a failure, no lead time
-        (R, [(1, S, -60)], -30, {"Deployments": 1, "Failures": 1}),
-        (F, [], -30, {"Deployments": 1, "Failures": 1}),
-        # a rejection deployed nothing: counted, never a failure
-        (J, [(1, R, -20)], -30, {"Deployments": 1}),
-        # success after two failures (a rejection between them): restored since the first
-        (
-            S,
-            [(4, R, -5), (3, J, -8), (2, F, -10), (1, S, -60)],
-            -30,
-            {"Deployments": 1, "Failures": 0, "LeadTimeSeconds": 1800, "TimeToRestoreSeconds": 600},
-        ),
-        # failures before an earlier success do not count
-        (
-            S,
-            [(3, S, -5), (2, F, -10)],
-            -30,
-            {"Deployments": 1, "Failures": 0, "LeadTimeSeconds": 1800},
-        ),
-        # unknown commit time, or one after the deployment (clock skew): no lead time
-        (S, [], None, {"Deployments": 1, "Failures": 0}),
-        (S, [], 5, {"Deployments": 1, "Failures": 0}),
-    ],
-)
-def test_delivery_metrics(
-    outcome: Outcome,
-    history: list[tuple[int, Outcome, float]],
-    commit_minutes: float | None,
-    expected: dict[str, float],
-) -> None:
-    commit_time = None if commit_minutes is None else T0 + timedelta(minutes=commit_minutes)
-    earlier = [record(i, o, m) for i, o, m in history]
-    data = delivery_metrics(record(10, outcome, 0), earlier, commit_time)
-    assert values(data) == expected
-    by_outcome = [d for d in data if {"Name": "Outcome", "Value": outcome.value} in d["Dimensions"]]
-    assert [d["MetricName"] for d in by_outcome] == ["Deployments"]
-    for d in data:
-        assert d["Timestamp"] == T0
-        assert d["Dimensions"][:3] == [
-            {"Name": "App", "Value": "shop"},
-            {"Name": "Service", "Value": "orders"},
-            {"Name": "Environment", "Value": "prod"},
-        ]
-
-
-def test_a_rollback_has_no_lead_time_but_restores() -> None:
-    """A rollback redeploys an old commit: its age is not a lead time; it does end an outage."""
-    data = delivery_metrics(
-        record(3, S, 0, strategy="rollback"), [record(2, F, -4)], T0 - timedelta(days=9)
-    )
-    assert values(data) == {"Deployments": 1, "Failures": 0, "TimeToRestoreSeconds": 240}
-
-
-def test_records_appended_after_it_are_not_its_history() -> None:
-    later_failure = record(11, F, 1)
-    data = delivery_metrics(record(10, S, 0), [later_failure, record(9, S, -5)], None)
-    assert "TimeToRestoreSeconds" not in values(data)
 
 
 @pytest.mark.parametrize(
@@ -213,8 +140,8 @@ def test_put_metrics_with_service_and_environment_dimensions(cloudwatch: Any) ->
     restored = failed.model_copy(
         update={"id": 2, "outcome": S, "ended_at": now + timedelta(seconds=90)}
     )
-    sent = put_metrics(cloudwatch, namespace, delivery_metrics(failed, [], None))
-    sent += put_metrics(cloudwatch, namespace, delivery_metrics(restored, [failed], now))
+    sent = put_metrics(cloudwatch, namespace, attempt_metrics(failed, [], None))
+    sent += put_metrics(cloudwatch, namespace, attempt_metrics(restored, [failed], now))
     assert sent == 3 + 5
 
     dimensions = [
