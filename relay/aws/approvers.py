@@ -16,12 +16,12 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.approval import TOKEN_DIGEST
-from relay.errors import TerminalError, TransientError
+from relay.aws.errors import DENIED, classify, code_of
+from relay.errors import TerminalError
 
 __all__ = ["read_token_digests"]
 
 _NOT_FOUND = {"ResourceNotFoundException"}
-_DENIED = {"AccessDeniedException", "AccessDenied"}
 SHAPE = '{"alice": "sha256:<64 hex digits>"} (`relay approver-token alice` prints one)'
 
 
@@ -36,21 +36,21 @@ def read_token_digests(client: Any, secret_id: str) -> dict[str, str]:
     try:
         answer = client.get_secret_value(SecretId=secret_id)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
+        code = code_of(exc)
         if code in _NOT_FOUND:
             raise TerminalError(
                 f"approval tokens secret {secret_id!r} not found in AWS Secrets Manager "
                 f"({client.meta.region_name}); create it with {SHAPE}, or set "
                 "approval.tokens_secret in relay.yaml"
             ) from None
-        if code in _DENIED:
+        if code in DENIED:
             raise TerminalError(
                 f"not allowed to read approval tokens secret {secret_id!r} ({code}); grant "
                 "secretsmanager:GetSecretValue on it to the pipeline's role"
             ) from None
-        raise TransientError(f"reading secret {secret_id!r}: {code or exc}") from None
+        raise classify(exc, f"reading secret {secret_id!r}") from None
     except BotoCoreError as exc:
-        raise TransientError(f"reading secret {secret_id!r}: {type(exc).__name__}") from None
+        raise classify(exc, f"reading secret {secret_id!r}") from None
     try:
         data = json.loads(answer.get("SecretString") or "")
     except ValueError:

@@ -18,9 +18,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypedDict
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from relay.errors import TerminalError, TransientError
+from relay.aws.errors import call
+from relay.errors import TerminalError
 
 __all__ = [
     "ALARM",
@@ -117,16 +116,4 @@ def alarms_in_alarm(client: Any, names: Sequence[str], where: str = "relay.yaml"
 
 
 def _call(method: Any, doing: str, **kwargs: Any) -> Any:
-    """Call a boto3 method; AWS's failures become TransientError naming what was being done."""
-    try:
-        return method(**kwargs)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in {"AccessDenied", "AccessDeniedException"}:
-            raise TerminalError(
-                f"{doing}: not allowed ({code}); grant the pipeline's role the policy of "
-                "`relay iam-policy SERVICE ENV --pipeline`"
-            ) from None
-        raise TransientError(f"{doing}: {code or exc}") from None
-    except BotoCoreError as exc:
-        raise TransientError(f"{doing}: {type(exc).__name__}: {exc}") from None
+    return call(method, doing, **kwargs)

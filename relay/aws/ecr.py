@@ -23,6 +23,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay import redaction
+from relay.aws.errors import classify, code_of
 from relay.errors import TerminalError, TransientError
 from relay.manifest import AllowedFinding
 
@@ -49,18 +50,8 @@ _RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)} | {"UNTRIAG
 FailOn = Literal["critical", "high", "medium", "low", "informational", "never"]
 
 # Error codes that retrying can fix; anything else from AWS is an answer, not an accident.
-_TRANSIENT_CODES = {
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "ServiceUnavailableException",
-    "ServerException",
-    "InternalFailure",
-}
 # Scan states that waiting will not change.
 _UNSCANNABLE = {"FAILED", "UNSUPPORTED_IMAGE", "SCAN_ELIGIBILITY_EXPIRED", "FINDINGS_UNAVAILABLE"}
-_DENIED_CODES = {"AccessDeniedException", "AccessDenied", "UnrecognizedClientException"}
 
 
 def parse_ecr_address(registry: str) -> tuple[str, str] | None:
@@ -337,30 +328,28 @@ def _rank(severity: str) -> int:
 
 
 def _call(method: Callable[..., Any], **kwargs: Any) -> Any:
-    """`method(**kwargs)`, with network failures and throttling as TransientError; other
-    ClientErrors are left to the caller, which knows what they mean."""
+    """`method(**kwargs)`, with network failures and throttling as TransientError (the rules of
+    `relay.aws.errors`); other ClientErrors are left to the caller, which knows what their
+    codes mean here, and reads the rest with `_terminal`."""
     try:
         return method(**kwargs)
     except ClientError as exc:
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if _code(exc) in _TRANSIENT_CODES or status >= 500:
-            raise TransientError(f"AWS ECR: {exc}") from exc
+        judged = classify(exc, "AWS ECR")
+        if isinstance(judged, TransientError):
+            raise judged from exc
         raise
     except BotoCoreError as exc:
-        raise TransientError(f"AWS ECR unreachable: {exc}") from exc
+        raise classify(exc, "AWS ECR unreachable") from exc
 
 
 def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+    return code_of(exc)
 
 
-def _terminal(exc: ClientError, what: str) -> TerminalError:
-    if _code(exc) in _DENIED_CODES:
-        return TerminalError(
-            f"{what}: not allowed ({_code(exc)}); grant the pipeline's role "
-            f"ecr:{exc.operation_name} on the repository"
-        )
-    return TerminalError(f"{what}: {exc}")
+def _terminal(exc: ClientError, what: str) -> TerminalError | TransientError:
+    return classify(
+        exc, what, f"grant the pipeline's role ecr:{exc.operation_name} on the repository"
+    )
 
 
 def _where(client: Any) -> str:

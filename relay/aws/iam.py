@@ -22,7 +22,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from relay.errors import TerminalError, TransientError
+from relay.aws.errors import classify, code_of
+from relay.errors import TerminalError
 from relay.manifest import Environment, Manifest
 
 __all__ = ["Policy", "pipeline_policy", "runtime_policy", "secret_arns", "secret_sources"]
@@ -81,12 +82,11 @@ def secret_arns(client: Any, manifest: Manifest, service: str, environment: str)
         try:
             arns.append(str(client.describe_secret(SecretId=secret_id)["ARN"]))
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code != "ResourceNotFoundException":
-                raise TransientError(f"looking up secret {secret_id!r}: {code or exc}") from None
+            if code_of(exc) != "ResourceNotFoundException":
+                raise classify(exc, f"looking up secret {secret_id!r}") from None
             missing.append(f"{manifest.source}: {field}: secret {secret_id!r}")
         except BotoCoreError as exc:
-            raise TransientError(f"looking up secret {secret_id!r}: {type(exc).__name__}") from None
+            raise classify(exc, f"looking up secret {secret_id!r}") from None
     if missing:
         raise TerminalError(
             f"not found in AWS Secrets Manager ({client.meta.region_name}): "

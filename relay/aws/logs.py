@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from relay.errors import TerminalError, TransientError
+from relay.aws.errors import classify, code_of
 
 __all__ = ["LogEvent", "batches", "ship"]
 
@@ -133,14 +133,8 @@ def _call(method: Any, doing: str, **kwargs: Any) -> Any:
     try:
         return method(**kwargs)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code == "ResourceAlreadyExistsException":
+        if code_of(exc) == "ResourceAlreadyExistsException":
             raise _AlreadyExists(doing) from None
-        if code in {"AccessDenied", "AccessDeniedException"}:
-            raise TerminalError(
-                f"{doing}: not allowed ({code}); grant the pipeline's role the policy of "
-                "`relay iam-policy SERVICE ENV --pipeline`"
-            ) from None
-        raise TransientError(f"{doing}: {code or exc}") from None
+        raise classify(exc, doing) from None
     except BotoCoreError as exc:
-        raise TransientError(f"{doing}: {type(exc).__name__}: {exc}") from None
+        raise classify(exc, doing) from None

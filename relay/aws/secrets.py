@@ -26,14 +26,14 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay import redaction
-from relay.errors import TerminalError, TransientError
+from relay.aws.errors import DENIED, classify, code_of
+from relay.errors import TerminalError
 from relay.manifest import Manifest
 
 __all__ = ["SecretVersion", "ServiceConfig", "read_values", "resolve", "secret_ids"]
 
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NOT_FOUND = {"ResourceNotFoundException"}
-_DENIED = {"AccessDeniedException", "AccessDenied", "UnrecognizedClientException"}
 _UNREADABLE = {"DecryptionFailure", "InvalidRequestException", "InvalidParameterException"}
 
 
@@ -124,23 +124,23 @@ def _read(
     try:
         answer = client.get_secret_value(**request)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
+        code = code_of(exc)
         if code in _NOT_FOUND:
             what = f"version {version_id} of " if version_id else ""
             raise TerminalError(
                 f"{what}secret {secret_id!r} not found in AWS Secrets Manager "
                 f"({client.meta.region_name}); {hint}"
             ) from None
-        if code in _DENIED:
+        if code in DENIED:
             raise TerminalError(
                 f"not allowed to read secret {secret_id!r} ({code}); grant "
                 "secretsmanager:GetSecretValue on it (see `relay iam-policy --pipeline`)"
             ) from None
         if code in _UNREADABLE:
             raise TerminalError(f"secret {secret_id!r} cannot be read ({code}); {hint}") from None
-        raise TransientError(f"reading secret {secret_id!r}: {code or exc}") from None
+        raise classify(exc, f"reading secret {secret_id!r}") from None
     except BotoCoreError as exc:
-        raise TransientError(f"reading secret {secret_id!r}: {type(exc).__name__}") from None
+        raise classify(exc, f"reading secret {secret_id!r}") from None
     text = answer.get("SecretString")
     if text is not None:
         redaction.register([text])
