@@ -15,6 +15,8 @@ The exception tree:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from relay.redaction import redact
@@ -22,6 +24,7 @@ from relay.redaction import redact
 __all__ = [
     "ManifestError",
     "NotApproved",
+    "Refusals",
     "RelayError",
     "RolledBack",
     "StageFailed",
@@ -83,3 +86,37 @@ class RolledBack(StageFailed):
 
 class NotApproved(RelayError):
     """The deployment was rejected, or its approval timed out (which counts as a rejection)."""
+
+
+class Refusals:
+    """Every refusal of a gate over several items, raised once at the end naming them all: a
+    promotion is refused as a whole, before anything is deployed, and whoever fixes it sees
+    all the work at once.
+
+    Example:
+        >>> refusals = Refusals("the image scan gate refused; nothing was deployed")
+        >>> for service in services:  # doctest: +SKIP
+        ...     with refusals.check():
+        ...         check(service)
+        >>> refusals.raise_if_any()  # doctest: +SKIP
+    """
+
+    def __init__(self, heading: str) -> None:
+        self.heading = heading
+        self.problems: list[StageFailed | TerminalError] = []
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        """Keep a refusal (StageFailed, TerminalError) raised in the block; others propagate."""
+        try:
+            yield
+        except (StageFailed, TerminalError) as exc:
+            self.problems.append(exc)
+
+    def raise_if_any(self) -> None:
+        """TerminalError when one of them is (bad input), else StageFailed, with every line."""
+        if not self.problems:
+            return
+        terminal = any(isinstance(p, TerminalError) for p in self.problems)
+        lines = [f"  {line}" for problem in self.problems for line in str(problem).splitlines()]
+        raise (TerminalError if terminal else StageFailed)("\n".join([f"{self.heading}:", *lines]))

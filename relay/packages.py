@@ -49,6 +49,7 @@ from pip_audit._service.interface import (
 from pip_audit._service.pypi import PyPIService
 from requests.exceptions import RequestException
 
+from relay.allowlist import allowance
 from relay.errors import StageFailed, TransientError
 from relay.manifest import AllowedFinding
 
@@ -315,18 +316,10 @@ def judge_advisories(
     or any alias, so a team can write the CVE it knows) and its `until` is today or later. An
     expired entry is reported as such, so whoever reads the failure knows the exception ran
     out rather than wondering why a "known" advisory blocks."""
-    entries = {entry.id.upper(): entry for entry in allow}
     rows = []
     for advisory in sorted(advisories, key=lambda a: (a.package, a.id)):
-        entry = next((entries[n.upper()] for n in advisory.names if n.upper() in entries), None)
-        if entry is None:
-            rows.append(JudgedAdvisory(advisory, allowed=False))
-        elif entry.until < today:
-            note = f"allow entry {entry.id} expired on {entry.until.isoformat()}"
-            rows.append(JudgedAdvisory(advisory, allowed=False, note=note))
-        else:
-            note = f"allowed until {entry.until.isoformat()}: {entry.reason}"
-            rows.append(JudgedAdvisory(advisory, allowed=True, note=note))
+        verdict = allowance(advisory.names, allow, today)
+        rows.append(JudgedAdvisory(advisory, verdict.allowed, verdict.note))
     judged = tuple(rows)
     passed = fail_on == "never" or all(row.allowed for row in judged)
     return PackageVerdict(passed=passed, rows=judged)

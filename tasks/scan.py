@@ -19,7 +19,7 @@ from prefect.logging import get_run_logger
 
 from blocks.aws import aws_client
 from relay.aws.ecr import ScanVerdict, judge_findings, scan_findings
-from relay.errors import RelayError, StageFailed, TerminalError
+from relay.errors import Refusals, StageFailed, TerminalError
 from relay.manifest import ImageScan
 from tasks.record import artifact_key
 from tasks.retry import only_transient
@@ -81,18 +81,11 @@ def check_image_scans(image_scan: ImageScan, app: str, images: list[tuple[str, s
     """`check_image_scan` for each `(service, image)`, then one error naming every image
     that may not go further: a promotion is refused as a whole, before anything is deployed,
     and whoever fixes it sees all the work at once."""
-    problems: list[RelayError] = []
+    refusals = Refusals("the image scan gate refused; nothing was deployed")
     for service, image in images:
-        try:
+        with refusals.check():
             check_image_scan(image_scan, app, service, image)
-        except (StageFailed, TerminalError) as exc:
-            problems.append(exc)
-    if problems:
-        kind = TerminalError if any(isinstance(p, TerminalError) for p in problems) else StageFailed
-        raise kind(
-            "the image scan gate refused; nothing was deployed:\n"
-            + "\n".join(f"  {line}" for p in problems for line in str(p).splitlines())
-        )
+    refusals.raise_if_any()
 
 
 def _failure(

@@ -10,7 +10,7 @@ from prefect.logging import get_run_logger
 
 from blocks.aws import aws_client
 from relay.aws.secrets import ServiceConfig, resolve
-from relay.errors import TerminalError
+from relay.errors import Refusals
 from relay.manifest import Manifest
 from tasks.retry import only_transient
 
@@ -40,15 +40,9 @@ def resolve_configs(
     """Every service's configuration, or one error naming every problem: a release stops
     before its first deployment when any service of it would fail."""
     configs: dict[str, ServiceConfig] = {}
-    problems: list[str] = []
+    refusals = Refusals(f"configuration for {environment} is incomplete; nothing was deployed")
     for service in services:
-        try:
+        with refusals.check():
             configs[service] = resolve_config(manifest, environment, service)
-        except TerminalError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise TerminalError(
-            f"configuration for {environment} is incomplete; nothing was deployed:\n  "
-            + "\n  ".join(problems)
-        )
+    refusals.raise_if_any()
     return configs

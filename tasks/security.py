@@ -36,7 +36,7 @@ from relay.compliance import (
     kubernetes_policies,
     run_checkov,
 )
-from relay.errors import RelayError, StageFailed, TerminalError
+from relay.errors import Refusals, StageFailed
 from relay.manifest import Manifest, Packages
 from relay.packages import (
     Package,
@@ -231,21 +231,12 @@ def check_security(
     """Both gates for each `(service, image)`, then one error naming every refusal: a
     promotion is refused as a whole, before anything is deployed, and whoever fixes it sees
     all the work at once."""
-    problems: list[RelayError] = []
+    refusals = Refusals("the security gates refused; nothing was deployed")
     for service, image in images:
-        try:
+        with refusals.check():
             check_compliance(manifest, service, environment, image, (objects or {}).get(service))
-        except (StageFailed, TerminalError) as exc:
-            problems.append(exc)
-        try:
+        with refusals.check():
             audit_image_packages(
                 docker_host, manifest.security.packages, manifest.app, service, image
             )
-        except (StageFailed, TerminalError) as exc:
-            problems.append(exc)
-    if problems:
-        kind = TerminalError if any(isinstance(p, TerminalError) for p in problems) else StageFailed
-        raise kind(
-            "the security gates refused; nothing was deployed:\n"
-            + "\n".join(f"  {line}" for p in problems for line in str(p).splitlines())
-        )
+    refusals.raise_if_any()

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay import redaction
+from relay.allowlist import allowance
 from relay.aws.errors import classify, code_of
 from relay.errors import TerminalError, TransientError
 from relay.manifest import AllowedFinding
@@ -303,19 +304,11 @@ def judge_findings(
     whoever reads the failure knows the exception ran out rather than wondering why a
     "known" finding blocks."""
     threshold = -1 if fail_on == "never" else _RANK[fail_on.upper()]  # -1: nothing is over
-    entries = {entry.id.upper(): entry for entry in allow}
     rows = []
     for finding in sorted(findings, key=lambda f: (_rank(f.severity), f.id)):
         over = _rank(finding.severity) <= threshold
-        entry = entries.get(finding.id.upper())
-        if entry is None:
-            rows.append(JudgedFinding(finding, over, allowed=False))
-        elif entry.until < today:
-            note = f"allow entry expired on {entry.until.isoformat()}"
-            rows.append(JudgedFinding(finding, over, allowed=False, note=note))
-        else:
-            note = f"allowed until {entry.until.isoformat()}: {entry.reason}"
-            rows.append(JudgedFinding(finding, over, allowed=True, note=note))
+        verdict = allowance([finding.id], allow, today)
+        rows.append(JudgedFinding(finding, over, verdict.allowed, verdict.note))
     judged = tuple(rows)
     return ScanVerdict(passed=not any(row.blocking for row in judged), rows=judged)
 

@@ -174,7 +174,7 @@ def test_a_high_finding_stops_promotion_with_nothing_deployed(
     message = str(refused.value)
     assert "nothing was deployed" in message
     assert f"orders: image {images['orders'].split('@')[1]}" in message
-    assert "CVE-2020-0001 HIGH openssl (allow entry expired on 2020-01-31)" in message
+    assert "CVE-2020-0001 HIGH openssl (allow entry CVE-2020-0001 expired on 2020-01-31)" in message
     assert "inventory: image" in message and "CVE-2099-0003 CRITICAL" in message
     assert "CVE-2099-0004" not in message  # LOW is under the threshold
     assert "image_scan.allow" in message and "until: YYYY-MM-DD" in message

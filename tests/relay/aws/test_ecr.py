@@ -271,4 +271,4 @@ def test_an_expired_allow_entry_no_longer_counts() -> None:
     allow = [AllowedFinding(id="CVE-2", reason="not reachable", until=date(2026, 5, 31))]
     verdict = judge_findings([HIGH], "high", allow, TODAY)
     assert not verdict.passed
-    assert verdict.blocking[0].note == "allow entry expired on 2026-05-31"
+    assert verdict.blocking[0].note == "allow entry CVE-2 expired on 2026-05-31"
