@@ -35,6 +35,7 @@ from relay.dockerfile import Instruction, arg_default, expand, instructions
 from relay.errors import StageFailed, TerminalError
 from relay.manifest import PRODUCTION, Compliance, Manifest
 from relay.settings import relay_home
+from relay.verdicts import GateVerdict
 
 __all__ = [
     "CHECKOV_FIXES",
@@ -48,6 +49,7 @@ __all__ = [
     "image_policies",
     "judge",
     "kubernetes_policies",
+    "open_violations",
     "run_checkov",
 ]
 
@@ -397,26 +399,24 @@ class JudgedViolation:
     violation: Violation
     skipped: str = ""
 
-
-@dataclass(frozen=True)
-class ComplianceVerdict:
-    """`passed` unless a violation is neither skipped nor under `fail_on: never`."""
-
-    passed: bool
-    rows: tuple[JudgedViolation, ...]
-
     @property
-    def open(self) -> tuple[Violation, ...]:
-        """The violations no skip entry covers (they stop the gate unless fail_on is never)."""
-        return tuple(row.violation for row in self.rows if not row.skipped)
+    def blocking(self) -> bool:
+        return not self.skipped
+
+
+ComplianceVerdict = GateVerdict[JudgedViolation]
+
+
+def open_violations(verdict: ComplianceVerdict) -> tuple[Violation, ...]:
+    """The violations no skip entry covers (they stop the gate unless fail_on is never)."""
+    return tuple(row.violation for row in verdict.rows if row.blocking)
 
 
 def judge(violations: Sequence[Violation], compliance: Compliance) -> ComplianceVerdict:
     """Apply `security.compliance`: a skipped check is listed with its reason, never hidden."""
     reasons = {entry.id.upper(): entry.reason for entry in compliance.skip}
     rows = tuple(JudgedViolation(v, skipped=reasons.get(v.rule_id.upper(), "")) for v in violations)
-    unskipped = any(not row.skipped for row in rows)
-    return ComplianceVerdict(passed=not unskipped or compliance.fail_on == "never", rows=rows)
+    return GateVerdict.of(rows, report_only=compliance.fail_on == "never")
 
 
 def as_rows(verdict: ComplianceVerdict) -> list[dict[str, str]]:

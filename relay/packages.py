@@ -52,6 +52,7 @@ from requests.exceptions import RequestException
 from relay.allowlist import allowance
 from relay.errors import StageFailed, TransientError
 from relay.manifest import AllowedFinding
+from relay.verdicts import GateVerdict
 
 __all__ = [
     "Advisory",
@@ -293,17 +294,12 @@ class JudgedAdvisory:
     allowed: bool
     note: str = ""
 
-
-@dataclass(frozen=True)
-class PackageVerdict:
-    """`passed` unless an advisory is not allowed (and `fail_on` is any)."""
-
-    passed: bool
-    rows: tuple[JudgedAdvisory, ...]
-
     @property
-    def blocking(self) -> tuple[JudgedAdvisory, ...]:
-        return () if self.passed else tuple(row for row in self.rows if not row.allowed)
+    def blocking(self) -> bool:
+        return not self.allowed
+
+
+PackageVerdict = GateVerdict[JudgedAdvisory]
 
 
 def judge_advisories(
@@ -320,6 +316,4 @@ def judge_advisories(
     for advisory in sorted(advisories, key=lambda a: (a.package, a.id)):
         verdict = allowance(advisory.names, allow, today)
         rows.append(JudgedAdvisory(advisory, verdict.allowed, verdict.note))
-    judged = tuple(rows)
-    passed = fail_on == "never" or all(row.allowed for row in judged)
-    return PackageVerdict(passed=passed, rows=judged)
+    return GateVerdict.of(tuple(rows), report_only=fail_on == "never")

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from blocks.aws import aws_client
-from relay.aws.ecr import ScanVerdict, judge_findings, scan_findings
+from relay.aws.ecr import ScanVerdict, judge_findings, scan_findings, severity_counts
 from relay.errors import Refusals, StageFailed, TerminalError
 from relay.manifest import ImageScan
 from tasks.record import artifact_key
@@ -62,7 +62,7 @@ def check_image_scan(
         findings, image_scan.fail_on, image_scan.allow, datetime.now(UTC).date()
     )
     _publish(app, service, digest, image_scan, verdict)
-    counts = ", ".join(f"{n} {severity}" for severity, n in verdict.counts().items())
+    counts = ", ".join(f"{n} {severity}" for severity, n in severity_counts(verdict).items())
     get_run_logger().info(
         "%s@%s: %s (ECR %s); threshold %s: %s",
         service,

@@ -34,6 +34,7 @@ from relay.compliance import (
     image_policies,
     judge,
     kubernetes_policies,
+    open_violations,
     run_checkov,
 )
 from relay.errors import Refusals, StageFailed
@@ -99,10 +100,11 @@ def check_compliance(
         ),
     )
     if not verdict.passed:
-        first = verdict.open[0].rule_id
-        listed = "\n".join(f"  {violation}" for violation in verdict.open)
+        found = open_violations(verdict)
+        first = found[0].rule_id
+        listed = "\n".join(f"  {violation}" for violation in found)
         raise StageFailed(
-            f"{service}: {len(verdict.open)} compliance violation(s) for {environment}:\n"
+            f"{service}: {len(found)} compliance violation(s) for {environment}:\n"
             f"{listed}\nfix them, or skip a check that does not apply in relay.yaml under "
             f"security.compliance.skip: {{id: {first}, reason: <why it does not apply>}}"
         )

@@ -27,6 +27,7 @@ from relay.allowlist import allowance
 from relay.aws.errors import classify, code_of
 from relay.errors import TerminalError, TransientError
 from relay.manifest import AllowedFinding
+from relay.verdicts import GateVerdict
 
 __all__ = [
     "SEVERITIES",
@@ -273,24 +274,15 @@ class JudgedFinding:
         return self.over_threshold and not self.allowed
 
 
-@dataclass(frozen=True)
-class ScanVerdict:
-    """`passed` unless a finding at or above the threshold is not allowed; `rows` has every
-    finding, most severe first."""
+ScanVerdict = GateVerdict[JudgedFinding]
 
-    passed: bool
-    rows: tuple[JudgedFinding, ...]
 
-    @property
-    def blocking(self) -> tuple[JudgedFinding, ...]:
-        return tuple(row for row in self.rows if row.blocking)
-
-    def counts(self) -> dict[str, int]:
-        """Findings per severity, most severe first, only those that occur."""
-        counts: dict[str, int] = {}
-        for row in self.rows:
-            counts[row.finding.severity] = counts.get(row.finding.severity, 0) + 1
-        return counts
+def severity_counts(verdict: ScanVerdict) -> dict[str, int]:
+    """Findings per severity, most severe first, only those that occur."""
+    counts: dict[str, int] = {}
+    for row in verdict.rows:
+        counts[row.finding.severity] = counts.get(row.finding.severity, 0) + 1
+    return counts
 
 
 def judge_findings(
@@ -310,7 +302,7 @@ def judge_findings(
         verdict = allowance([finding.id], allow, today)
         rows.append(JudgedFinding(finding, over, verdict.allowed, verdict.note))
     judged = tuple(rows)
-    return ScanVerdict(passed=not any(row.blocking for row in judged), rows=judged)
+    return GateVerdict.of(judged)
 
 
 def _rank(severity: str) -> int:
