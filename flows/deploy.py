@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import httpx
 from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
@@ -28,7 +29,7 @@ from prefect.exceptions import ObjectAlreadyExists
 from prefect_docker import DockerHost
 
 from flows.strategies import strategy_flow
-from relay.errors import NotApproved, RolledBack
+from relay.errors import NotApproved, RolledBack, TransientError
 from relay.ledger import Ledger, Outcome, Record
 from relay.manifest import CloudWatch, Manifest
 from relay.platforms.docker import DeployResult
@@ -41,6 +42,7 @@ from tasks.deploy import current_version, serving_already
 from tasks.metrics import publish_delivery_metrics
 from tasks.notify import notify_rollback
 from tasks.record import record_deployment
+from tasks.retry import on_transient
 from tasks.secrets import resolve_config
 from tasks.tracing import relay_attributes
 
@@ -103,11 +105,14 @@ def lock_name(app: str, environment: str, service: str) -> str:
     return f"deploy-{app}-{environment}-{service}"
 
 
-@task(name="ensure-deploy-lock", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(name="ensure-deploy-lock", cache_policy=NO_CACHE, **on_transient(2, 1))
 def ensure_deploy_lock(name: str) -> None:
     """Create the limit (1 slot) the first time; `strict` use below fails on a missing one."""
     with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        except httpx.TransportError as exc:
+            raise TransientError(f"the Prefect API did not answer ({exc})") from exc
 
 
 @asynccontextmanager

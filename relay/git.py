@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
-from relay.errors import RelayError, TerminalError
+from relay.errors import RelayError, TerminalError, TransientError
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,21 @@ class CommitInfo:
     committed_at: datetime | None = None  # the committer date: where lead time starts
 
 
+# What git prints when the network, not the request, failed: worth another try.
+_NETWORK = re.compile(
+    r"could not resolve host|connection (refused|reset|timed out)|timed out|"
+    r"early eof|the remote end hung up|unable to access|temporary failure",
+    re.IGNORECASE,
+)
+
+
 def _git(args: list[str], cwd: Path | None = None) -> str:
     proc = subprocess.run(
         ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=300
     )
     if proc.returncode != 0:
-        raise RelayError(redact(f"git {' '.join(args)} failed: {proc.stderr.strip()}"))
+        message = redact(f"git {' '.join(args)} failed: {proc.stderr.strip()}")
+        raise TransientError(message) if _NETWORK.search(proc.stderr) else RelayError(message)
     return proc.stdout.strip()
 
 
@@ -52,6 +61,8 @@ def _remote_commit(repository: str, ref: str) -> str:
     `feature/main`); an annotated tag resolves to its commit, not the tag object."""
     try:
         out = _git(["ls-remote", repository, f"refs/heads/{ref}", f"refs/tags/{ref}*"])
+    except TransientError:
+        raise
     except RelayError as exc:
         raise TerminalError(f"cannot read repository {redact(repository)}: {exc}") from exc
     refs: dict[str, str] = {}

@@ -8,15 +8,13 @@ from prefect.cache_policies import NO_CACHE
 
 from blocks.aws import aws_client
 from relay.aws.approvers import read_token_digests
-from tasks.retry import only_transient
+from tasks.retry import on_transient
 
 
 @task(
     name="read-approver-tokens",
     cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=only_transient,
+    **on_transient(2, 2),
 )
 def read_approver_tokens(secret_id: str) -> dict[str, str]:
     """Approver name → sha256 digest of their token. Read at every answer, not once, so a

@@ -24,15 +24,10 @@ from relay.image_key import base_digests, image_key, key_tag
 from relay.images import LABEL_PREFIX, image_labels, push_image
 from relay.images import build_image as _build
 from relay.registry import ImageRef
-from tasks.retry import only_transient
+from tasks.retry import on_transient
 from tasks.tracing import platform_span
 
-NETWORK_RETRIES = {
-    "retries": 3,
-    "retry_delay_seconds": [1, 4, 10],
-    "retry_jitter_factor": 0.3,
-    "retry_condition_fn": only_transient,
-}
+NETWORK_RETRIES = on_transient(3, [1, 4, 10], jitter=0.3)
 
 
 @task(name="log-in-registry", cache_policy=NO_CACHE, **NETWORK_RETRIES)

@@ -15,7 +15,7 @@ from relay.delivery import attempt_metrics
 from relay.ledger import Ledger, Record
 from relay.manifest import CloudWatch
 from relay.settings import ledger_path
-from tasks.retry import only_transient
+from tasks.retry import on_transient
 
 # Enough earlier attempts to find the start of any realistic run of failures.
 HISTORY_LIMIT = 200
@@ -61,9 +61,7 @@ def publish_delivery_metrics(
 @task(
     name="read-alarm-states",
     cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=only_transient,
+    **on_transient(2, 2),
 )
 def read_alarm_states(names: list[str], where: str) -> dict[str, str]:
     """The state of each named CloudWatch alarm; `where` names the manifest field for errors

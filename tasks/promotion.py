@@ -11,15 +11,13 @@ from relay.ledger import Ledger, Record
 from relay.promotion import refusals
 from relay.releases import Release
 from relay.settings import ledger_path
-from tasks.retry import only_transient
+from tasks.retry import on_transient
 
 
 @task(
     name="verify-promotable",
     cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=only_transient,
+    **on_transient(2, 2),
 )
 def verify_promotable(release: Release, services: list[str], previous: str) -> dict[str, Record]:
     """The record that verified each service's digest in `previous`."""

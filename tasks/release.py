@@ -13,9 +13,9 @@ from relay.ledger import Ledger
 from relay.releases import Release, Via
 from relay.settings import ledger_path
 from tasks.record import artifact_key
-from tasks.retry import only_transient
+from tasks.retry import on_transient
 
-LEDGER_RETRIES = {"retries": 2, "retry_delay_seconds": 1, "retry_condition_fn": only_transient}
+LEDGER_RETRIES = on_transient(2, 1)
 
 
 @task(name="record-release", cache_policy=NO_CACHE, **LEDGER_RETRIES)

@@ -22,7 +22,7 @@ from relay.aws.ecr import ScanVerdict, judge_findings, scan_findings, severity_c
 from relay.errors import Refusals, StageFailed, TerminalError
 from relay.manifest import ImageScan
 from tasks.record import artifact_key
-from tasks.retry import only_transient
+from tasks.retry import on_transient
 
 # How long a gate waits for a scan it started (or one still running after a push).
 SCAN_WAIT_SECONDS = 120
@@ -31,9 +31,7 @@ SCAN_WAIT_SECONDS = 120
 @task(
     name="check-image-scan",
     cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=only_transient,
+    **on_transient(3, [2, 10, 30]),
 )
 def check_image_scan(
     image_scan: ImageScan, app: str, service: str, image: str

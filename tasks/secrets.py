@@ -12,15 +12,13 @@ from blocks.aws import aws_client
 from relay.aws.secrets import ServiceConfig, resolve
 from relay.errors import Refusals
 from relay.manifest import Manifest
-from tasks.retry import only_transient
+from tasks.retry import on_transient
 
 
 @task(
     name="resolve-config",
     cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=[1, 3, 10],
-    retry_condition_fn=only_transient,
+    **on_transient(3, [1, 3, 10]),
 )
 def resolve_config(manifest: Manifest, environment: str, service: str) -> ServiceConfig:
     config = resolve(aws_client("secretsmanager"), manifest, environment, service)

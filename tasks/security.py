@@ -54,7 +54,7 @@ from relay.registry import ImageRef
 from relay.settings import ledger_path, relay_home
 from relay.wiring import kubernetes_spec
 from tasks.record import artifact_key
-from tasks.retry import only_transient
+from tasks.retry import on_transient
 
 
 @task(name="check-compliance", cache_policy=NO_CACHE)
@@ -122,9 +122,7 @@ def _checkov_objects(service: str, objects: list[dict[str, Any]]) -> list[Violat
 @task(
     name="audit-packages",
     cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=only_transient,
+    **on_transient(2, [2, 10]),
 )
 def audit_image_packages(
     docker_host: DockerHost, packages: Packages, app: str, service: str, image: str

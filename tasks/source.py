@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from relay import git
 from relay.manifest import Manifest, load_manifest
 from relay.settings import workdir
+from tasks.retry import on_transient
 
 
 class Checkout(BaseModel):
@@ -24,7 +25,7 @@ class Checkout(BaseModel):
     committed_at: datetime | None = None  # when the commit was made: lead time starts here
 
 
-@task(name="checkout-commit", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(name="checkout-commit", cache_policy=NO_CACHE, **on_transient(2, [2, 10]))
 def checkout_commit(repository: str, ref: str) -> Checkout:
     """Check out `ref` of `repository` into a working tree of its own."""
     sha = git.resolve_commit(repository, ref)

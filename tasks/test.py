@@ -8,6 +8,7 @@ directory of `relay.yaml`.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import task
@@ -61,11 +62,16 @@ def run_e2e_tests(
     return run_tests(DockerHost(), "end-to-end tests", app, site, command, artifact_key, urls)
 
 
-@task(name="check-health", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def check_health(service: str, url: str) -> None:
-    """One request to a service's health endpoint through its router; retried briefly."""
-    if not health_ok(url, timeout=5):
-        raise StageFailed(f"{service}: {url} did not answer 200")
+@task(name="check-health", cache_policy=NO_CACHE)
+def check_health(service: str, url: str, tries: int = 3) -> None:
+    """The service's health endpoint through its router, asked up to `tries` times a second
+    apart: a service that does not answer then is down, which is a finding, not a glitch."""
+    for attempt in range(tries):
+        if health_ok(url, timeout=5):
+            return
+        if attempt + 1 < tries:
+            time.sleep(1)
+    raise StageFailed(f"{service}: {url} did not answer 200 ({tries} tries)")
 
 
 def stage_site(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from relay import git
-from relay.errors import TerminalError
+from relay.errors import TerminalError, TransientError
 
 ID = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
 
@@ -85,7 +85,7 @@ def test_credentials_are_not_repeated_in_errors() -> None:
     assert git.redact("https://x-token:s3cret@example.invalid/a.git") == (
         "https://***@example.invalid/a.git"
     )
-    with pytest.raises(TerminalError) as failure:
+    with pytest.raises(TransientError) as failure:  # nothing listens: worth another try
         git.resolve_commit("https://user:s3cret@127.0.0.1:9/none.git", "main")
     assert "s3cret" not in str(failure.value)
 
@@ -109,3 +109,10 @@ def test_log_lists_the_commits_between_newest_first(repo: Path) -> None:
     three = commit(repo, {"x.txt": "3\n"}, "three")
     assert [line.split(" ", 1)[1] for line in git.log(repo, one, three)] == ["three", "two"]
     assert git.log(repo, three, three) == []
+
+
+def test_an_unreachable_remote_is_worth_another_try_a_missing_one_is_not(tmp_path: Path) -> None:
+    with pytest.raises(TransientError, match="git ls-remote"):
+        git.resolve_commit("http://127.0.0.1:9/nothing.git", "main")  # nothing listens on 9
+    with pytest.raises(TerminalError, match="cannot read repository"):
+        git.resolve_commit(str(tmp_path / "missing.git"), "main")
