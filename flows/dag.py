@@ -20,21 +20,9 @@ from typing import Any, Generic, TypeVar
 from prefect import Task
 from prefect.futures import PrefectFuture
 
-from relay.graph import topological_order
+from relay.graph import chain_lengths, topological_order
 
 R = TypeVar("R")
-
-
-def chain_lengths(deps: Mapping[str, Sequence[str]]) -> dict[str, int]:
-    """For each node, how many nodes the longest chain starting at it has (itself included)."""
-    consumers: dict[str, list[str]] = {name: [] for name in deps}
-    for name, providers in deps.items():
-        for provider in providers:
-            consumers.setdefault(provider, []).append(name)
-    length: dict[str, int] = {}
-    for name in reversed(topological_order(deps)):
-        length[name] = 1 + max((length[c] for c in consumers[name]), default=0)
-    return length
 
 
 @dataclass

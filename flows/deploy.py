@@ -30,7 +30,7 @@ from prefect_docker import DockerHost
 
 from flows.strategies import strategy_flow
 from relay.errors import NotApproved, RolledBack, TransientError
-from relay.ledger import Ledger, Outcome, Record
+from relay.ledger import Ledger, Outcome, Record, outcome_of
 from relay.manifest import CloudWatch, Manifest
 from relay.platforms.docker import DeployResult
 from relay.registry import ImageRef
@@ -249,14 +249,6 @@ async def put_in(docker_host: DockerHost, manifest: Manifest, attempt: Attempt) 
                 docker_host, spec, env, has_previous, None
             )
             return result
-
-
-def outcome_of(exc: BaseException) -> Outcome:
-    if isinstance(exc, RolledBack):
-        return Outcome.ROLLED_BACK
-    if isinstance(exc, NotApproved):
-        return Outcome.REJECTED
-    return Outcome.FAILED
 
 
 def record_outcome(attempt: Attempt, exc: BaseException | None, reason: str = "") -> None:

@@ -12,10 +12,10 @@ from prefect_docker import DockerHost
 
 from flows.client import one_client_for_tasks
 from flows.deploy import Attempt, put_in
-from relay.errors import TerminalError
 from relay.ledger import Ledger
 from relay.platforms.docker import DeployResult
 from relay.registry import ImageRef
+from relay.rollbacks import service_target
 from relay.settings import ledger_path
 from tasks.logs import SHIP_LOGS
 from tasks.notify import NOTIFY_ON_FAILURE, with_hooks
@@ -40,21 +40,12 @@ async def rollback(
         manifest = read_manifest(checkout, manifest_file)
         manifest.check_environment(environment)
         ledger = Ledger(ledger_path())
-        current = ledger.current(manifest.app, environment, service)
-        if current is not None and current.strategy == "rollback":
-            raise TerminalError(
-                f"{service} in {environment} already runs a rolled-back version "
-                f"({current.image}, since {current.ended_at:%Y-%m-%d %H:%M} UTC); rolling back "
-                f"again would bring back the version it replaced. Promote the version you want "
-                "instead; see "
-                f"`relay history {service} --env {environment}`"
-            )
-        target = ledger.previous_good(manifest.app, environment, service)
-        if target is None:
-            raise TerminalError(
-                f"{service} has no earlier good version in {environment} to roll back to; "
-                f"see `relay history {service}`"
-            )
+        target = service_target(
+            service,
+            environment,
+            ledger.current(manifest.app, environment, service),
+            ledger.previous_good(manifest.app, environment, service),
+        )
         attempt = Attempt(
             app=manifest.app,
             service=service,

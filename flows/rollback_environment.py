@@ -18,7 +18,8 @@ from relay.graph import topological_order
 from relay.ledger import Ledger
 from relay.manifest import Manifest
 from relay.platforms.docker import DeployResult
-from relay.releases import Release, Via, previous_release
+from relay.releases import Release, Via
+from relay.rollbacks import previous_release
 from relay.settings import ledger_path
 from tasks.logs import SHIP_LOGS
 from tasks.notify import NOTIFY_ON_FAILURE, with_hooks

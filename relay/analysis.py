@@ -18,10 +18,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Literal
 
 from relay.manifest import Analysis
 
 __all__ = [
+    "NextStep",
+    "next_step",
     "Judgement",
     "ServerCounters",
     "Verdict",
@@ -224,3 +227,34 @@ def judge_alarms(alarm_states: Mapping[str, str] | None) -> Judgement:
 def _ms(value: float) -> str:
     """`1500.0` -> `"1500"`, `1000.44` -> `"1000.4"`: no rounding down onto the limit."""
     return f"{value:.1f}".removesuffix(".0")
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """What a canary step's judgement leads to: go on, stop (and roll back), or ask a person
+    while the traffic stays split (`wait_seconds` at most)."""
+
+    action: Literal["continue", "stop", "ask"]
+    reason: str = ""
+    wait_seconds: int = 0
+
+
+def next_step(
+    verdict: Verdict,
+    reasons: list[str],
+    weight: int,
+    analysis: Analysis,
+    approval_timeout: int,
+    ask_cap: int,
+) -> NextStep:
+    """The environment's policy for a judged step: a failure stops; an inconclusive step
+    follows `on_inconclusive` (continue, fail, or pause: ask through the approval rules, for
+    no longer than `ask_cap` or the approval's own timeout)."""
+    why = "; ".join(reasons)
+    if verdict == Verdict.FAILED:
+        return NextStep("stop", f"canary analysis failed at {weight}%: {why}")
+    if verdict != Verdict.INCONCLUSIVE or analysis.on_inconclusive == "continue":
+        return NextStep("continue")
+    if analysis.on_inconclusive == "fail":
+        return NextStep("stop", f"canary analysis inconclusive at {weight}%: {why}")
+    return NextStep("ask", why, min(ask_cap, approval_timeout))

@@ -14,7 +14,14 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 
-__all__ = ["dependents", "find_cycles", "restricted", "topological_order", "waves"]
+__all__ = [
+    "chain_lengths",
+    "dependents",
+    "find_cycles",
+    "restricted",
+    "topological_order",
+    "waves",
+]
 
 Graph = Mapping[str, Sequence[str]]
 
@@ -113,6 +120,16 @@ def _consumers(deps: Graph) -> dict[str, list[str]]:
         for provider in _providers(deps, name):
             consumers[provider].append(name)
     return consumers
+
+
+def chain_lengths(deps: Graph) -> dict[str, int]:
+    """For each node, how many nodes the longest chain of consumers starting at it has (itself
+    included): the order a scheduler starts ready work in, critical path first."""
+    consumers = _consumers(deps)
+    length: dict[str, int] = {}
+    for name in reversed(topological_order(deps)):
+        length[name] = 1 + max((length[c] for c in consumers[name]), default=0)
+    return length
 
 
 def dependents(deps: Graph, name: str) -> set[str]:

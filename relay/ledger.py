@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator, model_validator
 
-from relay.errors import TerminalError, TransientError
+from relay.errors import NotApproved, RolledBack, TerminalError, TransientError
 from relay.releases import Arrival, Release, Via
 from relay.tables import table
 
@@ -49,6 +49,7 @@ __all__ = [
     "drift",
     "format_history",
     "format_status",
+    "outcome_of",
     "short_digest",
 ]
 
@@ -63,6 +64,16 @@ class Outcome(StrEnum):
     # A release left the service as it was: it already ran that digest with those settings.
     # Not a deployment (delivery metrics leave it out), but it names the release.
     UNCHANGED = "unchanged"
+
+
+def outcome_of(exc: BaseException) -> Outcome:
+    """What an attempt that ended with `exc` is: put back (a canary or a train rolled back),
+    rejected (a person, or no answer in time), or failed (anything else)."""
+    if isinstance(exc, RolledBack):
+        return Outcome.ROLLED_BACK
+    if isinstance(exc, NotApproved):
+        return Outcome.REJECTED
+    return Outcome.FAILED
 
 
 # What still counts as verified: a success, or a later release that kept it as it was.

@@ -26,7 +26,6 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from relay.errors import TerminalError
 from relay.registry import ImageRef
 from relay.tables import table
 
@@ -42,7 +41,6 @@ __all__ = [
     "fingerprint",
     "format_diff",
     "format_releases",
-    "previous_release",
     "release_statuses",
 ]
 
@@ -128,36 +126,6 @@ class Arrival:
     via: Via
     at: datetime
     flow_run_id: str | None = None
-
-
-def previous_release(arrivals: Sequence[Arrival], environment: str) -> Arrival:
-    """The arrival an environment rollback returns to: the release that served before the
-    current one.
-
-    Raises:
-        TerminalError: nothing served before, or the current release is itself a rollback
-            (rolling back again would bring back the release it replaced).
-    """
-    if not arrivals:
-        raise TerminalError(
-            f"no release has served {environment} as a whole yet; roll back one service with "
-            f"`relay rollback --service NAME --env {environment}`"
-        )
-    current = arrivals[-1]
-    if current.via == Via.ROLLBACK:
-        raise TerminalError(
-            f"{environment} already runs a rolled-back release ({current.release[:SHORT]}, since "
-            f"{current.at:%Y-%m-%d %H:%M} UTC); rolling back again would bring back the release "
-            f"it replaced. Promote the release you want instead (`relay releases --env "
-            f"{environment}` lists them)"
-        )
-    for earlier in reversed(arrivals[:-1]):
-        if earlier.release != current.release:
-            return earlier
-    raise TerminalError(
-        f"{environment} has served only release {current.release[:SHORT]}; there is no earlier "
-        "release to roll back to"
-    )
 
 
 # -- comparing ---------------------------------------------------------------------------------

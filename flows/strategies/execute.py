@@ -16,7 +16,7 @@ from prefect.logging import get_run_logger
 from prefect_docker import DockerHost
 
 from flows.approval import approval
-from relay.analysis import ServerCounters, Verdict, judge_alarms
+from relay.analysis import ServerCounters, Verdict, judge_alarms, next_step
 from relay.errors import NotApproved, RolledBack, StageFailed
 from relay.manifest import Environment
 from relay.platforms import AnyRollout, DeployResult, Spec
@@ -157,22 +157,24 @@ async def _analyze(run: _Run) -> None:
 
 
 async def _decide(run: _Run, verdict: Verdict, reasons: list[str]) -> None:
-    if verdict == Verdict.FAILED:
-        raise StageFailed(f"canary analysis failed at {run.weight}%: {'; '.join(reasons)}")
-    if verdict == Verdict.INCONCLUSIVE:
-        await _inconclusive(run, "; ".join(reasons))
+    step = next_step(
+        verdict,
+        reasons,
+        run.weight,
+        run.env.analysis,
+        run.env.approval.timeout_seconds,
+        INCONCLUSIVE_WAIT_SECONDS,
+    )
+    if step.action == "stop":
+        raise StageFailed(step.reason)
+    if step.action == "ask":
+        await _ask(run, step.reason, step.wait_seconds)
 
 
-async def _inconclusive(run: _Run, reasons: str) -> None:
+async def _ask(run: _Run, reasons: str, wait: int) -> None:
     """`on_inconclusive: pause`: the environment's approval subflow decides, with its rules
     (approvers, tokens, alarms, a notification with the link) and a shorter wait, while the
     traffic stays split. Approve continues; reject or no answer rolls back."""
-    policy = run.env.analysis.on_inconclusive
-    if policy == "continue":
-        return
-    if policy == "fail":
-        raise StageFailed(f"canary analysis inconclusive at {run.weight}%: {reasons}")
-    wait = min(INCONCLUSIVE_WAIT_SECONDS, run.env.approval.timeout_seconds)
     get_run_logger().warning(
         "%s canary at %s%% is inconclusive (%s); waiting up to %s s for a person",
         run.spec.service,

@@ -9,7 +9,7 @@ import pytest
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.dag import chain_lengths, run_over_graph
+from flows.dag import run_over_graph
 
 pytestmark = pytest.mark.stack
 
@@ -56,7 +56,3 @@ def test_a_failure_stops_its_consumers_and_nothing_else() -> None:
     started = set(times("start"))
     assert "d" not in started, "d depends on b"
     assert {"a", "b", "c", "e"} <= started
-
-
-def test_the_longest_chain_goes_first() -> None:
-    assert chain_lengths(DEPS) == {"a": 3, "b": 2, "c": 2, "d": 1, "e": 1}

@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from relay.analysis import Judgement, ServerCounters, Verdict, judge, window
+from relay.analysis import Judgement, NextStep, ServerCounters, Verdict, judge, next_step, window
 from relay.manifest import Analysis
 
 LIMITS = Analysis()  # 20 requests at least, 5% errors, 1000 ms at most
@@ -294,3 +294,25 @@ def test_from_haproxy_names_a_bad_field(change: dict[str, str | None], message: 
     with pytest.raises(ValueError) as caught:
         ServerCounters.from_haproxy(row)
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("verdict", "policy", "expected"),
+    [
+        (Verdict.SUCCESSFUL, "fail", NextStep("continue")),
+        (Verdict.FAILED, "continue", NextStep("stop", "canary analysis failed at 10%: 5xx")),
+        (Verdict.INCONCLUSIVE, "continue", NextStep("continue")),
+        (
+            Verdict.INCONCLUSIVE,
+            "fail",
+            NextStep("stop", "canary analysis inconclusive at 10%: 5xx"),
+        ),
+        (Verdict.INCONCLUSIVE, "pause", NextStep("ask", "5xx", 600)),
+    ],
+)
+def test_the_environments_policy_decides_what_a_judged_step_leads_to(
+    verdict: Verdict, policy: str, expected: NextStep
+) -> None:
+    analysis = Analysis(on_inconclusive=policy)  # type: ignore[arg-type]
+    assert next_step(verdict, ["5xx"], 10, analysis, 3600, ask_cap=600) == expected
+    assert next_step(verdict, ["5xx"], 10, analysis, 60, ask_cap=600).wait_seconds in (0, 60)

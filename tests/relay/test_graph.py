@@ -5,7 +5,7 @@ from collections.abc import Callable, Mapping, Sequence
 import pytest
 
 from relay import graph
-from relay.graph import dependents, find_cycles, restricted, topological_order, waves
+from relay.graph import chain_lengths, dependents, find_cycles, restricted, topological_order, waves
 
 Deps = Mapping[str, Sequence[str]]
 
@@ -166,3 +166,8 @@ def test_restricted_keeps_the_order_through_services_left_out(
         "payments": [],
     }
     assert restricted(chain, keep) == expected
+
+
+def test_the_longest_chain_of_consumers_goes_first() -> None:
+    deps = {"a": [], "b": ["a"], "c": ["a"], "d": ["b"], "e": []}
+    assert chain_lengths(deps) == {"a": 3, "b": 2, "c": 1, "d": 1, "e": 1}

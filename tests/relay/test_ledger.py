@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from relay.errors import TerminalError
+from relay.errors import NotApproved, RolledBack, StageFailed, TerminalError
 from relay.ledger import (
     _MIGRATIONS,
     SCHEMA_VERSION,
@@ -21,6 +21,7 @@ from relay.ledger import (
     drift,
     format_history,
     format_status,
+    outcome_of,
 )
 from relay.registry import ImageRef
 from relay.releases import Release, ServiceImage, Via
@@ -482,3 +483,16 @@ def test_a_ledger_of_schema_3_gains_releases_and_keeps_its_records(tmp_path: Pat
     assert ledger.releases("shop") == [release("b")]
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (RolledBack("canary failed"), Outcome.ROLLED_BACK),
+        (NotApproved("bob rejected"), Outcome.REJECTED),
+        (StageFailed("unit tests failed"), Outcome.FAILED),
+        (RuntimeError("a bug"), Outcome.FAILED),
+    ],
+)
+def test_what_an_attempt_that_ended_with_an_error_is(error: Exception, outcome: Outcome) -> None:
+    assert outcome_of(error) == outcome

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from relay.errors import TerminalError
 from relay.manifest import parse_manifest
 from relay.registry import ImageRef
 from relay.releases import (
@@ -20,7 +19,6 @@ from relay.releases import (
     fingerprint,
     format_diff,
     format_releases,
-    previous_release,
     release_statuses,
 )
 from relay.wiring import release_settings, run_settings
@@ -149,44 +147,6 @@ def test_a_side_without_settings_shows_no_setting_changes() -> None:
     running = Side("prod", {"orders": image("orders", "b")}, {"orders": "c" * 40}, {})
     [change] = diff(running, Side.of_release(release, "prod"), order=["orders"])
     assert not change.changed and change.describe() == "sha256:bbbbbbbbbbbb (unchanged)"
-
-
-# --- rollback target -------------------------------------------------------------------------
-
-
-def arrival(release: str, via: Via, minutes: int) -> Arrival:
-    return Arrival(release, "prod", via, T0 + timedelta(minutes=minutes))
-
-
-def test_the_previous_release_is_the_one_before_the_current() -> None:
-    arrivals = [
-        arrival("r1", Via.PROMOTION, 0),
-        arrival("r2", Via.PROMOTION, 1),
-        arrival("r2", Via.PROMOTION, 2),  # promoted again (a secret rotated): still r2
-    ]
-    assert previous_release(arrivals, "prod").release == "r1"
-
-
-@pytest.mark.parametrize(
-    ("arrivals", "message"),
-    [
-        ([], "no release has served prod"),
-        ([arrival("r1", Via.PROMOTION, 0)], "served only release r1"),
-        (
-            [
-                arrival("r1", Via.PROMOTION, 0),
-                arrival("r2", Via.PROMOTION, 1),
-                arrival("r1", Via.ROLLBACK, 2),
-            ],
-            "already runs a rolled-back release",
-        ),
-    ],
-)
-def test_a_rollback_with_nothing_to_go_back_to_is_refused(
-    arrivals: list[Arrival], message: str
-) -> None:
-    with pytest.raises(TerminalError, match=message):
-        previous_release(arrivals, "prod")
 
 
 # --- where releases are ----------------------------------------------------------------------
