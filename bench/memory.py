@@ -54,11 +54,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `tests.advisories` is not an installed package
 
+import devstack  # noqa: E402
 from bench.results import write_results  # noqa: E402
-from relay import stack  # noqa: E402
 
 # Prefect reads its settings at import time: the stack's environment first (as tests/conftest).
-for _key, _value in stack.environment().items():
+for _key, _value in devstack.environment().items():
     os.environ.setdefault(_key, _value)
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
@@ -363,7 +363,7 @@ def worker(pool: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`prefect worker start` for `pool`, ready (it logged "started!"); stopped by PID."""
     env = {
         **os.environ,
-        **stack.environment(),
+        **devstack.environment(),
         "PYTHONPATH": str(ROOT),
         "PREFECT_WORKER_QUERY_SECONDS": "2",
     }

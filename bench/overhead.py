@@ -171,10 +171,10 @@ def main() -> int:
     if args.measure:
         print(json.dumps(measure(args.runs)))
         return 0
+    import devstack
     from bench.results import write_results
-    from relay import stack
 
-    results = {"sqlite": _child(stack.environment()["PREFECT_API_URL"], args.runs)}
+    results = {"sqlite": _child(devstack.environment()["PREFECT_API_URL"], args.runs)}
     try:
         results["postgresql"] = with_postgres(args.runs)
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:

@@ -35,11 +35,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `tests.echo` is not an installed package
 
+import devstack  # noqa: E402
 from bench.results import write_results  # noqa: E402
-from relay import stack  # noqa: E402
 
 # Prefect reads its settings at import time: the stack's environment first (as tests/conftest).
-for _key, _value in stack.environment().items():
+for _key, _value in devstack.environment().items():
     os.environ.setdefault(_key, _value)
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
@@ -396,7 +396,7 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.runs <= 50:
         parser.error("--runs must be within 1..50")
-    if not stack.status().all_running:
+    if not devstack.status().all_running:
         sys.exit("the local stack is not running; use `make bench` (it starts the stack)")
     ports_free()
 

@@ -32,7 +32,7 @@ import os
 import sys
 from pathlib import Path
 
-from relay import stack
+import devstack
 from relay.errors import ManifestError, RelayError
 from relay.manifest import load_manifest
 from relay.settings import relay_home
@@ -42,21 +42,21 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop"
 
 
 def _use_stack_environment() -> None:
-    for key, value in stack.environment().items():
+    for key, value in devstack.environment().items():
         os.environ.setdefault(key, value)
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
     if args.action == "up":
-        stack.up()
+        devstack.up()
     elif args.action == "down":
-        stack.down()
+        devstack.down()
     elif args.action == "status":
-        status = stack.status()
+        status = devstack.status()
         print(status)
         return 0 if status.all_running else 1
     else:
-        for key, value in stack.environment().items():
+        for key, value in devstack.environment().items():
             print(f"export {key}={value}")
     return 0
 

@@ -35,7 +35,7 @@ from blocks.aws import aws_client
 from deployments.approvals import auto_approving
 from deployments.register import register_deployments
 from deployments.releases import releases_report
-from relay.demo import commit_change, sync_repository
+from devstack.demo import commit_change, sync_repository
 from relay.errors import RelayError
 from relay.manifest import Manifest, load_manifest
 from relay.wiring import service_urls

@@ -13,8 +13,14 @@ from pathlib import Path
 
 
 def relay_home() -> Path:
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "relay"
-    return Path(os.environ.get("RELAY_HOME", default))
+    """``$RELAY_HOME``, default ``$XDG_CACHE_HOME/relay`` (``~/.cache/relay``): the one rule for
+    every part of Relay, the local stack (``devstack``) included.
+
+    An empty variable counts as unset, ``~`` is expanded and a relative path is made absolute,
+    so that ``RELAY_HOME=~/r`` puts the ledger, HAProxy's state and the stack in one place.
+    """
+    default = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "relay"
+    return Path(os.environ.get("RELAY_HOME") or default).expanduser().absolute()
 
 
 def workdir(repository: str, commit: str) -> Path:

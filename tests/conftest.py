@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 
-from relay import stack
+import devstack
 
-for _key, _value in stack.environment().items():
+for _key, _value in devstack.environment().items():
     os.environ.setdefault(_key, _value)
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
 
@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: "tests/kubernetes/" in item.nodeid)
     if not any(item.get_closest_marker("stack") for item in items):
         return
-    if not stack.status().all_running:
+    if not devstack.status().all_running:
         raise pytest.UsageError(
             "the local stack is not running; run `make test` (which starts it) "
             "or `.venv/bin/relay stack up` first"

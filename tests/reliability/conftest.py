@@ -1,7 +1,7 @@
 """Fixtures of the reliability suite: a private stack to break, and shops deployed on it.
 
 One private stack per session (about 30 s to start) serves every fault test that stops a stack
-component; it is stopped by PID at the end (``relay.stack down`` on its own home). Set
+component; it is stopped by PID at the end (``devstack down`` on its own home). Set
 ``RELAY_RELIABILITY_HOME`` to the home of a private stack started earlier (same ports in
 ``RELAY_RELIABILITY_PORTS=prefect,moto,registry``) to reuse it while working on a test; it is
 then left running.

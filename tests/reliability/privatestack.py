@@ -2,9 +2,9 @@
 
 The shared stack (``~/.cache/relay``) serves every other test running on this machine at the
 same time, so no fault may ever touch it. Faults that stop dockerd, the registry or the Prefect
-server are injected here instead: ``relay.stack up`` in a subprocess with a short
+server are injected here instead: ``python -m devstack up`` in a subprocess with a short
 ``RELAY_HOME`` (containerd's socket path limit) and free loopback ports, stopped with
-``relay.stack down`` on that home, which signals only the PIDs recorded under it.
+``python -m devstack down`` on that home, which signals only the PIDs recorded under it.
 
 Flows that must talk to this stack run in subprocesses (``tests/reliability/driver.py``) with
 its environment: Prefect reads its API URL at import time, and the test process has already
@@ -101,7 +101,7 @@ class PrivateStack:
 
     def _stack(self, command: str, timeout: float = UP_TIMEOUT) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "relay.stack", command],
+            [sys.executable, "-m", "devstack", command],
             env=self.base_env(),
             cwd=ROOT,
             capture_output=True,
@@ -110,7 +110,7 @@ class PrivateStack:
         )
         if result.returncode != 0 and command != "status":
             raise RuntimeError(
-                f"relay.stack {command} (RELAY_HOME={self.home}) failed:\n"
+                f"devstack {command} (RELAY_HOME={self.home}) failed:\n"
                 f"{result.stdout}\n{result.stderr}"
             )
         return result.stdout

@@ -1,4 +1,4 @@
-"""relay.stack against the real local stack: dockerd, base image, registry, moto, Prefect server.
+"""devstack against the real local stack: dockerd, base image, registry, moto, Prefect server.
 
 The module fixture brings the stack up only if nothing of it is running, and then brings it down
 at the end; a stack that was already up (fully or partly) is left as it was.
@@ -19,25 +19,25 @@ from typing import Any
 
 import pytest
 
-from relay import stack
+import devstack
 
 pytestmark = pytest.mark.stack
 
 COMPONENTS = ["dockerd", "base-image", "registry", "moto", "prefect", "worker"]
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-MANAGED = {stack.MANAGED_LABEL: "true"}
+MANAGED = {devstack.MANAGED_LABEL: "true"}
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @pytest.fixture(scope="module")
 def live_stack() -> Iterator[dict[str, str]]:
-    before = stack.status()
+    before = devstack.status()
     started_here = not before.any_running
     if not before.all_running:
-        stack.up(progress=print)
-    yield stack.environment()
+        devstack.up(progress=print)
+    yield devstack.environment()
     if started_here:
-        stack.down(progress=print)
+        devstack.down(progress=print)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def _request(url: str, method: str = "GET", headers: dict[str, str] | None = Non
 
 
 def test_status_shows_every_component_running(live_stack: dict[str, str]) -> None:
-    st = stack.status()
+    st = devstack.status()
     assert [c.name for c in st.components] == COMPONENTS
     not_ready = [c.name for c in st.components if not (c.running and c.ready)]
     assert not not_ready, f"not running/ready: {not_ready}\n{st}"
@@ -66,10 +66,10 @@ def test_status_shows_every_component_running(live_stack: dict[str, str]) -> Non
 
 
 def test_second_up_starts_nothing_new_and_is_fast(live_stack: dict[str, str]) -> None:
-    before = stack.status().pids
+    before = devstack.status().pids
     lines: list[str] = []
     t0 = time.monotonic()
-    after = stack.up(progress=lines.append)
+    after = devstack.up(progress=lines.append)
     took = time.monotonic() - t0
     assert after.pids == before
     assert took < 3.0, f"second up took {took:.1f} s:\n" + "\n".join(lines)
@@ -170,7 +170,7 @@ def test_down_stops_only_processes_whose_cmdline_matches(
     (home / "run" / "haproxy-fake.pid").write_text(f"{fake.pid}\n")
     try:
         lines: list[str] = []
-        stack.down(progress=lines.append)
+        devstack.down(progress=lines.append)
         assert fake.wait(timeout=5) == -15  # SIGTERM
         os.kill(me, 0)  # still here
         assert any(line.startswith("haproxy-guard") and "not ours" in line for line in lines)

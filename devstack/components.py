@@ -1,0 +1,280 @@
+"""The stack's processes, and only this module knows every one of them.
+
+dockerd     A private Docker engine (Debian ``docker.io``) that builds and runs the service
+            images. It runs with ``--bridge=none --iptables=false --ip-forward=false
+            --ip-masq=false`` because this machine may only reach 127.0.0.0/8: there is no
+            docker0 bridge and no NAT, and containers use ``--network host``. Its data-root is
+            kept across ``down``/``up``, so whatever was built once stays cached on the machine.
+registry    Debian's ``docker-registry`` (CNCF distribution) on 127.0.0.1:5000 stands in for ECR.
+            Images are pushed to it, and every environment deploys by the digest it returns.
+moto        ``moto_server`` on 127.0.0.1:5001 stands in for AWS (Secrets Manager, CloudWatch,
+            Logs, the ECR API, STS). boto3 reaches it through ``AWS_ENDPOINT_URL`` with no code
+            changes.
+prefect     A Prefect server on 127.0.0.1:4200 (SQLite under ``$RELAY_HOME/prefect``) and the
+            process work pool ``relay``, which `ensure_work_pool` creates. Started as a
+            subprocess; nothing here imports Prefect.
+worker      A Prefect worker of that pool, with the stack's environment. It starts after the
+            others: it needs the Prefect server and the work pool.
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from devstack.docker_api import docker_ready
+from devstack.endpoints import (
+    MOTO_PORT,
+    MOTO_URL,
+    PREFECT_API_URL,
+    PREFECT_PORT,
+    REGISTRY_ADDR,
+    WORK_POOL,
+    environment,
+)
+from devstack.errors import StackError
+from devstack.paths import Paths
+from devstack.supervisor import LOG_MARKER, Service, programs, require
+
+_DOCKERD_FLAGS = ("--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false")
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _http(url: str, *, method: str = "GET", timeout: float = 2.0) -> tuple[int, bytes] | None:
+    """(status, body) of a loopback HTTP request, ignoring any proxy settings; None if no answer."""
+    try:
+        with _NO_PROXY.open(urllib.request.Request(url, method=method), timeout=timeout) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read()
+    except (OSError, http.client.HTTPException):
+        return None
+
+
+def _dockerd_argv(p: Paths) -> list[str]:
+    dockerd = require("dockerd", "run scripts/install-deps (needs Debian's docker.io)")
+    return [
+        dockerd,
+        *_DOCKERD_FLAGS,
+        "--data-root",
+        str(p.data_root),
+        "--exec-root",
+        str(p.exec_root),
+        "--pidfile",
+        str(p.pidfile("dockerd")),
+        "-H",
+        p.docker_host,
+    ]
+
+
+def _dockerd_env(p: Paths) -> dict[str, str]:
+    env = dict(os.environ)
+    # dockerd finds containerd, runc and docker-init on PATH.
+    env["PATH"] = env.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+    return env
+
+
+def _dockerd_prepare(p: Paths) -> None:
+    p.check_length()
+    # dockerd refuses to start next to a pidfile it cannot prove stale; ours was checked.
+    p.pidfile("dockerd").unlink(missing_ok=True)
+
+
+def _registry_host_port(strict: bool = True) -> tuple[str, int]:
+    host, _, port = REGISTRY_ADDR.rpartition(":")
+    if not strict:
+        return host, int(port) if port.isdigit() else 0
+    if not host.startswith("127.") or not port.isdigit():
+        raise StackError(
+            f"RELAY_REGISTRY_ADDR={REGISTRY_ADDR!r} is not a loopback host:port; "
+            "use e.g. 127.0.0.1:5000 (only 127.0.0.0/8 may be used on this machine)"
+        )
+    return host, int(port)
+
+
+def _registry_prepare(p: Paths) -> None:
+    require("docker-registry", "run scripts/install-deps (needs Debian's docker-registry)")
+    _registry_host_port()
+    p.registry_config.parent.mkdir(parents=True, exist_ok=True)
+    p.registry_config.write_text(
+        "# written by devstack: Relay's local stand-in for ECR\n"
+        "version: 0.1\n"
+        "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+        "storage:\n"
+        f"  filesystem:\n    rootdirectory: {p.registry_data}\n"
+        "  delete:\n    enabled: true\n"
+        "  cache:\n    blobdescriptor: inmemory\n"
+        "health:\n  storagedriver:\n    enabled: false\n"
+        f"http:\n  addr: {REGISTRY_ADDR}\n"
+    )
+
+
+def _moto_server() -> Path:
+    return Path(sys.executable).parent / "moto_server"
+
+
+def _moto_prepare(p: Paths) -> None:
+    if not _moto_server().exists():
+        raise StackError(
+            f"moto_server not found next to {sys.executable}: "
+            "pip install 'moto[server]' into the Python that runs Relay"
+        )
+
+
+def _prefect_env(p: Paths) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PREFECT_HOME"] = str(p.prefect_home)
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    return env
+
+
+def _prefect_prepare(p: Paths) -> None:
+    if importlib.util.find_spec("prefect") is None:  # locate only; devstack never imports prefect
+        raise StackError(
+            f"prefect is not installed in {sys.executable}: pip install prefect==3.9.1"
+        )
+
+
+def _ok(url: str, expect: int = 200) -> Callable[[Paths], bool]:
+    def check(_: Paths) -> bool:
+        r = _http(url, timeout=2.0)
+        return r is not None and r[0] == expect
+
+    return check
+
+
+SERVICES: tuple[Service, ...] = (
+    Service(
+        name="dockerd",
+        address=lambda p: p.docker_host,
+        argv=_dockerd_argv,
+        is_ours=lambda a, p: "dockerd" in programs(a) and str(p.exec_root) in a,
+        ready=docker_ready,
+        timeout=20.0,
+        env=_dockerd_env,
+        prepare=_dockerd_prepare,
+        writes_own_pidfile=True,
+    ),
+    Service(
+        name="registry",
+        address=lambda p: REGISTRY_ADDR,
+        argv=lambda p: ["docker-registry", "serve", str(p.registry_config)],
+        is_ours=lambda a, p: "docker-registry" in programs(a) and str(p.registry_config) in a,
+        ready=lambda p: _ok(f"http://{REGISTRY_ADDR}/v2/")(p),
+        timeout=20.0,
+        port=_registry_host_port(strict=False),
+        port_env="RELAY_REGISTRY_ADDR",
+        prepare=_registry_prepare,
+    ),
+    Service(
+        name="moto",
+        address=lambda p: MOTO_URL,
+        argv=lambda p: [str(_moto_server()), "-H", "127.0.0.1", "-p", str(MOTO_PORT)],
+        is_ours=lambda a, p: "moto_server" in programs(a) and str(MOTO_PORT) in a,
+        ready=_ok(f"{MOTO_URL}/moto-api/"),
+        timeout=30.0,
+        port=("127.0.0.1", MOTO_PORT),
+        port_env="RELAY_MOTO_PORT",
+        prepare=_moto_prepare,
+    ),
+    Service(
+        name="prefect",
+        address=lambda p: PREFECT_API_URL,
+        argv=lambda p: [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(PREFECT_PORT),
+        ],
+        is_ours=lambda a, p: (
+            "prefect" in programs(a) and "server" in a and "start" in a and str(PREFECT_PORT) in a
+        ),
+        ready=_ok(f"{PREFECT_API_URL}/health"),
+        timeout=90.0,  # the first start runs the database migrations
+        port=("127.0.0.1", PREFECT_PORT),
+        port_env="RELAY_PREFECT_PORT",
+        env=_prefect_env,
+        prepare=_prefect_prepare,
+    ),
+)
+
+
+def _worker_started(p: Paths) -> bool:
+    """The worker logs "... started!" once it polls its work pool (since its latest start)."""
+    try:
+        text = p.log("worker").read_text(errors="replace")
+    except OSError:
+        return False
+    return "started!" in text.rsplit(LOG_MARKER, 1)[-1]
+
+
+def _worker_env(p: Paths) -> dict[str, str]:
+    # The worker runs flows that use the stack: it gets the stack's environment, and polls
+    # every 2 s instead of 10 so local runs start promptly.
+    return {**os.environ, **environment(), "PREFECT_WORKER_QUERY_SECONDS": "2"}
+
+
+# The worker starts after the others: it needs the Prefect server and the work pool.
+WORKER = Service(
+    name="worker",
+    address=lambda p: f"work pool '{WORK_POOL}'",
+    argv=lambda p: [
+        sys.executable,
+        "-m",
+        "prefect",
+        "worker",
+        "start",
+        "--pool",
+        WORK_POOL,
+        "--name",
+        f"relay-{os.uname().nodename}",
+    ],
+    is_ours=lambda a, p: "prefect" in programs(a) and "worker" in a and WORK_POOL in a,
+    ready=_worker_started,
+    timeout=60.0,
+    env=_worker_env,
+)
+
+_SERVICE_BY_NAME = {s.name: s for s in (*SERVICES, WORKER)}
+
+
+def pidfile_matches(name: str, argv: list[str], paths: Paths) -> bool:
+    """Does this command line look like what was started under `name`? (recycled-PID guard)"""
+    service = _SERVICE_BY_NAME.get(name)
+    if service is not None:
+        return service.is_ours(argv, paths)
+    # Other Relay code records its processes as `<program>-<what>.pid` (e.g. haproxy-api.pid).
+    return name.split("-", 1)[0] in programs(argv)
+
+
+def ensure_work_pool(paths: Paths) -> str:
+    r = _http(f"{PREFECT_API_URL}/work_pools/{WORK_POOL}")
+    if r is not None and r[0] == 200:
+        return f"work pool {WORK_POOL!r} present"
+    env = _prefect_env(paths)
+    env["PREFECT_API_URL"] = PREFECT_API_URL
+    argv = [sys.executable, "-m", "prefect", "work-pool", "create", WORK_POOL, "--type", "process"]
+    res = subprocess.run(
+        argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
+    )
+    output = res.stdout + res.stderr
+    if res.returncode != 0 and "already exists" not in output:
+        raise StackError(
+            f"prefect: creating work pool {WORK_POOL!r} failed ({shlex.join(argv)}):\n{output}"
+        )
+    return f"work pool {WORK_POOL!r} created"

@@ -1,0 +1,37 @@
+"""Where each component listens (loopback only; overridable for a second stack on the same
+machine), and the environment variables that point clients at them."""
+
+from __future__ import annotations
+
+import os
+
+from devstack.paths import stack_paths
+
+REGISTRY_ADDR = os.environ.get("RELAY_REGISTRY_ADDR", "127.0.0.1:5000")
+
+
+def _env_port(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else default if not value else -1  # -1: checked in up()
+
+
+MOTO_PORT = _env_port("RELAY_MOTO_PORT", 5001)
+PREFECT_PORT = _env_port("RELAY_PREFECT_PORT", 4200)
+MOTO_URL = f"http://127.0.0.1:{MOTO_PORT}"
+PREFECT_API_URL = f"http://127.0.0.1:{PREFECT_PORT}/api"
+WORK_POOL = "relay"
+
+
+def environment() -> dict[str, str]:
+    """The variables clients need to use the stack (``python -m devstack env`` prints them)."""
+    paths = stack_paths()
+    return {
+        "DOCKER_HOST": paths.docker_host,
+        "RELAY_REGISTRY": REGISTRY_ADDR,
+        "AWS_ENDPOINT_URL": MOTO_URL,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "PREFECT_API_URL": PREFECT_API_URL,
+        "RELAY_HOME": str(paths.home),
+    }
