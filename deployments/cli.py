@@ -283,7 +283,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from relay.ledger import Ledger
     from relay.platforms.kubernetes.objects import render
     from relay.settings import ledger_path
-    from relay.wiring import kubernetes_spec
+    from relay.specs import kubernetes_spec
 
     manifest = load_manifest(args.file, check_files=False)  # no sources needed to render
     manifest.check_services([args.service])

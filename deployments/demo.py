@@ -36,9 +36,9 @@ from deployments.approvals import auto_approving
 from deployments.register import register_deployments
 from deployments.releases import releases_report
 from devstack.demo import commit_change, sync_repository
+from relay.discovery import service_urls
 from relay.errors import RelayError
 from relay.manifest import Manifest, load_manifest
-from relay.wiring import service_urls
 
 APPROVER = "demo-approver"
 BUG = (

@@ -36,8 +36,8 @@ from relay.platforms.docker import DeployResult
 from relay.registry import ImageRef
 from relay.releases import Release
 from relay.settings import ledger_path
+from relay.specs import deploy_spec
 from relay.stages.site import StageSite
-from relay.wiring import deploy_spec
 from tasks.deploy import current_version, serving_already
 from tasks.metrics import publish_delivery_metrics
 from tasks.notify import notify_rollback

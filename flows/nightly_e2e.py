@@ -10,13 +10,13 @@ from prefect.artifacts import acreate_table_artifact
 from prefect_docker import DockerHost
 
 from flows.client import one_client_for_tasks
+from relay.discovery import service_urls, url_variable
 from relay.errors import StageFailed
 from relay.ledger import Ledger
 from relay.manifest import Manifest
 from relay.releases import Release
 from relay.settings import ledger_path
 from relay.stages.site import StageSite
-from relay.wiring import service_urls, url_variable
 from tasks.notify import notify
 from tasks.record import artifact_key
 from tasks.source import checkout_commit, read_manifest

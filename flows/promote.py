@@ -42,6 +42,7 @@ from flows.deploy import (
     roll_out,
 )
 from flows.service_pipeline import ServiceRelease
+from relay.discovery import service_urls, url_variable
 from relay.errors import NotApproved, RolledBack
 from relay.graph import impact, restricted, topological_order
 from relay.ledger import Ledger
@@ -51,7 +52,6 @@ from relay.promotion import approval_description, previous_environment
 from relay.releases import Release, Via
 from relay.settings import ledger_path
 from relay.stages.site import StageSite
-from relay.wiring import service_urls, url_variable
 from tasks.logs import SHIP_LOGS
 from tasks.notify import NOTIFY_ON_FAILURE, with_hooks
 from tasks.promotion import verify_promotable

@@ -30,11 +30,12 @@ from flows.deploy import Attempt, differing, record_outcome, record_unchanged
 from flows.promote import promote
 from flows.service_pipeline import ServiceRelease, deploy_service
 from relay import git
+from relay.discovery import service_urls, url_variable
 from relay.errors import StageFailed
 from relay.graph import impact, restricted, services_touched, topological_order
 from relay.manifest import Manifest
 from relay.releases import Release, ServiceImage, Via
-from relay.wiring import release_settings, service_urls, url_variable
+from relay.specs import release_settings
 from tasks.notify import NOTIFY_ON_FAILURE
 from tasks.release import record_arrival, record_release
 from tasks.secrets import resolve_configs

@@ -17,10 +17,10 @@ from flows.build import BuiltService, build_service
 from flows.client import one_client_for_tasks
 from flows.deploy import Attempt, deploy_lock, recorded, roll_out, verified
 from flows.timer import StageTimer
+from relay.discovery import service_urls
 from relay.errors import TerminalError
 from relay.manifest import Manifest
 from relay.stages.plan import stage_commands
-from relay.wiring import service_urls
 from tasks.logs import SHIP_LOGS
 from tasks.notify import NOTIFY_ON_FAILURE, with_hooks
 from tasks.record import artifact_key, publish_summary

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from relay.commands import run_command
 from relay.dockerfile import Instruction, arg_default, expand, instructions
 from relay.errors import StageFailed, TerminalError
 from relay.manifest import PRODUCTION, Compliance, Manifest
 from relay.settings import relay_home
+from relay.stages.host import run_command
 from relay.verdicts import GateVerdict
 
 __all__ = [

@@ -3,7 +3,7 @@
 A release holds every service of `relay.yaml` with its image digest (built, or reused because its
 image key did not change) and, per environment and service, the settings that change what runs
 there (ports, health path, the neighbours' addresses, which secrets and keys, the cluster's
-replicas and resources: `relay.wiring.run_settings`). Its id is a hash of that content, so the
+replicas and resources: `relay.specs.run_settings`). Its id is a hash of that content, so the
 same content has the same id whatever commit it came from, as Kargo names its Freight: a merge
 commit that changes no service and no setting is the same release as the commit it merged.
 

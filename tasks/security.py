@@ -52,7 +52,7 @@ from relay.packages import (
 from relay.platforms.kubernetes.objects import render
 from relay.registry import ImageRef
 from relay.settings import ledger_path, relay_home
-from relay.wiring import kubernetes_spec
+from relay.specs import kubernetes_spec
 from tasks.record import artifact_key
 from tasks.retry import on_transient
 

@@ -15,13 +15,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect_docker import DockerHost
 
+from relay.discovery import service_urls
 from relay.errors import StageFailed
 from relay.manifest import Manifest
 from relay.platforms.docker import health_ok
 from relay.releases import Release
 from relay.stages.plan import stage_commands
 from relay.stages.site import StageResult, StageSite
-from relay.wiring import service_urls
 from tasks.record import artifact_key
 from tasks.stages import prepare_stage_image, run_tests, site_of
 

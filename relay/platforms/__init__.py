@@ -1,7 +1,7 @@
 """Platforms: where services run, `docker` (containers behind HAProxy on one engine) or
 `kubernetes` (a cluster). Both offer the same step operations, the `Platform` protocol, so one
 strategy executor (`flows/strategies/execute.py`) drives either; `tasks/deploy.py` picks the
-platform from the spec's type (`relay.wiring.deploy_spec` builds the environment's kind).
+platform from the spec's type (`relay.specs.deploy_spec` builds the environment's kind).
 """
 
 from __future__ import annotations

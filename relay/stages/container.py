@@ -46,7 +46,7 @@ __all__ = [
 
 SOURCE_DIR = "/src"
 REPORT_DIR = "/relay-reports"
-OUTPUT_LIMIT = 20_000  # characters of output kept, the last ones, as relay.commands does
+OUTPUT_LIMIT = 20_000  # characters of output kept, the last ones, as relay.stages.host does
 # Enough for test runners that fork workers; a fork bomb in a test stops here instead of
 # exhausting the engine's host, which runs other stages and the deployed services.
 PIDS_LIMIT = 1024

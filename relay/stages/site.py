@@ -20,9 +20,9 @@ from typing import Literal
 
 import docker
 
-from relay.commands import run_command
 from relay.errors import TerminalError
 from relay.stages.container import REPORT_DIR, SOURCE_DIR, run_in_container
+from relay.stages.host import run_command
 
 __all__ = ["StageResult", "StageSite", "run_stage"]
 
@@ -59,7 +59,7 @@ class StageSite:
 
 @dataclass(frozen=True)
 class StageResult:
-    """What a stage command did: as `relay.commands.CommandResult`, plus its reports."""
+    """What a stage command did: as `relay.stages.host.CommandResult`, plus its reports."""
 
     argv: list[str]
     exit_code: int

@@ -18,7 +18,7 @@ from flows.strategies import canary, rolling
 from relay.errors import RolledBack
 from relay.manifest import parse_manifest
 from relay.registry import ImageRef
-from relay.wiring import deploy_spec
+from relay.specs import deploy_spec
 from tests.kubernetes.controlplane import NEVER_READY
 
 pytestmark = pytest.mark.stack

@@ -22,7 +22,7 @@ from relay.manifest import parse_manifest
 from relay.platforms.kubernetes import Cluster
 from relay.platforms.kubernetes.objects import REDACTED, render
 from relay.registry import ImageRef
-from relay.wiring import kubernetes_spec
+from relay.specs import kubernetes_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKOV = ROOT / ".venv-tools" / "bin" / "checkov"

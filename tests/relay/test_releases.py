@@ -21,7 +21,7 @@ from relay.releases import (
     format_releases,
     release_statuses,
 )
-from relay.wiring import release_settings, run_settings
+from relay.specs import release_settings, run_settings
 
 T0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
 SHOP: dict[str, Any] = {

@@ -24,7 +24,6 @@ import docker
 import pytest
 from docker.errors import ImageNotFound
 
-from relay.commands import run_command
 from relay.errors import StageFailed, TerminalError
 from relay.stages import (
     OUTPUT_LIMIT,
@@ -34,6 +33,7 @@ from relay.stages import (
     missing_tool,
     run_in_container,
 )
+from relay.stages.host import run_command
 
 stack = pytest.mark.stack
 

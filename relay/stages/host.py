@@ -1,8 +1,10 @@
-"""Run a stage's command (build, unit tests, SAST, integration tests) as a subprocess.
+"""Run a command on the worker as a subprocess: the stages of a `runner: host` service, the
+application's end-to-end tests, and Relay's own tools (checkov).
 
 Stage commands come from `relay.yaml`, so they are argv lists run without a shell: a manifest
-cannot smuggle shell syntax into the worker. Output is captured (bounded) so that a failed stage
-can show its tail in the error and in the run's artifacts.
+cannot smuggle shell syntax into the worker, and the worker's environment is not handed on
+beyond a few harmless variables. Output is captured (bounded) so that a failed stage can show
+its tail in the error and in the run's artifacts. In a container instead: `container.py`.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.commands import run_command
 from relay.errors import StageFailed
+from relay.stages.host import run_command
 
 
 def test_a_command_sees_only_what_it_is_given(

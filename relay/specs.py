@@ -1,9 +1,6 @@
-"""How services find each other in an environment (`<NAME>_URL` variables), and what a
-platform needs to run one of them there (its spec and run settings).
-
-A service reads its dependencies' addresses from its environment, e.g. orders reads
-`INVENTORY_URL`. On the docker platform each address is the service's public (router) port on
-loopback, so a dependency's blue/green switch is invisible to its consumers.
+"""What a platform needs to run a service in an environment: its spec (`deploy_spec`: docker
+or kubernetes, by the environment's platform) and its run settings (`run_settings`: what in
+relay.yaml changes how it runs, part of a release's content).
 """
 
 from __future__ import annotations
@@ -11,41 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 from relay.aws.secrets import ServiceConfig, secret_ids
+from relay.discovery import dependency_urls
 from relay.manifest import Manifest
 from relay.platforms.docker import DeploySpec
 from relay.platforms.kubernetes import ClusterAccess, KubeSpec, Neighbour
-from relay.platforms.kubernetes.objects import service_url
 from relay.registry import ImageRef
 from relay.releases import fingerprint
 from relay.traffic.haproxy import Route
 
-
-def url_variable(service: str) -> str:
-    return service.upper().replace("-", "_") + "_URL"
-
-
-def service_urls(manifest: Manifest, environment: str) -> dict[str, str]:
-    """`<NAME>_URL` for every service of the manifest in `environment` (on kubernetes, its
-    Service's cluster DNS name: reachable from inside the cluster)."""
-    env = manifest.environments[environment]
-    if env.platform == "kubernetes":
-        namespace = env.namespace or environment
-        return {
-            url_variable(name): service_url(name, namespace, service.port)
-            for name, service in manifest.services.items()
-        }
-    return {
-        url_variable(name): f"http://127.0.0.1:{env.ports(service).public}"
-        for name, service in manifest.services.items()
-    }
-
-
-def dependency_urls(manifest: Manifest, environment: str, service: str) -> dict[str, str]:
-    """The variables one service's container gets: its dependencies' addresses only."""
-    every = service_urls(manifest, environment)
-    return {
-        url_variable(dep): every[url_variable(dep)] for dep in manifest.services[service].depends_on
-    }
+__all__ = ["deploy_spec", "kubernetes_spec", "release_settings", "run_settings"]
 
 
 def run_settings(manifest: Manifest, environment: str, service: str) -> dict[str, Any]:
