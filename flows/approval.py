@@ -36,7 +36,7 @@ from relay.errors import NotApproved
 from relay.manifest import Approval
 from tasks.approval import read_approver_tokens
 from tasks.metrics import read_alarm_states
-from tasks.notify import notify_approval_waiting
+from tasks.support.notify import notify_approval_waiting
 
 POLL_SECONDS = 2
 

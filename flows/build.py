@@ -24,14 +24,14 @@ from tasks.image import (
     push_service_image,
     tag_image,
 )
-from tasks.logs import SHIP_LOGS
 from tasks.record import artifact_key
 from tasks.sast import run_sast
 from tasks.scan import check_image_scan
 from tasks.security import audit_image_packages, check_compliance
 from tasks.source import Checkout, checkout_commit, read_manifest, service_tree_hash
 from tasks.stages import compile_service, prepare_stage_image, run_unit_tests, site_of
-from tasks.tracing import relay_attributes
+from tasks.support.logs import SHIP_LOGS
+from tasks.support.tracing import relay_attributes
 
 
 class BuiltService(BaseModel):

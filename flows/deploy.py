@@ -9,7 +9,7 @@ Shared by the service pipeline (dev), promotion (staging, prod) and rollback. Th
 - `put_back`: after a failed verification (tests after the switch), the previous version.
 - `record_outcome` / `recorded`: every attempt lands in the ledger, whatever happened, and
   its delivery metrics in CloudWatch (`tasks.metrics`; a failure to publish is only a warning),
-  and a rollback is notified (`tasks.notify`).
+  and a rollback is notified (`tasks.support.notify`).
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ from relay.specs import deploy_spec
 from relay.stages.site import StageSite
 from tasks.deploy import current_version, serving_already
 from tasks.metrics import publish_delivery_metrics
-from tasks.notify import notify_rollback
 from tasks.record import record_deployment
-from tasks.retry import on_transient
 from tasks.secrets import resolve_config
-from tasks.tracing import relay_attributes
+from tasks.support.notify import notify_rollback
+from tasks.support.retry import on_transient
+from tasks.support.tracing import relay_attributes
 
 LOCK_WAIT_SECONDS = 3600
 # How long the deploy lock outlives a process that dies holding it (a killed worker runs no

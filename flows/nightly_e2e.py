@@ -17,9 +17,9 @@ from relay.manifest import Manifest
 from relay.releases import Release
 from relay.settings import ledger_path
 from relay.stages.site import StageSite
-from tasks.notify import notify
 from tasks.record import artifact_key
 from tasks.source import checkout_commit, read_manifest
+from tasks.support.notify import notify
 from tasks.test import check_health, run_e2e_tests, run_smoke_tests, stage_site
 
 

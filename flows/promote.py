@@ -52,8 +52,6 @@ from relay.promotion import approval_description, previous_environment
 from relay.releases import Release, Via
 from relay.settings import ledger_path
 from relay.stages.site import StageSite
-from tasks.logs import SHIP_LOGS
-from tasks.notify import NOTIFY_ON_FAILURE, with_hooks
 from tasks.promotion import verify_promotable
 from tasks.record import artifact_key
 from tasks.release import find_release, record_arrival
@@ -61,8 +59,10 @@ from tasks.scan import check_image_scans
 from tasks.secrets import resolve_configs
 from tasks.security import check_security
 from tasks.source import Checkout, checkout_commit, read_manifest
+from tasks.support.logs import SHIP_LOGS
+from tasks.support.notify import NOTIFY_ON_FAILURE, with_hooks
+from tasks.support.tracing import relay_attributes
 from tasks.test import run_e2e_tests, run_services_integration_tests, stage_site
-from tasks.tracing import relay_attributes
 
 # How many services of a promotion are deployed at once (RELAY_CONCURRENCY), as in a release.
 CONCURRENCY = int(os.environ.get("RELAY_CONCURRENCY", "4"))

@@ -36,12 +36,12 @@ from relay.graph import impact, restricted, services_touched, topological_order
 from relay.manifest import Manifest
 from relay.releases import Release, ServiceImage, Via
 from relay.specs import release_settings
-from tasks.notify import NOTIFY_ON_FAILURE
 from tasks.release import record_arrival, record_release
 from tasks.secrets import resolve_configs
 from tasks.source import Checkout, checkout_commit, read_manifest
+from tasks.support.notify import NOTIFY_ON_FAILURE
+from tasks.support.tracing import relay_attributes
 from tasks.test import run_services_integration_tests
-from tasks.tracing import relay_attributes
 
 # How many services of a release are built and deployed at once (RELAY_CONCURRENCY).
 CONCURRENCY = int(os.environ.get("RELAY_CONCURRENCY", "4"))

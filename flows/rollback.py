@@ -17,9 +17,9 @@ from relay.platforms.docker import DeployResult
 from relay.registry import ImageRef
 from relay.rollbacks import service_target
 from relay.settings import ledger_path
-from tasks.logs import SHIP_LOGS
-from tasks.notify import NOTIFY_ON_FAILURE, with_hooks
 from tasks.source import checkout_commit, read_manifest
+from tasks.support.logs import SHIP_LOGS
+from tasks.support.notify import NOTIFY_ON_FAILURE, with_hooks
 
 
 @flow(

@@ -21,10 +21,10 @@ from relay.platforms.docker import DeployResult
 from relay.releases import Release, Via
 from relay.rollbacks import previous_release
 from relay.settings import ledger_path
-from tasks.logs import SHIP_LOGS
-from tasks.notify import NOTIFY_ON_FAILURE, with_hooks
 from tasks.release import record_arrival
 from tasks.source import checkout_commit, read_manifest
+from tasks.support.logs import SHIP_LOGS
+from tasks.support.notify import NOTIFY_ON_FAILURE, with_hooks
 
 
 @flow(

@@ -21,13 +21,13 @@ from relay.discovery import service_urls
 from relay.errors import TerminalError
 from relay.manifest import Manifest
 from relay.stages.plan import stage_commands
-from tasks.logs import SHIP_LOGS
-from tasks.notify import NOTIFY_ON_FAILURE, with_hooks
 from tasks.record import artifact_key, publish_summary
 from tasks.secrets import resolve_configs
 from tasks.source import checkout_commit, read_manifest
+from tasks.support.logs import SHIP_LOGS
+from tasks.support.notify import NOTIFY_ON_FAILURE, with_hooks
+from tasks.support.tracing import relay_attributes
 from tasks.test import run_integration_tests, stage_site
-from tasks.tracing import relay_attributes
 
 
 class ServiceRelease(BaseModel):

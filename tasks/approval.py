@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from blocks.aws import aws_client
 from relay.aws.approvers import read_token_digests
-from tasks.retry import on_transient
+from tasks.support.retry import on_transient
 
 
 @task(

@@ -24,7 +24,7 @@ from relay.platforms.docker import DeploySpec, DockerPlatform
 from relay.platforms.kubernetes import KubernetesPlatform, KubeRollout, KubeSpec
 from relay.settings import relay_home
 from relay.traffic import TrafficRouter, make_router
-from tasks.tracing import platform_span
+from tasks.support.tracing import platform_span
 
 
 def _router(spec: DeploySpec) -> TrafficRouter:
@@ -47,7 +47,7 @@ def _platform(docker_host: DockerHost, spec: Spec) -> Iterator[Platform]:
 
 @contextmanager
 def _shift(rollout: AnyRollout, percent: int, rollback: bool = False) -> Iterator[None]:
-    """A `traffic shift` span: the router call, with where traffic goes (`tasks.tracing`)."""
+    """A `traffic shift` span: the router call, with where traffic goes (see tasks.support)."""
     spec = rollout.spec
     with platform_span(
         "traffic shift",

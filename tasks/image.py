@@ -24,8 +24,8 @@ from relay.image_key import base_digests, image_key, key_tag
 from relay.images import LABEL_PREFIX, image_labels, push_image
 from relay.images import build_image as _build
 from relay.registry import ImageRef
-from tasks.retry import on_transient
-from tasks.tracing import platform_span
+from tasks.support.retry import on_transient
+from tasks.support.tracing import platform_span
 
 NETWORK_RETRIES = on_transient(3, [1, 4, 10], jitter=0.3)
 

@@ -15,7 +15,7 @@ from relay.delivery import attempt_metrics
 from relay.ledger import Ledger, Record
 from relay.manifest import CloudWatch
 from relay.settings import ledger_path
-from tasks.retry import on_transient
+from tasks.support.retry import on_transient
 
 # Enough earlier attempts to find the start of any realistic run of failures.
 HISTORY_LIMIT = 200

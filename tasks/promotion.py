@@ -11,7 +11,7 @@ from relay.ledger import Ledger, Record
 from relay.promotion import refusals
 from relay.releases import Release
 from relay.settings import ledger_path
-from tasks.retry import on_transient
+from tasks.support.retry import on_transient
 
 
 @task(

@@ -13,7 +13,7 @@ from relay.ledger import Ledger
 from relay.releases import Release, Via
 from relay.settings import ledger_path
 from tasks.record import artifact_key
-from tasks.retry import on_transient
+from tasks.support.retry import on_transient
 
 LEDGER_RETRIES = on_transient(2, 1)
 

@@ -22,7 +22,7 @@ from relay.aws.ecr import ScanVerdict, judge_findings, scan_findings, severity_c
 from relay.errors import Refusals, StageFailed, TerminalError
 from relay.manifest import ImageScan
 from tasks.record import artifact_key
-from tasks.retry import on_transient
+from tasks.support.retry import on_transient
 
 # How long a gate waits for a scan it started (or one still running after a push).
 SCAN_WAIT_SECONDS = 120

@@ -12,7 +12,7 @@ from blocks.aws import aws_client
 from relay.aws.secrets import ServiceConfig, resolve
 from relay.errors import Refusals
 from relay.manifest import Manifest
-from tasks.retry import on_transient
+from tasks.support.retry import on_transient
 
 
 @task(

@@ -54,7 +54,7 @@ from relay.registry import ImageRef
 from relay.settings import ledger_path, relay_home
 from relay.specs import kubernetes_spec
 from tasks.record import artifact_key
-from tasks.retry import on_transient
+from tasks.support.retry import on_transient
 
 
 @task(name="check-compliance", cache_policy=NO_CACHE)

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from relay import git
 from relay.manifest import Manifest, load_manifest
 from relay.settings import workdir
-from tasks.retry import on_transient
+from tasks.support.retry import on_transient
 
 
 class Checkout(BaseModel):

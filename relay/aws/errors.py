@@ -3,7 +3,7 @@
 * Denied (the caller's identity may not do it, or is not recognised): a `TerminalError` saying
   what to grant; retrying with the same credentials cannot help.
 * Throttled, or AWS failing (a 5xx, a throttling code, no answer at all): a `TransientError`,
-  which the tasks retry (`tasks.retry.only_transient`).
+  which the tasks retry (`tasks.support.retry.only_transient`).
 * Anything else AWS answered (a 4xx: a bad name, a missing resource): a `TerminalError`; the
   same call would get the same answer. Callers that give a code a meaning of their own (a
   missing secret, a repository that exists already) look at `code_of` first.

@@ -19,7 +19,7 @@ from deployments.approvals import decide, waiting_runs
 from flows.approval import approval
 from relay.errors import NotApproved
 from relay.manifest import Approval
-from tasks.notify import NOTIFY_BLOCK_ENV, send_notification
+from tasks.support.notify import NOTIFY_BLOCK_ENV, send_notification
 from tests.receivers import Received, http_receiver
 
 pytestmark = pytest.mark.stack

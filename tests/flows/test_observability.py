@@ -1,7 +1,7 @@
 """Traces and notifications of real releases on the local stack.
 
 Spans go over OTLP/HTTP to a receiver on 127.0.0.1 (tests/receivers.py), exported by the SDK
-provider `tasks.tracing` installs; notifications go through a Prefect Custom Webhook block
+provider `tasks.support.tracing` installs; notifications go through a Prefect Custom Webhook block
 (Slack's `{"text": ...}` body) to another receiver. One service of a two-service shop is
 released, changed, released again and rolled back.
 """
@@ -22,8 +22,8 @@ from flows.rollback import rollback
 from relay.errors import TerminalError
 from relay.ledger import Ledger
 from relay.settings import ledger_path
-from tasks.notify import NOTIFY_BLOCK_ENV
-from tasks.tracing import configure_tracing
+from tasks.support.notify import NOTIFY_BLOCK_ENV
+from tasks.support.tracing import configure_tracing
 from tests.flows.shop import Shop, shop_repository
 from tests.receivers import Received, ReceivedSpan, http_receiver
 
