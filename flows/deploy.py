@@ -32,6 +32,7 @@ from flows.strategies import strategy_flow
 from relay.errors import NotApproved, RolledBack, TransientError
 from relay.ledger import Ledger, Outcome, Record, outcome_of
 from relay.manifest import CloudWatch, Manifest
+from relay.platforms import Spec
 from relay.platforms.docker import DeployResult
 from relay.registry import ImageRef
 from relay.releases import Release
@@ -101,6 +102,34 @@ class Attempt:
         )
 
 
+def release_attempt(
+    manifest: Manifest,
+    made: Release,
+    environment: str,
+    service: str,
+    committed_at: datetime | None = None,
+    strategy: str | None = None,
+    comment: str | None = None,
+) -> Attempt:
+    """An attempt to put `service` of release `made` into `environment`, under the release's
+    id and with its settings there (the environment's strategy unless another is given)."""
+    entry = made.services[service]
+    return Attempt(
+        app=manifest.app,
+        service=service,
+        environment=environment,
+        image=entry.image,
+        commit=made.commit,
+        tree=entry.tree,
+        strategy=strategy or manifest.environments[environment].strategy,
+        release=made.id,
+        settings=made.fingerprint(environment, service),
+        comment=comment,
+        cloudwatch=manifest.cloudwatch,
+        committed_at=committed_at,
+    )
+
+
 def lock_name(app: str, environment: str, service: str) -> str:
     return f"deploy-{app}-{environment}-{service}"
 
@@ -129,12 +158,9 @@ async def deploy_lock(attempt: Attempt) -> AsyncIterator[None]:
         yield
 
 
-async def roll_out(
-    docker_host: DockerHost, manifest: Manifest, attempt: Attempt, smoke: StageSite | None = None
-) -> DeployResult:
-    """Run the environment's strategy for `attempt.image`, unless it serves already (with
-    the same configuration versions: a rotated secret is deployed again). Smoke tests, where
-    the environment has them, run at `smoke` (the service's stage image)."""
+def spec_of(manifest: Manifest, attempt: Attempt) -> Spec:
+    """What the platform runs for `attempt`, its configuration's versions pinned now; the
+    attempt learns them (and its settings' fingerprint) for its ledger record."""
     config = resolve_config(manifest, attempt.environment, attempt.service)
     attempt.config = config.label or None
     spec = deploy_spec(
@@ -148,6 +174,16 @@ async def roll_out(
         attempt.release or "",
     )
     attempt.settings = spec.settings
+    return spec
+
+
+async def roll_out(
+    docker_host: DockerHost, manifest: Manifest, attempt: Attempt, smoke: StageSite | None = None
+) -> DeployResult:
+    """Run the environment's strategy for `attempt.image`, unless it serves already (with
+    the same configuration versions: a rotated secret is deployed again). Smoke tests, where
+    the environment has them, run at `smoke` (the service's stage image)."""
+    spec = spec_of(manifest, attempt)
     serving = serving_already(docker_host, spec)
     if serving is not None:
         known = Ledger(ledger_path()).current(attempt.app, attempt.environment, attempt.service)
@@ -228,19 +264,7 @@ async def put_in(docker_host: DockerHost, manifest: Manifest, attempt: Attempt) 
         strategy="rollback",
         release_id=attempt.release,
     )
-    config = resolve_config(manifest, attempt.environment, attempt.service)
-    attempt.config = config.label or None
-    spec = deploy_spec(
-        manifest,
-        attempt.environment,
-        attempt.service,
-        attempt.image,
-        attempt.commit,
-        attempt.tree,
-        config,
-        attempt.release or "",
-    )
-    attempt.settings = spec.settings
+    spec = spec_of(manifest, attempt)
     env = manifest.environments[attempt.environment]
     async with deploy_lock(attempt):
         with recorded(attempt):

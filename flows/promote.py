@@ -39,6 +39,7 @@ from flows.deploy import (
     put_back,
     record_outcome,
     record_unchanged,
+    release_attempt,
     roll_out,
 )
 from flows.service_pipeline import ServiceRelease
@@ -130,7 +131,10 @@ async def promote(
             release_id=made.id,
         )
         changed = differing(docker_host, manifest, made, environment, selected)
-        attempts = {s: _attempt(manifest, environment, made, s, checkout) for s in selected}
+        attempts = {
+            s: release_attempt(manifest, made, environment, s, checkout.committed_at)
+            for s in selected
+        }
 
         if env.approval.required and changed:
             decision = await _approve(manifest, environment, previous, made, checkout, attempts)
@@ -279,25 +283,6 @@ async def _approve(
         for attempt in attempts.values():
             record_outcome(attempt, exc, str(exc))
         raise
-
-
-def _attempt(
-    manifest: Manifest, environment: str, made: Release, service: str, checkout: Checkout
-) -> Attempt:
-    entry = made.services[service]
-    return Attempt(
-        app=manifest.app,
-        service=service,
-        environment=environment,
-        image=entry.image,
-        commit=made.commit,
-        tree=entry.tree,
-        strategy=manifest.environments[environment].strategy,
-        release=made.id,
-        settings=made.fingerprint(environment, service),
-        cloudwatch=manifest.cloudwatch,
-        committed_at=checkout.committed_at,
-    )
 
 
 def _result(

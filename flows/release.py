@@ -26,7 +26,7 @@ from prefect_docker import DockerHost
 from flows.build import BuiltService, build_service
 from flows.client import one_client_for_tasks
 from flows.dag import run_over_graph
-from flows.deploy import Attempt, differing, record_outcome, record_unchanged
+from flows.deploy import differing, record_outcome, record_unchanged, release_attempt
 from flows.promote import promote
 from flows.service_pipeline import ServiceRelease, deploy_service
 from relay import git
@@ -149,7 +149,9 @@ async def release(
         )
         _test_dependents(docker_host, manifest, checkout, first, dependents, made, shipped)
         unchanged = [s for s in selected if s not in changed]
-        record_unchanged([_attempt(manifest, checkout, first, made, s) for s in unchanged])
+        record_unchanged(
+            [release_attempt(manifest, made, first, s, checkout.committed_at) for s in unchanged]
+        )
         if set(selected) == set(manifest.services):
             record_arrival(made, first, Via.RELEASE)
 
@@ -203,25 +205,6 @@ def _release_of(manifest: Manifest, checkout: Checkout, built: dict[str, BuiltSe
     )
 
 
-def _attempt(
-    manifest: Manifest, checkout: Checkout, environment: str, made: Release, service: str
-) -> Attempt:
-    entry = made.services[service]
-    return Attempt(
-        app=manifest.app,
-        service=service,
-        environment=environment,
-        image=entry.image,
-        commit=checkout.commit,
-        tree=entry.tree,
-        strategy=manifest.environments[environment].strategy,
-        release=made.id,
-        settings=made.fingerprint(environment, service),
-        cloudwatch=manifest.cloudwatch,
-        committed_at=checkout.committed_at,
-    )
-
-
 def _unchanged(
     manifest: Manifest, environment: str, made: Release, built: BuiltService, service: str
 ) -> ServiceRelease:
@@ -254,6 +237,8 @@ def _test_dependents(
         run_services_integration_tests(docker_host, manifest, made, environment, dependents)
     except StageFailed as exc:
         for result in shipped.values():
-            attempt = _attempt(manifest, checkout, environment, made, result.service)
+            attempt = release_attempt(
+                manifest, made, environment, result.service, checkout.committed_at
+            )
             record_outcome(attempt, exc, f"a dependent's integration tests failed: {exc}")
         raise

@@ -13,7 +13,7 @@ from prefect import flow
 from prefect_docker import DockerHost
 
 from flows.client import one_client_for_tasks
-from flows.deploy import Attempt, differing, put_in, record_unchanged
+from flows.deploy import differing, put_in, record_unchanged, release_attempt
 from relay.graph import topological_order
 from relay.ledger import Ledger
 from relay.manifest import Manifest
@@ -51,24 +51,12 @@ async def _back_to(
 ) -> list[DeployResult]:
     order = [s for s in topological_order(manifest.dependency_graph()) if s in made.services]
     changed = differing(docker_host, manifest, made, environment, order)
-    attempts = {s: _attempt(manifest, made, environment, s) for s in order}
+    comment = f"environment rollback to release {made.short_id} ({made.alias})"
+    attempts = {
+        s: release_attempt(manifest, made, environment, s, strategy="rollback", comment=comment)
+        for s in order
+    }
     results = [await put_in(docker_host, manifest, attempts[s]) for s in reversed(changed)]
     record_unchanged([attempts[s] for s in order if s not in changed])
     record_arrival(made, environment, Via.ROLLBACK)
     return results
-
-
-def _attempt(manifest: Manifest, made: Release, environment: str, service: str) -> Attempt:
-    return Attempt(
-        app=manifest.app,
-        service=service,
-        environment=environment,
-        image=made.image(service),
-        commit=made.commit,
-        tree=made.services[service].tree,
-        strategy="rollback",
-        release=made.id,
-        settings=made.fingerprint(environment, service),
-        comment=f"environment rollback to release {made.short_id} ({made.alias})",
-        cloudwatch=manifest.cloudwatch,
-    )

@@ -92,15 +92,21 @@ def deploy_spec(
             slots={"blue": ports.blue, "green": ports.green},
             health=spec.health,
         ),
-        env={
-            **dependency_urls(manifest, environment, service),
-            "RELAY_SERVICE": service,
-            "RELAY_ENVIRONMENT": environment,
-        },
+        env=_environment(manifest, environment, service),
         config=config,
         settings=fingerprint(run_settings(manifest, environment, service)),
         release=release,
     )
+
+
+def _environment(manifest: Manifest, environment: str, service: str) -> dict[str, str]:
+    """What Relay itself puts in a service's environment: its neighbours' addresses, its name
+    and its environment's (the configuration secret's values come on top at start)."""
+    return {
+        **dependency_urls(manifest, environment, service),
+        "RELAY_SERVICE": service,
+        "RELAY_ENVIRONMENT": environment,
+    }
 
 
 def kubernetes_spec(
@@ -138,11 +144,7 @@ def kubernetes_spec(
         ),
         public=spec.public,
         gateway_namespace=settings.gateway_namespace,
-        env={
-            **dependency_urls(manifest, environment, service),
-            "RELAY_SERVICE": service,
-            "RELAY_ENVIRONMENT": environment,
-        },
+        env=_environment(manifest, environment, service),
         config=config,
         release=release,
         settings=fingerprint(run_settings(manifest, environment, service)),
