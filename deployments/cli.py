@@ -189,8 +189,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from relay.ledger import Ledger, format_history
+    from relay.ledger import Ledger
     from relay.settings import ledger_path
+    from relay.status import format_history
 
     records = Ledger(ledger_path()).history(args.app, args.service, args.env, limit=args.limit)
     print(format_history(records) if records else f"no deployments of {args.service} recorded")

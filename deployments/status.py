@@ -5,9 +5,10 @@ from __future__ import annotations
 import docker
 from prefect_docker import DockerHost
 
-from relay.ledger import Ledger, Record, drift, format_status
+from relay.ledger import Ledger, Record
 from relay.platforms.docker import DockerPlatform
 from relay.settings import ledger_path, relay_home
+from relay.status import drift, format_status
 from relay.traffic import make_router
 
 

@@ -20,7 +20,7 @@ at once. Each call opens its own short-lived connection, so a `Ledger` is safe t
 threads and to pickle into other processes. The schema version lives in `PRAGMA user_version`;
 `_MIGRATIONS` takes any older file to the current version on first use.
 
-`drift`, `format_status` and `format_history` are pure functions over records.
+What the CLI prints from records, and drift against a platform, is in `relay.status`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -39,16 +39,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator, mode
 
 from relay.errors import NotApproved, RolledBack, TerminalError, TransientError
 from relay.releases import Arrival, Release, Via
-from relay.tables import table
 
 __all__ = [
     "SCHEMA_VERSION",
     "Ledger",
     "Outcome",
     "Record",
-    "drift",
-    "format_history",
-    "format_status",
     "outcome_of",
     "short_digest",
 ]
@@ -440,90 +436,3 @@ def _now() -> str:
 def short_digest(digest: str) -> str:
     """`sha256:` and the first 12 hex digits: 19 characters."""
     return digest[:19]
-
-
-def drift(
-    ledger_current: Mapping[tuple[str, str], Record],
-    platform: Mapping[tuple[str, str], str],
-) -> list[str]:
-    """Where the platform disagrees with the ledger, one message per (environment, service).
-
-    `ledger_current` holds `Ledger.current` per (environment, service); `platform` holds the
-    digest (`sha256:...`) the platform reports running there. Empty when they agree.
-    """
-    messages: list[str] = []
-    for environment, service in sorted(ledger_current.keys() | platform.keys()):
-        record = ledger_current.get((environment, service))
-        running = platform.get((environment, service))
-        where = f"{environment}/{service}"
-        if record is not None and running is not None and record.digest != running:
-            messages.append(
-                f"{where}: the ledger says {_said(record)} but the platform runs "
-                f"{short_digest(running)}…; redeploy or investigate a manual change"
-            )
-        elif record is None and running is not None:
-            messages.append(
-                f"{where}: the platform runs {short_digest(running)}… but the ledger has no "
-                "successful deployment there; deploy it through Relay or remove it"
-            )
-        elif record is not None and running is None:
-            messages.append(
-                f"{where}: the ledger says {_said(record)} but the platform runs nothing; "
-                "redeploy or investigate a manual removal"
-            )
-    return messages
-
-
-def _said(record: Record) -> str:
-    return f"{short_digest(record.digest)}… (commit {record.commit[:12]})"
-
-
-def format_status(rows: Iterable[Record]) -> str:
-    """`relay status`: one line per current record (see `Ledger.current`)."""
-    headers = ("ENVIRONMENT", "SERVICE", "DIGEST", "COMMIT", "SINCE (UTC)", "APPROVER")
-    cells = [
-        (
-            r.environment,
-            r.service,
-            short_digest(r.digest),
-            r.commit[:12],
-            _minute(r.ended_at),
-            r.approver or "-",
-        )
-        for r in rows
-    ]
-    return table(headers, cells)
-
-
-def format_history(records: Iterable[Record]) -> str:
-    """`relay history SERVICE`: one line per attempt, in the order given (newest first)."""
-    headers = ["WHEN (UTC)", "ENVIRONMENT", "OUTCOME", "DIGEST", "COMMIT", "STRATEGY"]
-    headers += ["APPROVER", "CONFIG", "REASON"]
-    cells = [
-        (
-            _minute(r.ended_at),
-            r.environment,
-            r.outcome.value,
-            short_digest(r.digest),
-            r.commit[:12],
-            r.strategy,
-            r.approver or "-",
-            _short_config(r.config),
-            next(iter(r.reason.splitlines()), ""),
-        )
-        for r in records
-    ]
-    return table(headers, cells)
-
-
-def _short_config(config: str | None) -> str:
-    """`dev-config@0a1b2c3d-...` -> `dev-config@0a1b2c3d`: enough to see a rotation."""
-    if not config:
-        return "-"
-    return ",".join(
-        part[: part.find("@") + 9] if "@" in part else part for part in config.split(",")
-    )
-
-
-def _minute(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M")

@@ -1,4 +1,4 @@
-"""The ledger against real SQLite files; drift and the CLI tables as pure functions."""
+"""The ledger against real SQLite files."""
 
 from __future__ import annotations
 
@@ -17,37 +17,12 @@ from relay.ledger import (
     SCHEMA_VERSION,
     Ledger,
     Outcome,
-    Record,
-    drift,
-    format_history,
-    format_status,
     outcome_of,
 )
 from relay.registry import ImageRef
 from relay.releases import Release, ServiceImage, Via
-
-T0 = datetime(2026, 5, 9, 7, 30, tzinfo=UTC)
-
-
-def digest(char: str) -> str:
-    return "sha256:" + char * 64
-
-
-def record(version: str = "a", **changes: Any) -> Record:
-    """A record of shop/orders in dev; `version` is one hex digit naming digest, commit and tree."""
-    fields: dict[str, Any] = {
-        "app": "shop",
-        "service": "orders",
-        "environment": "dev",
-        "image": f"127.0.0.1:5000/shop/orders@{digest(version)}",
-        "commit": version * 40,
-        "tree": version * 40,
-        "strategy": "rolling",
-        "outcome": Outcome.SUCCEEDED,
-        "started_at": T0,
-        "ended_at": T0 + timedelta(minutes=2),
-    }
-    return Record(**{**fields, **changes})
+from relay.status import format_history
+from tests.relay.records import T0, digest, record
 
 
 @pytest.fixture
@@ -247,94 +222,6 @@ def test_naive_datetimes_and_an_end_before_the_start_are_refused() -> None:
         record(started_at=datetime(2026, 5, 9, 7, 30))
     with pytest.raises(ValidationError, match="is before started_at"):
         record(ended_at=T0 - timedelta(seconds=1))
-
-
-# --- drift -----------------------------------------------------------------------------------
-
-
-def test_drift_is_empty_when_the_platform_runs_what_the_ledger_says() -> None:
-    assert drift({("dev", "orders"): record("a")}, {("dev", "orders"): digest("a")}) == []
-
-
-def test_drift_reports_every_disagreement() -> None:
-    ledger_current = {
-        ("dev", "orders"): record("a"),
-        ("staging", "orders"): record("b", environment="staging"),
-    }
-    platform = {("dev", "orders"): digest("c"), ("dev", "payments"): digest("d")}
-
-    assert drift(ledger_current, platform) == [
-        "dev/orders: the ledger says sha256:aaaaaaaaaaaa… (commit aaaaaaaaaaaa) but the platform "
-        "runs sha256:cccccccccccc…; redeploy or investigate a manual change",
-        "dev/payments: the platform runs sha256:dddddddddddd… but the ledger has no successful "
-        "deployment there; deploy it through Relay or remove it",
-        "staging/orders: the ledger says sha256:bbbbbbbbbbbb… (commit bbbbbbbbbbbb) but the "
-        "platform runs nothing; redeploy or investigate a manual removal",
-    ]
-
-
-# --- tables ----------------------------------------------------------------------------------
-
-
-def test_format_status_shows_one_line_per_current_record() -> None:
-    rows = [
-        record("a", approver=None),
-        record("b", environment="prod", approver="alice", ended_at=T0 + timedelta(minutes=5)),
-    ]
-
-    lines = format_status(rows).splitlines()
-
-    header = ["ENVIRONMENT", "SERVICE", "DIGEST", "COMMIT", "SINCE", "(UTC)", "APPROVER"]
-    assert lines[0].split() == header
-    assert lines[1].split() == [
-        "dev",
-        "orders",
-        "sha256:aaaaaaaaaaaa",
-        "aaaaaaaaaaaa",
-        "2026-05-09",
-        "07:32",
-        "-",
-    ]
-    assert lines[2].split()[-4:] == ["bbbbbbbbbbbb", "2026-05-09", "07:35", "alice"]
-    assert lines[1].index("sha256:") == lines[0].index("DIGEST")  # columns line up
-    assert format_status([]).split() == lines[0].split()
-
-
-def test_format_history_shows_the_first_line_of_the_reason() -> None:
-    records = [
-        record(
-            "b",
-            outcome=Outcome.ROLLED_BACK,
-            strategy="canary",
-            approver="bob",
-            reason="error rate 12% > 5% at step 2\nfull analysis: ...",
-        ),
-        record("a"),
-    ]
-
-    lines = format_history(records).splitlines()
-
-    assert len(lines) == 3
-    assert lines[0].split()[:3] == ["WHEN", "(UTC)", "ENVIRONMENT"]
-    assert lines[1].split()[:10] == [
-        "2026-05-09",
-        "07:32",
-        "dev",
-        "rolled_back",
-        "sha256:bbbbbbbbbbbb",
-        "bbbbbbbbbbbb",
-        "canary",
-        "bob",
-        "-",
-        "error",
-    ]
-    assert lines[1].endswith("error rate 12% > 5% at step 2")
-    assert "full analysis" not in format_history(records)
-    assert lines[2].split()[3:] == ["succeeded", "sha256:aaaaaaaaaaaa", "aaaaaaaaaaaa"] + [
-        "rolling",
-        "-",
-        "-",
-    ]
 
 
 def test_history_shows_which_configuration_version_ran(ledger: Ledger) -> None:
