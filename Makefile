@@ -43,7 +43,7 @@ demo: stack-up
 
 k8s-testenv:
 	@if command -v go >/dev/null 2>&1; then scripts/k8s-testenv build; \
-	else echo "== Go not installed: the Kubernetes tests (tests/kubernetes) will be skipped; install Go >= 1.26 and run scripts/k8s-testenv build"; fi
+	else echo "== Go not installed: the Kubernetes tests (those using the control_plane fixture) will be skipped; install Go >= 1.26 and run scripts/k8s-testenv build"; fi
 
 test: venv
 	@scripts/test $(PYTEST_ARGS)

@@ -428,7 +428,7 @@ def cleanup(app: str) -> Iterator[None]:
         yield
     finally:
         with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
-            router = make_router("haproxy", f"{app}-{ENVIRONMENT}", relay_home())
+            router = make_router("haproxy", name=f"{app}-{ENVIRONMENT}", home=relay_home())
             removed = DockerPlatform(client, router).remove_all(app, ENVIRONMENT)
             router.remove_managed_routes()
         print(f"cleanup: removed {removed} container(s) and the HAProxy routes of {app}")

@@ -401,7 +401,7 @@ def main() -> None:
     ports_free()
 
     started = time.monotonic()
-    router = make_router("haproxy", ROUTER_NAME, relay_home())
+    router = make_router("haproxy", name=ROUTER_NAME, home=relay_home())
     weights = WeightCalls()
     repository = f"{os.environ['RELAY_REGISTRY']}/relay-bench/echo"
     platform_runs: list[dict[str, Any]] = []

@@ -33,7 +33,7 @@ def _platform_digests(app: str, pairs: list[tuple[str, str]]) -> dict[tuple[str,
         environments = sorted({env for env, _ in pairs} | _labelled_environments(client, app))
         for environment in environments:
             platform = DockerPlatform(
-                client, make_router("haproxy", f"{app}-{environment}", relay_home())
+                client, make_router("haproxy", name=f"{app}-{environment}", home=relay_home())
             )
             services = {s for e, s in pairs if e == environment}
             for service in sorted(services | _labelled_services(client, app, environment)):

@@ -28,7 +28,7 @@ from tasks.support.tracing import platform_span
 
 
 def _router(spec: DeploySpec) -> TrafficRouter:
-    return make_router("haproxy", f"{spec.app}-{spec.environment}", relay_home())
+    return make_router("haproxy", name=f"{spec.app}-{spec.environment}", home=relay_home())
 
 
 @contextmanager

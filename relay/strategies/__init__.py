@@ -20,7 +20,6 @@ from relay.strategies.steps import (
     StepPlan,
     StopPrevious,
     SwitchActive,
-    traffic_split,
 )
 
 __all__ = [
@@ -34,7 +33,6 @@ __all__ = [
     "StopPrevious",
     "SwitchActive",
     "plan_for",
-    "traffic_split",
 ]
 
 _PLANNERS: dict[str, Callable[[Environment, bool], StepPlan]] = {

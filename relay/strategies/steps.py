@@ -31,7 +31,6 @@ __all__ = [
     "StopPrevious",
     "SwitchActive",
     "optional_smoke_test",
-    "traffic_split",
 ]
 
 
@@ -137,23 +136,6 @@ class StepPlan(BaseModel):
 def optional_smoke_test(env: Environment) -> list[Step]:
     """`[SmokeTest()]` when the environment has smoke tests, else `[]`."""
     return [SmokeTest()] if env.smoke_tests else []
-
-
-def traffic_split(weight: int) -> tuple[int, int]:
-    """The router weights `(new, stable)` that send `weight` percent of traffic to the new version.
-
-    HAProxy's server weights run from 0 to 256 and split traffic in proportion, so percentages
-    are used as they are: 10 gives (10, 90).
-
-    Raises:
-        ValueError: When `weight` is not a whole percentage from 0 to 100.
-    """
-    if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
-        raise ValueError(
-            f"a canary weight is a whole percentage from 0 to 100, got {weight!r}; "
-            "use a value from the environment's canary_steps"
-        )
-    return (weight, 100 - weight)
 
 
 def _seconds(seconds: float) -> str:

@@ -1,8 +1,16 @@
-"""Traffic routers: what sends a service's requests to its blue or green slot.
+"""Traffic routers: what sends a service's requests to its old or new version.
 
-A router owns one public address per service and splits its traffic between two slots by
-weight. Blue/green is a switch of weights; canary is a series of weights. Only `make_router`
-knows every provider.
+A router splits one service's traffic between two tracks by weight (the docker platform's
+slots `blue`/`green`, the Kubernetes platform's `stable`/`canary`). Blue/green is a switch of
+weights; canary is a series of weights. The providers:
+
+- `haproxy` (docker platform): one HAProxy per application environment, weights through its
+  runtime API, exact.
+- `gateway_api` (Kubernetes, where the HTTPRoute CRD is served): an HTTPRoute's backend
+  weights, exact.
+- `replica_ratio` (Kubernetes, anywhere): the two tracks' pod counts, coarse.
+
+Only `make_router` knows every provider; platforms ask it for theirs.
 """
 
 from __future__ import annotations
@@ -10,9 +18,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from relay.traffic.gateway_api import GatewayApiRouter, HttpRoute, RouteStore
 from relay.traffic.haproxy import HAProxyRouter, Route
+from relay.traffic.replica_ratio import Pods, ReplicaRatioRouter
 
-__all__ = ["HAProxyRouter", "Route", "TrafficRouter", "make_router"]
+__all__ = [
+    "PROVIDERS",
+    "GatewayApiRouter",
+    "HAProxyRouter",
+    "HttpRoute",
+    "Pods",
+    "ReplicaRatioRouter",
+    "Route",
+    "RouteStore",
+    "TrafficRouter",
+    "make_router",
+]
+
+PROVIDERS = (HAProxyRouter.type, GatewayApiRouter.type, ReplicaRatioRouter.type)
 
 
 class TrafficRouter(Protocol):
@@ -35,8 +58,35 @@ class TrafficRouter(Protocol):
     def remove_managed_routes(self) -> None: ...
 
 
-def make_router(kind: str, name: str, home: Path) -> TrafficRouter:
-    """The router of `kind` for one application environment (`name` such as 'shop-dev')."""
+def make_router(
+    kind: str,
+    *,
+    name: str = "",
+    home: Path | None = None,
+    store: RouteStore | None = None,
+    route: HttpRoute | None = None,
+    pods: Pods | None = None,
+) -> TrafficRouter:
+    """The router of `kind`, from what that provider needs.
+
+    - `haproxy`: `name`, the application environment (such as 'shop-dev'), and `home`, where
+      its configuration, socket and state live;
+    - `gateway_api`: the `store` holding HTTPRoutes and the service's `route`;
+    - `replica_ratio`: the service's `pods`.
+
+    Raises:
+        ValueError: `kind` is not a provider, or what it needs is missing.
+    """
     if kind == HAProxyRouter.type:
+        if not name or home is None:
+            raise ValueError("the haproxy router needs name= (such as 'shop-dev') and home=")
         return HAProxyRouter(name=name, home=home)
-    raise ValueError(f"traffic router {kind!r} is not known; use one of: {HAProxyRouter.type}")
+    if kind == GatewayApiRouter.type:
+        if store is None or route is None:
+            raise ValueError("the gateway_api router needs store= and route=")
+        return GatewayApiRouter(store, route)
+    if kind == ReplicaRatioRouter.type:
+        if pods is None:
+            raise ValueError("the replica_ratio router needs pods=")
+        return ReplicaRatioRouter(pods)
+    raise ValueError(f"traffic router {kind!r} is not known; use one of: {', '.join(PROVIDERS)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 TYPE = "replica_ratio"
 
@@ -44,36 +45,42 @@ def effective_weight(stable: int, canary: int) -> int:
     return round(100 * canary / pods) if pods else 0
 
 
+@dataclass(frozen=True)
+class Pods:
+    """One service's two tracks, `stable` and `canary`, as the platform runs them: `total`
+    replicas to share, `scale(track, pods)` sets one track's replicas (the platform applies
+    the Deployment and waits), `replicas(track)` reads them back."""
+
+    total: int
+    scale: Callable[[str, int], None]
+    replicas: Callable[[str], int]
+
+
 class ReplicaRatioRouter:
-    """A `TrafficRouter` whose weights are pod counts: `scale(track, pods)` sets one track's
-    replicas (the platform applies the Deployment and waits), `replicas(track)` reads them.
+    """A `TrafficRouter` whose weights are pod counts.
 
     It has no counters of its own (`stats` is empty) and no route objects to manage.
     """
 
     type = TYPE
 
-    def __init__(
-        self,
-        total: int,
-        scale: Callable[[str, int], None],
-        replicas: Callable[[str], int],
-    ) -> None:
-        self.total = total
-        self.scale = scale
-        self.replicas = replicas
+    def __init__(self, pods: Pods) -> None:
+        self.pods = pods
 
     def ensure_route(self, route: object) -> None:
         """Nothing to create: the service's Service selects both tracks."""
 
     def set_weight(self, service: str, weights: dict[str, int]) -> None:
         """Scale the canary up first, then the stable version down, so capacity never dips."""
-        stable, canary = split_replicas(self.total, weights.get("canary", 0))
-        self.scale("canary", canary)
-        self.scale("stable", stable)
+        stable, canary = split_replicas(self.pods.total, weights.get("canary", 0))
+        self.pods.scale("canary", canary)
+        self.pods.scale("stable", stable)
+
+    def mark_healthy(self, service: str, slot: str) -> None:
+        """Nothing to do: the Service's endpoints follow pod readiness."""
 
     def weights(self, service: str) -> dict[str, int]:
-        stable, canary = self.replicas("stable"), self.replicas("canary")
+        stable, canary = self.pods.replicas("stable"), self.pods.replicas("canary")
         share = effective_weight(stable, canary)
         return {"stable": 100 - share, "canary": share}
 

@@ -99,7 +99,7 @@ def serving(app: str, environment: str, services: list[str]) -> dict[str, str]:
     found = {}
     with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
         platform = DockerPlatform(
-            client, make_router("haproxy", f"{app}-{environment}", relay_home())
+            client, make_router("haproxy", name=f"{app}-{environment}", home=relay_home())
         )
         for service in services:
             active = platform.active(app, environment, service)

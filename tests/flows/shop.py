@@ -104,7 +104,7 @@ def shop_repository(
     finally:
         with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
             for environment in offsets:
-                router = make_router("haproxy", f"{app}-{environment}", relay_home())
+                router = make_router("haproxy", name=f"{app}-{environment}", home=relay_home())
                 DockerPlatform(client, router).remove_all(app, environment)
                 router.remove_managed_routes()
         for name in offsets:

@@ -104,7 +104,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     finally:
         PLANTED.unlink(missing_ok=True)
         with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
-            router = make_router("haproxy", f"{made.name}-dev", relay_home())
+            router = make_router("haproxy", name=f"{made.name}-dev", home=relay_home())
             DockerPlatform(client, router).remove_all(made.name, "dev")
             router.remove_managed_routes()
             for image in client.images.list(name=f"relay-stage/{made.name}-catalog"):

@@ -64,7 +64,7 @@ def stable(images: dict[str, str]) -> Iterator[DockerHost]:
     host = DockerHost()
     asyncio.run(rolling(host, spec(images["v1"]), ENV, False, None))
     yield host
-    router = make_router("haproxy", f"{APP}-test", relay_home())
+    router = make_router("haproxy", name=f"{APP}-test", home=relay_home())
     with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
         DockerPlatform(client, router).remove_all(APP, "test")
     router.remove_managed_routes()

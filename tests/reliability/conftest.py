@@ -80,7 +80,7 @@ class PrivateShop:
         return docker.DockerClient(base_url=self.stack.env["DOCKER_HOST"], timeout=60)
 
     def platform(self, client: docker.DockerClient, environment: str) -> DockerPlatform:
-        router = make_router("haproxy", f"{self.app}-{environment}", self.stack.home)
+        router = make_router("haproxy", name=f"{self.app}-{environment}", home=self.stack.home)
         return DockerPlatform(client, router)
 
 

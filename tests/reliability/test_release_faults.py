@@ -70,7 +70,9 @@ def client() -> Iterator[docker.DockerClient]:
 
 
 def platform(client: docker.DockerClient, shop: Shop, environment: str) -> DockerPlatform:
-    return DockerPlatform(client, make_router("haproxy", f"{shop.app}-{environment}", relay_home()))
+    return DockerPlatform(
+        client, make_router("haproxy", name=f"{shop.app}-{environment}", home=relay_home())
+    )
 
 
 def url(environment: str) -> str:

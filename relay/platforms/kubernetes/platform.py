@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 
 from kubernetes.client import ApiClient
 
@@ -42,13 +43,13 @@ from relay.platforms.kubernetes.objects import (
 )
 from relay.platforms.kubernetes.rollout import progress, wait_rollout
 from relay.registry import ImageRef
-from relay.traffic import gateway_api, replica_ratio
-from relay.traffic.gateway_api import GatewayApiRouter, canary_pods
-from relay.traffic.replica_ratio import effective_weight, split_replicas
+from relay.traffic import HttpRoute, Pods, TrafficRouter, gateway_api, make_router, replica_ratio
+from relay.traffic.gateway_api import canary_pods
 
 # How canary traffic is split, or (other strategies) how traffic reaches the new version.
 SERVICE_SELECTOR = "service_selector"
 ROLLING_UPDATE = "rolling_update"
+ALL_STABLE = {"stable": 100, "canary": 0}
 
 
 @dataclass(frozen=True)
@@ -258,13 +259,10 @@ class KubernetesPlatform:
             return 100
         spec = rollout.spec
         if rollout.traffic == gateway_api.TYPE:
-            self._scale_new(rollout, canary_pods(spec.replicas, percent))
-            GatewayApiRouter(self.cluster, spec).set_weight(spec.service, {"canary": percent})
-            return percent
-        stable_pods, canary = split_replicas(spec.replicas, percent)
-        self._scale_new(rollout, canary)
-        self._scale_stable(rollout, stable_pods)
-        return effective_weight(stable_pods, canary)
+            self._scale_new(rollout, canary_pods(spec.replicas, percent))  # capacity first
+        router = self._router(rollout)
+        router.set_weight(spec.service, {"stable": 100 - percent, "canary": percent})
+        return router.weights(spec.service).get("canary", percent)
 
     def switch(self, rollout: KubeRollout) -> None:
         """All traffic to the new version."""
@@ -278,7 +276,7 @@ class KubernetesPlatform:
             if stall is not None:
                 raise StageFailed(f"{spec.service}: updating {spec.service} stalled: {stall}")
             if rollout.traffic == gateway_api.TYPE:
-                GatewayApiRouter(self.cluster, spec).set_weight(spec.service, {"canary": 0})
+                self._router(rollout).set_weight(spec.service, ALL_STABLE)
 
     def stop_previous(self, rollout: KubeRollout) -> None:
         """Scale the previous color (blue/green) or the canary to 0, unless the Service selects
@@ -301,7 +299,7 @@ class KubernetesPlatform:
             self._scale_new(rollout, 0)
         elif rollout.track == "canary":
             if rollout.traffic == gateway_api.TYPE:
-                GatewayApiRouter(self.cluster, spec).set_weight(spec.service, {"canary": 0})
+                self._router(rollout).set_weight(spec.service, ALL_STABLE)
             self._undo_start(rollout)
         else:
             self._undo_start(rollout)
@@ -346,7 +344,35 @@ class KubernetesPlatform:
         if traffic == gateway_api.TYPE:
             for track in ("stable", "canary"):
                 self.cluster.apply(objects.service(spec, f"{spec.service}-{track}", track))
-            GatewayApiRouter(self.cluster, spec).ensure_route(None)
+            router = make_router(traffic, store=self.cluster, route=_http_route(spec))
+            router.set_weight(spec.service, ALL_STABLE)  # an interrupted canary's taken back
+
+    def _router(self, rollout: KubeRollout) -> TrafficRouter:
+        """The router of a canary's traffic (`rollout.traffic`: gateway_api or replica_ratio)."""
+        pods = Pods(
+            rollout.spec.replicas,
+            scale=partial(self._scale_track, rollout),
+            replicas=partial(self._track_replicas, rollout),
+        )
+        route = _http_route(rollout.spec)
+        return make_router(rollout.traffic, store=self.cluster, route=route, pods=pods)
+
+    def _scale_track(self, rollout: KubeRollout, track: str, replicas: int) -> None:
+        if track == "canary":
+            self._scale_new(rollout, replicas)
+        else:
+            self._scale_stable(rollout, replicas)
+
+    def _track_replicas(self, rollout: KubeRollout, track: str) -> int:
+        """The replicas a track's Deployment asks for (0 when it does not exist)."""
+        if track == "canary":
+            name = deployment_name(rollout.spec.service, rollout.track)
+        elif rollout.stable is not None:
+            name = rollout.stable.deployment
+        else:
+            return 0
+        found = self.cluster.get("apps/v1", "Deployment", rollout.spec.namespace, name)
+        return int(found["spec"].get("replicas", 0)) if found else 0
 
     def _roll(self, spec: KubeSpec, track: str, replicas: int) -> str | None:
         """Apply `spec` on `track` and wait for its rollout; None, or why it stalled."""
@@ -401,3 +427,9 @@ class KubernetesPlatform:
         for found in self.cluster.list("v1", "Secret", spec.namespace, label_selector=mine):
             if found["metadata"]["name"] not in used:
                 self.cluster.delete("v1", "Secret", spec.namespace, found["metadata"]["name"])
+
+
+def _http_route(spec: KubeSpec) -> HttpRoute:
+    """The service's HTTPRoute for the gateway_api router, rendered by `objects.http_route`."""
+    managed = f"app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/part-of={spec.app}"
+    return HttpRoute(spec.namespace, spec.service, partial(objects.http_route, spec), managed)

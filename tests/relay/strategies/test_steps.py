@@ -15,7 +15,6 @@ from relay.strategies.steps import (
     StepPlan,
     StopPrevious,
     SwitchActive,
-    traffic_split,
 )
 
 EVERY_KIND = StepPlan(
@@ -79,20 +78,3 @@ def test_steps_are_frozen() -> None:
 
     with pytest.raises(ValidationError, match="frozen"):
         step.weight = 20  # type: ignore[misc]
-
-
-@pytest.mark.parametrize(
-    ("weight", "expected"),
-    [(0, (0, 100)), (1, (1, 99)), (10, (10, 90)), (50, (50, 50)), (99, (99, 1)), (100, (100, 0))],
-)
-def test_traffic_split(weight: int, expected: tuple[int, int]) -> None:
-    new, stable = traffic_split(weight)
-
-    assert (new, stable) == expected
-    assert 0 <= new <= 256 and 0 <= stable <= 256  # HAProxy's range of server weights
-
-
-@pytest.mark.parametrize("weight", [-1, 101, 256, 10.5, True])
-def test_traffic_split_rejects_what_is_not_a_percentage(weight: Any) -> None:
-    with pytest.raises(ValueError, match=r"a whole percentage from 0 to 100, got "):
-        traffic_split(weight)

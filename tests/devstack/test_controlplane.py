@@ -1,4 +1,4 @@
-"""The real control plane (tests/kubernetes/controlplane.py) does what the Kubernetes platform
+"""The real control plane (devstack/controlplane.py) does what the Kubernetes platform
 will rely on, through the official `kubernetes` client: rollouts by digest, progress deadlines
 for an image that never becomes Ready, NetworkPolicy, Secrets as envFrom, Gateway API routes."""
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.kubernetes.controlplane import NEVER_READY
+from devstack.controlplane import NEVER_READY
 
 TIMEOUT = 60.0  # every wait below is bounded by this
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,13 @@ import yaml
 
 from deployments.cli import main
 from relay.aws.secrets import SecretVersion, ServiceConfig
+from relay.compliance import checkov_command
 from relay.manifest import parse_manifest
 from relay.platforms.kubernetes import Cluster
 from relay.platforms.kubernetes.objects import REDACTED, render
 from relay.registry import ImageRef
 from relay.specs import kubernetes_spec
 
-ROOT = Path(__file__).resolve().parents[2]
-CHECKOV = ROOT / ".venv-tools" / "bin" / "checkov"
 IMAGE = "127.0.0.1:5000/shop/orders@sha256:" + hashlib.sha256(b"orders").hexdigest()
 CONFIG = ServiceConfig((SecretVersion("prod-config", "v1"),), ("DATABASE_URL", "API_KEY"))
 # checkov's Kubernetes checks Relay's objects fail on purpose, and why.
@@ -117,16 +115,13 @@ def test_network_policy_admits_exactly_the_dependents_and_the_gateway_for_public
     ]
 
 
-@pytest.mark.skipif(
-    not CHECKOV.exists(), reason="checkov not installed: run `make venv` (it makes .venv-tools)"
-)
 @pytest.mark.parametrize("strategy", ["rolling", "blue_green", "canary"])
 def test_rendered_objects_pass_checkov(strategy: str, tmp_path: Path) -> None:
     path = tmp_path / "objects.yaml"
     path.write_text(yaml.safe_dump_all(rendered(strategy), sort_keys=False))
     run = subprocess.run(
         [
-            str(CHECKOV),
+            str(checkov_command()),  # the compliance gate's checkov: missing fails, not skips
             "-f",
             str(path),
             "--framework",
@@ -176,8 +171,3 @@ def test_relay_render_refuses_a_docker_environment(
         == 1
     )
     assert "name a kubernetes environment" in capsys.readouterr().err
-
-
-def test_checkov_is_where_the_tests_look() -> None:
-    """A reminder, not a check of Relay: without .venv-tools the checkov test is skipped."""
-    assert CHECKOV.exists() or shutil.which("checkov") is None

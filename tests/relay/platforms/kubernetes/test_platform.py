@@ -1,6 +1,7 @@
-"""The kubernetes platform against a real control plane (tests/kubernetes/conftest.py): the
-objects and fields it writes, idempotent server-side apply, conflicts with other managers,
-blue/green, canary by HTTPRoute weights and by replica ratio, and a stalled rollout undone."""
+"""The kubernetes platform against a real control plane (the control_plane fixture in
+tests/conftest.py): the objects and fields it writes, idempotent server-side apply, conflicts
+with other managers, blue/green, canary by HTTPRoute weights and by replica ratio, and a
+stalled rollout undone."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from devstack.controlplane import NEVER_READY
 from relay.aws.secrets import SecretVersion, ServiceConfig
 from relay.errors import RolledBack
 from relay.platforms.kubernetes import (
@@ -23,7 +25,6 @@ from relay.platforms.kubernetes import (
 )
 from relay.platforms.kubernetes.objects import PREFIX
 from relay.registry import ImageRef
-from tests.kubernetes.controlplane import NEVER_READY
 
 RESOURCES = {
     "requests": {"cpu": "100m", "memory": "128Mi"},

@@ -14,12 +14,12 @@ import pytest
 from kubernetes import client
 from prefect_docker import DockerHost
 
+from devstack.controlplane import NEVER_READY
 from flows.strategies import canary, rolling
 from relay.errors import RolledBack
 from relay.manifest import parse_manifest
 from relay.registry import ImageRef
 from relay.specs import deploy_spec
-from tests.kubernetes.controlplane import NEVER_READY
 
 pytestmark = pytest.mark.stack
 

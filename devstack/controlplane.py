@@ -8,7 +8,8 @@ an admin kubeconfig (`kubeconfig`, client certificate of `admin` in `system:mast
 etcd data dir, kwok's configuration, and one log per process (`logs/<name>.log`, kept after
 stop). It waits until the namespace `default` and its service account exist, the fake node
 `kwok-node-0` is Ready and the Gateway API standard CRDs are Established. `stop()` ends each
-process it started, by PID: SIGTERM, then SIGKILL after a grace period.
+process it started, by PID (`devstack.supervisor.stop_processes`): SIGTERM, then SIGKILL
+after a grace period.
 
 There is no container runtime: kwok plays the kubelet of one node, `kwok-node-0` (no taints,
 so any pod schedules on it). Pods scheduled there go through kwok's default "fast" stages,
@@ -35,7 +36,6 @@ import ctypes
 import datetime
 import ipaddress
 import json
-import os
 import signal
 import socket
 import ssl
@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from devstack.supervisor import stop_processes
 
 NEVER_READY = "never-ready"
 NODE_NAME = "kwok-node-0"
@@ -279,7 +281,6 @@ class ControlPlane:
     work_dir: Path
     node_name: str = NODE_NAME
     startup_timeout: float = 90.0
-    stop_grace: float = 10.0
 
     api_port: int = 0
     etcd_port: int = 0
@@ -327,18 +328,17 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
-        """Stop every process started, newest first (etcd last, so the apiserver shuts down
-        cleanly, in about a second): SIGTERM, then SIGKILL after `stop_grace` seconds."""
-        procs, self._procs = list(reversed(self._procs)), []
+        """Stop every process started, by PID, through the stack's supervisor: etcd last, so
+        the apiserver shuts down cleanly (in about a second), then reap them.
+
+        Unlike the stack's daemons these are children of this process, with no pidfiles: they
+        live as long as one test session (and die with it, `_die_with_parent`)."""
+        procs, self._procs = self._procs, []
+        live = [p for p in procs if p.popen.poll() is None]
+        for wave in ([p for p in live if p.name != "etcd"], [p for p in live if p.name == "etcd"]):
+            stop_processes([(p.name, p.popen.pid) for p in wave], progress=lambda line: None)
         for p in procs:
-            if p.popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.popen.pid, signal.SIGTERM)
-            try:
-                p.popen.wait(timeout=self.stop_grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.popen.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.popen.wait(timeout=10)
         atexit.unregister(self.stop)
 
@@ -644,7 +644,7 @@ class ControlPlane:
         return True
 
 
-def main() -> None:  # python -m tests.kubernetes.controlplane BIN_DIR WORK_DIR: start, report, stop
+def main() -> None:  # python -m devstack.controlplane BIN_DIR WORK_DIR: start, report, stop
     import sys
 
     cp = ControlPlane(Path(sys.argv[1]), Path(sys.argv[2]))
