@@ -209,10 +209,10 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
         metrics = asyncio.run(delivery_metrics(args.app, args.env, args.days, args.namespace))
     else:
-        from tasks.delivery import read_delivery_metrics
+        from tasks.dora import read_delivery_metrics
 
         metrics = read_delivery_metrics(args.app, args.env, args.days)
-    from relay.delivery import format_metrics
+    from relay.dora import format_metrics
 
     print(format_metrics(metrics) or f"no deployments of {args.app} in the last {args.days} days")
     return 0

@@ -6,8 +6,8 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.client import one_client_for_tasks
-from relay.delivery import DeliveryMetrics
-from tasks.delivery import report_delivery_metrics
+from relay.dora import DeliveryMetrics
+from tasks.dora import report_delivery_metrics
 
 
 @flow(name="delivery-metrics", flow_run_name="delivery-metrics-{app}")

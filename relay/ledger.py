@@ -99,7 +99,7 @@ class Record(BaseModel):
     flow_run_id: str | None = None
     started_at: AwareDatetime
     ended_at: AwareDatetime
-    # When the deployed commit was made: the start of its lead time (relay.delivery).
+    # When the deployed commit was made: the start of its lead time (relay.dora).
     committed_at: AwareDatetime | None = None
 
     @field_validator("image")

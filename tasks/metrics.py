@@ -11,7 +11,7 @@ from prefect.logging import get_run_logger
 
 from blocks.aws import aws_client
 from relay.aws.cloudwatch import alarm_states, put_metrics
-from relay.delivery import attempt_metrics
+from relay.dora import attempt_metrics
 from relay.ledger import Ledger, Record
 from relay.manifest import CloudWatch
 from relay.settings import ledger_path

@@ -4,7 +4,7 @@ Relay publishes what it knows about deliveries as custom metrics, so a team grap
 them next to its services' own metrics, and reads alarms that the team owns, so a canary step or
 a production approval stops while one of them is in ALARM.
 
-* `put_metrics` sends metric data (`relay.delivery` computes them from the ledger, by the same
+* `put_metrics` sends metric data (`relay.dora` computes them from the ledger, by the same
   rules as `relay metrics`) with `PutMetricData`, in chunks the API accepts.
 * `alarm_states` / `alarms_in_alarm` read alarms by name with `DescribeAlarms`; a name that does
   not exist is a configuration error (a typo must not silently disable a safety check).

@@ -1,6 +1,6 @@
 """relay.aws.cloudwatch: metrics and alarms against the stack's moto server over HTTP;
 relay.analysis.with_alarms, the canary's alarm provider (pure). One attempt's delivery metrics
-are computed in relay.delivery (tests/relay/test_delivery.py)."""
+are computed in relay.dora (tests/relay/test_dora.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from relay.analysis import Judgement, Verdict, with_alarms
 from relay.aws.cloudwatch import alarm_states, alarms_in_alarm, put_metrics
-from relay.delivery import attempt_metrics
+from relay.dora import attempt_metrics
 from relay.errors import TerminalError
 from relay.ledger import Outcome, Record
 

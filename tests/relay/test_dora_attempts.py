@@ -1,5 +1,5 @@
-"""relay.delivery.attempt_metrics: one attempt's delivery metrics for CloudWatch (pure), by the
-same rules as `relay metrics`' window (relay.delivery.delivery_metrics)."""
+"""relay.dora.attempt_metrics: one attempt's delivery metrics for CloudWatch (pure), by the
+same rules as `relay metrics`' window (relay.dora.delivery_metrics)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from relay.delivery import attempt_metrics, delivery_metrics
+from relay.dora import attempt_metrics, delivery_metrics
 from relay.ledger import Outcome, Record
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

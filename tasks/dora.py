@@ -1,4 +1,4 @@
-"""Delivery metrics stage: DORA measures from the ledger (`relay.delivery`) as a table artifact
+"""Delivery metrics stage: DORA measures from the ledger (`relay.dora`) as a table artifact
 and as CloudWatch aggregates."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from prefect.logging import get_run_logger
 
 from blocks.aws import aws_client
 from relay.aws.cloudwatch import put_metrics
-from relay.delivery import DeliveryMetrics, delivery_metrics, metric_data, table_rows
+from relay.dora import DeliveryMetrics, delivery_metrics, metric_data, table_rows
 from relay.ledger import Ledger
 from relay.settings import ledger_path
 from tasks.record import artifact_key

@@ -1,4 +1,4 @@
-"""DORA metrics from constructed ledger records (relay.delivery): frequency, lead time median,
+"""DORA metrics from constructed ledger records (relay.dora): frequency, lead time median,
 change failure rate, time to restore after a failure; and their CloudWatch and table forms."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from relay.delivery import delivery_metrics, format_metrics, metric_data, table_rows
+from relay.dora import delivery_metrics, format_metrics, metric_data, table_rows
 from relay.ledger import Outcome, Record
 
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
