@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack.paths import Paths
+from devstack.supervisor import cmdline, read_pid
+
 ROOT = Path(__file__).resolve().parents[2]
 # Variables that point a process at a stack; the private stack sets its own.
 STACK_VARIABLES = (
@@ -56,11 +59,7 @@ def free_port(start: int, stop: int) -> int:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+    return cmdline(pid) is not None
 
 
 @dataclass
@@ -132,22 +131,19 @@ class PrivateStack:
         shutil.rmtree(self.home, ignore_errors=True)
 
     def pid(self, component: str) -> int | None:
-        try:
-            return int((self.home / "run" / f"{component}.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+        return read_pid(Paths(self.home).pidfile(component))
 
     def stop(self, component: str, grace: float = 25.0) -> float:
         """SIGTERM one component of this stack by its PID (SIGKILL after `grace`); returns the
         seconds it took. Only ever a process under this private home."""
         pid = self.pid(component)
         assert pid is not None and _alive(pid), f"{component} of {self.home} is not running"
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        argv = " ".join(cmdline(pid) or [])
         assert (
-            str(self.home) in cmdline
-            or str(self.registry_port) in cmdline
-            or (str(self.prefect_port) in cmdline)
-        ), f"pid {pid} is not this private stack's {component}: {cmdline!r}"
+            str(self.home) in argv
+            or str(self.registry_port) in argv
+            or (str(self.prefect_port) in argv)
+        ), f"pid {pid} is not this private stack's {component}: {argv!r}"
         started = time.monotonic()
         os.kill(pid, signal.SIGTERM)
         while _alive(pid):
