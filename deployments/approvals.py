@@ -113,7 +113,10 @@ def decide(
 
 
 def _refusal(run_id: UUID, answered_key: str | None, wait: float) -> str | None:
-    """The flow's reason when it paused again for a new answer, else None."""
+    """The flow's reason when it paused again for a new answer, else None (at once when
+    `wait` is 0: a rejection that ends the run is not watched)."""
+    if wait <= 0:
+        return None
     deadline = time.monotonic() + wait
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
@@ -122,10 +125,7 @@ def _refusal(run_id: UUID, answered_key: str | None, wait: float) -> str | None:
                 return None
             key = _pause_key(run)
             if run.state.is_paused() and key and key != answered_key:
-                description = str(client.read_flow_run_input(run_id, f"paused-{key}-description"))
-                lines = [line for line in description.splitlines() if REFUSAL_MARK in line]
-                reason = lines[0].split(REFUSAL_MARK, 1)[1] if lines else description[:200]
-                return reason.strip(' >."')
+                return _refusal_reason(run_id, key)
             if run.state.is_running() and time.monotonic() > deadline - wait / 2:
                 return None
             time.sleep(0.5)
@@ -134,6 +134,15 @@ def _refusal(run_id: UUID, answered_key: str | None, wait: float) -> str | None:
         # "database is locked") leaves the run waiting for this very answer.
         return f"the server did not take it (the run still waits after {wait:.0f} s); answer again"
     return None
+
+
+def _refusal_reason(run_id: UUID, key: str | None) -> str:
+    """Why the flow paused again (pause `key`): the refusal line of the form's description."""
+    with get_client(sync_client=True) as client:
+        description = str(client.read_flow_run_input(run_id, f"paused-{key}-description"))
+    lines = [line for line in description.splitlines() if REFUSAL_MARK in line]
+    reason = lines[0].split(REFUSAL_MARK, 1)[1] if lines else description[:200]
+    return reason.strip(' >."')
 
 
 def promote_with_auto_approval(
@@ -182,19 +191,34 @@ def auto_approving(
 def _answer_forms(
     run_name: str | None, run_id: UUID | None, approver: str, stop: threading.Event
 ) -> None:
-    answered: set[UUID] = set()
+    """Approve each form once. A form that pauses again after our answer refused it (say, the
+    commit's author where self-approval is off): reject it with the reason, so the promotion
+    ends at once instead of waiting out the approval timeout."""
+    answered: dict[UUID, str | None] = {}  # form -> the pause our approval answered
     token = os.environ.get("RELAY_APPROVAL_TOKEN", "")  # where the environment requires one
     while not stop.wait(0.5):
         for form in _paused_descendants(run_name, run_id):
-            if form.id in answered:
-                continue
-            answered.add(form.id)
-            try:
-                decide(str(form.id), True, approver, "approved with --auto-approve", token=token)
-                print(f"auto-approved {form.name} ({form.id}) as {approver!r} (--auto-approve)")
-            except TerminalError as exc:
-                print(f"auto-approve failed: {exc}; rejecting so the promotion ends")
-                decide(str(form.id), False, approver, f"--auto-approve refused: {exc}", 0, token)
+            key = _pause_key(form)
+            if form.id not in answered:
+                answered[form.id] = key
+                _approve(form, approver, token)
+            elif answered[form.id] not in (key, _REJECTED):
+                answered[form.id] = _REJECTED
+                reason = _refusal_reason(form.id, key)
+                print(f"auto-approve refused: {reason}; rejecting so the promotion ends")
+                decide(str(form.id), False, approver, f"--auto-approve refused: {reason}", 0, token)
+
+
+_REJECTED = "rejected"
+
+
+def _approve(form: FlowRun, approver: str, token: str) -> None:
+    try:
+        decide(str(form.id), True, approver, "approved with --auto-approve", token=token)
+        print(f"auto-approved {form.name} ({form.id}) as {approver!r} (--auto-approve)")
+    except TerminalError as exc:
+        print(f"auto-approve failed: {exc}; rejecting so the promotion ends")
+        decide(str(form.id), False, approver, f"--auto-approve refused: {exc}", 0, token)
 
 
 def _paused_descendants(run_name: str | None, run_id: UUID | None) -> list[FlowRun]:

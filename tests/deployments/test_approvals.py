@@ -1,0 +1,77 @@
+"""`--auto-approve` against the real Prefect server: an answer the flow refuses ends the
+promotion at once, with the reason, instead of waiting out the approval timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from prefect import flow
+from prefect.flow_runs import pause_flow_run
+
+from deployments.approvals import REFUSAL_MARK, auto_approving
+from flows.approval import ApprovalForm
+
+pytestmark = pytest.mark.stack
+
+# How long the flow takes to judge an answer: longer than `decide` watches for a refusal
+# (8 s), as when a loaded server is slow to take the run from Running back to Paused.
+JUDGING_SECONDS = 10.0
+TIMEOUT_SECONDS = 90
+
+
+@flow
+async def refusing() -> tuple[bool, str]:
+    """The approval flow's shape: a form; an answer it refuses (the approver wrote the
+    commit), found out slowly; the same form again, saying why."""
+    first = await pause_flow_run(
+        wait_for_input=ApprovalForm.with_initial_data(description="Deploy?", approve=False),
+        timeout=TIMEOUT_SECONDS,
+        poll_interval=1,
+        key="approval-1",
+    )
+    await asyncio.sleep(JUDGING_SECONDS)
+    note = f"> {REFUSAL_MARK} {first.approver} wrote the commit; ask someone else.\n\n"
+    second = await pause_flow_run(
+        wait_for_input=ApprovalForm.with_initial_data(description=note + "Deploy?"),
+        timeout=TIMEOUT_SECONDS,
+        poll_interval=1,
+        key="approval-2",
+    )
+    return second.approve, second.comment
+
+
+@flow(flow_run_name="promoting-{tag}")
+async def promoting(tag: str) -> tuple[bool, str]:
+    """What `--auto-approve` watches: a run whose approval is a subflow."""
+    return await refusing()
+
+
+def test_an_auto_approval_refused_late_is_rejected_with_the_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        outcome["result"] = asyncio.run(promoting(tag))
+
+    started = time.monotonic()
+    with auto_approving("alice", run_name=f"promoting-{tag}"):
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(timeout=TIMEOUT_SECONDS)
+    took = time.monotonic() - started
+
+    assert not thread.is_alive(), "the second form was never answered"
+    approve, comment = outcome["result"]
+    assert approve is False
+    assert "alice wrote the commit" in comment
+    assert took < TIMEOUT_SECONDS - 30, f"ended after {took:.0f} s: it waited for the timeout"
+    printed = capsys.readouterr().out
+    assert "auto-approved" in printed
+    assert "auto-approve refused: alice wrote the commit; ask someone else" in printed
