@@ -147,12 +147,6 @@ def make_app(repo: Path, app: str, advisories: str) -> list[str]:
         "environments": {ENVIRONMENT: {"port_offset": 0, "secrets": None}},
         "security": {
             "packages": {"advisories": advisories},
-            "compliance": {
-                "skip": [
-                    {"id": "CKV_DOCKER_2", "reason": "Relay checks /healthz itself"},
-                    {"id": "CKV_DOCKER_7", "reason": "checkov cannot resolve FROM ${BASE_IMAGE}"},
-                ]
-            },
         },
         "cloudwatch": {"metrics": False, "logs": False},
     }

@@ -15,6 +15,11 @@ what is about to be deployed:
 Every violation reads `<file or resource>: <rule id> <rule>: <fix>`, so whoever sees a refused
 promotion knows what to change without looking anything up. `judge` applies the manifest's
 `security.compliance` (skips, each with a reason, and the threshold).
+
+Two of checkov's checks are covered by Relay itself, so the recommended Dockerfile passes the
+default gate (`COVERED_BY_RELAY`): CKV_DOCKER_7, which cannot see through `FROM ${BASE_IMAGE}`
+(RELAY_NO_LATEST resolves ARG defaults), and CKV_DOCKER_2, a HEALTHCHECK (Relay checks each
+new version's health itself before any traffic). Their violations are still listed, with why.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from relay.verdicts import GateVerdict
 
 __all__ = [
     "CHECKOV_FIXES",
+    "COVERED_BY_RELAY",
     "ComplianceVerdict",
     "as_rows",
     "JudgedViolation",
@@ -80,6 +86,13 @@ RULES: dict[str, tuple[str, str]] = {
     ),
 }
 _NON_ROOT_POD_FIX = "set securityContext.runAsNonRoot: true and runAsUser: 10001 in the pod"
+
+# checkov's checks that Relay does itself, better: listed as covered, never blocking.
+COVERED_BY_RELAY: dict[str, str] = {
+    "CKV_DOCKER_2": "Relay checks each new version's health path itself before it gets traffic",
+    "CKV_DOCKER_7": "RELAY_NO_LATEST checks every FROM with its ARG defaults resolved, which "
+    "checkov cannot",
+}
 
 # checkov's checks say what is wrong; these say what to write. Checks not listed here point
 # at checkov's own documentation for the id.
@@ -394,14 +407,22 @@ def _runs_as_non_root(pod: Mapping[str, Any], container: Mapping[str, Any]) -> b
 
 @dataclass(frozen=True)
 class JudgedViolation:
-    """A violation with what the manifest made of it: `skipped` holds the written reason."""
+    """A violation with what was made of it: `skipped` holds the reason written in relay.yaml,
+    `covered` why Relay's own checks stand in for it (`COVERED_BY_RELAY`)."""
 
     violation: Violation
     skipped: str = ""
+    covered: str = ""
 
     @property
     def blocking(self) -> bool:
-        return not self.skipped
+        return not (self.skipped or self.covered)
+
+    @property
+    def status(self) -> str:
+        if self.skipped:
+            return f"skipped: {self.skipped}"
+        return f"covered by Relay: {self.covered}" if self.covered else "violated"
 
 
 ComplianceVerdict = GateVerdict[JudgedViolation]
@@ -413,9 +434,17 @@ def open_violations(verdict: ComplianceVerdict) -> tuple[Violation, ...]:
 
 
 def judge(violations: Sequence[Violation], compliance: Compliance) -> ComplianceVerdict:
-    """Apply `security.compliance`: a skipped check is listed with its reason, never hidden."""
+    """Apply `security.compliance`: a skipped or covered check is listed with its reason,
+    never hidden."""
     reasons = {entry.id.upper(): entry.reason for entry in compliance.skip}
-    rows = tuple(JudgedViolation(v, skipped=reasons.get(v.rule_id.upper(), "")) for v in violations)
+    rows = tuple(
+        JudgedViolation(
+            v,
+            skipped=reasons.get(v.rule_id.upper(), ""),
+            covered=COVERED_BY_RELAY.get(v.rule_id.upper(), ""),
+        )
+        for v in violations
+    )
     return GateVerdict.of(rows, report_only=compliance.fail_on == "never")
 
 
@@ -426,7 +455,7 @@ def as_rows(verdict: ComplianceVerdict) -> list[dict[str, str]]:
             "where": row.violation.where,
             "rule": f"{row.violation.rule_id} {row.violation.rule}",
             "fix": row.violation.fix,
-            "status": f"skipped: {row.skipped}" if row.skipped else "violated",
+            "status": row.status,
         }
         for row in verdict.rows
     ]

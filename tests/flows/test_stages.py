@@ -67,14 +67,6 @@ class App:
             "app": self.name,
             "services": {"catalog": {"path": ".", "port": 8005, **catalog}},
             "environments": {"dev": {"port_offset": OFFSET, "secrets": None}},
-            "security": {
-                "compliance": {
-                    "skip": [
-                        {"id": "CKV_DOCKER_2", "reason": "Relay checks /healthz itself"},
-                        {"id": "CKV_DOCKER_7", "reason": "RELAY_NO_LATEST checks FROM ${ARG}"},
-                    ]
-                }
-            },
         }
         (self.root / "relay.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
 

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from relay.compliance import (
+    COVERED_BY_RELAY,
     Violation,
+    as_rows,
     dockerfile_policies,
     environment_policies,
     image_policies,
@@ -214,14 +216,28 @@ def test_a_tagged_image_in_prod_and_other_kinds_are_ignored() -> None:
 
 
 def test_a_skipped_check_is_listed_with_its_reason_and_does_not_stop() -> None:
-    violations = [Violation("Dockerfile:1", "CKV_DOCKER_2", "HEALTHCHECK", "add one")]
-    skip = [SkippedCheck(id="ckv_docker_2", reason="Relay checks /healthz")]
+    violations = [Violation("Dockerfile:3", "CKV_DOCKER_9", "apt", "use apt-get")]
+    skip = [SkippedCheck(id="ckv_docker_9", reason="the build image has no apt-get")]
 
+    assert not judge(violations, Compliance()).passed
     verdict = judge(violations, Compliance(skip=skip))
 
     assert verdict.passed
-    assert verdict.rows[0].skipped == "Relay checks /healthz"
+    assert as_rows(verdict)[0]["status"] == "skipped: the build image has no apt-get"
     assert open_violations(verdict) == ()
+
+
+@pytest.mark.parametrize("rule_id", ["CKV_DOCKER_2", "CKV_DOCKER_7"])
+def test_checks_relay_does_itself_are_listed_as_covered_and_do_not_stop(rule_id: str) -> None:
+    violations = [Violation("Dockerfile:2", rule_id, "checkov's rule", "checkov's fix")]
+
+    verdict = judge(violations, Compliance())
+
+    assert verdict.passed
+    (row,) = as_rows(verdict)
+    assert row["rule"].startswith(rule_id)  # never hidden
+    assert row["status"].startswith("covered by Relay: ")
+    assert row["status"].removeprefix("covered by Relay: ") == COVERED_BY_RELAY[rule_id]
 
 
 def test_never_reports_without_stopping() -> None:
@@ -281,3 +297,24 @@ def test_checkov_names_a_kubernetes_deployment_without_limits(
     )
     assert found["CKV_K8S_11"].fix == "set resources.limits.cpu on the container"
     assert found["CKV_K8S_13"].fix == "set resources.limits.memory on the container"
+
+
+def test_the_readmes_dockerfile_passes_the_default_gate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Dockerfile README.md recommends, with no `security.compliance` at all: checkov's
+    complaints about it are the two Relay covers, listed as such."""
+    monkeypatch.setenv("RELAY_HOME", str(tmp_path / "home"))
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```dockerfile\n", 1)[1].split("```", 1)[0]
+    assert block.startswith("ARG BASE_IMAGE=python:3.11-slim\n")
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(block)
+
+    found = run_checkov(dockerfile, "dockerfile", label="Dockerfile")
+    found += dockerfile_policies(block, "Dockerfile")
+    verdict = judge(found, Compliance())
+
+    assert verdict.passed, [str(v) for v in open_violations(verdict)]
+    covered = {row["rule"].split()[0] for row in as_rows(verdict) if "covered" in row["status"]}
+    assert covered == {"CKV_DOCKER_2", "CKV_DOCKER_7"}

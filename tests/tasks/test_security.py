@@ -40,7 +40,7 @@ def test_the_rendered_objects_of_a_kubernetes_environment_pass() -> None:
 
     assert verdict.passed
     assert {row.violation.rule_id for row in verdict.rows} == {"CKV_DOCKER_2", "CKV_DOCKER_7"}
-    assert all(row.skipped for row in verdict.rows)
+    assert all(row.covered and not row.skipped for row in verdict.rows)
 
 
 def test_a_deployment_without_limits_fails_naming_the_rule_and_fix() -> None:
