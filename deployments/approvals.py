@@ -10,6 +10,7 @@ requires one), it pauses again and this module says why. A token is registered w
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
@@ -139,7 +140,11 @@ def _refusal(run_id: UUID, answered_key: str | None, wait: float) -> str | None:
 def _refusal_reason(run_id: UUID, key: str | None) -> str:
     """Why the flow paused again (pause `key`): the refusal line of the form's description."""
     with get_client(sync_client=True) as client:
-        description = str(client.read_flow_run_input(run_id, f"paused-{key}-description"))
+        stored = client.read_flow_run_input(run_id, f"paused-{key}-description")
+    try:
+        description = str(json.loads(stored))  # stored as JSON: a quoted string, \n escaped
+    except ValueError:
+        description = stored
     lines = [line for line in description.splitlines() if REFUSAL_MARK in line]
     reason = lines[0].split(REFUSAL_MARK, 1)[1] if lines else description[:200]
     return reason.strip(' >."')

@@ -181,7 +181,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     _use_stack_environment()
     from deployments.status import status_report
 
-    report, drift = status_report(args.app)
+    report, drift = status_report(_app(args))
     print(report)
     for line in drift:
         print(f"drift: {line}")
@@ -193,8 +193,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     from relay.settings import ledger_path
     from relay.status import format_history
 
-    records = Ledger(ledger_path()).history(args.app, args.service, args.env, limit=args.limit)
-    print(format_history(records) if records else f"no deployments of {args.service} recorded")
+    app = _app(args)
+    records = Ledger(ledger_path()).history(app, args.service, args.env, limit=args.limit)
+    where = f" in {args.env}" if args.env else ""
+    print(format_history(records) if records else f"no deployments of {app}/{args.service}{where}")
     return 0
 
 
@@ -207,14 +209,14 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         _use_stack_environment()
         from flows.delivery_metrics import delivery_metrics
 
-        metrics = asyncio.run(delivery_metrics(args.app, args.env, args.days, args.namespace))
+        metrics = asyncio.run(delivery_metrics(_app(args), args.env, args.days, args.namespace))
     else:
         from tasks.dora import read_delivery_metrics
 
-        metrics = read_delivery_metrics(args.app, args.env, args.days)
+        metrics = read_delivery_metrics(_app(args), args.env, args.days)
     from relay.dora import format_metrics
 
-    print(format_metrics(metrics) or f"no deployments of {args.app} in the last {args.days} days")
+    print(format_metrics(metrics) or f"no deployments of {_app(args)} in the last {args.days} days")
     return 0
 
 
@@ -317,12 +319,17 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="relay", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"relay {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("stack", help="the local stack")
-    s.add_argument("action", choices=["up", "down", "status", "env"])
+    s.add_argument(
+        "action",
+        choices=["up", "down", "status", "env"],
+        help="start it, stop what it started, show it, or print its environment (eval it)",
+    )
     s.set_defaults(func=cmd_stack)
     v = sub.add_parser("validate", help="check a relay.yaml")
-    v.add_argument("path", nargs="?", default="relay.yaml")
+    v.add_argument("path", nargs="?", default="relay.yaml", help="the manifest (./relay.yaml)")
     v.set_defaults(func=cmd_validate)
     r = sub.add_parser("run", help="run the release pipeline for a commit")
     r.add_argument("--repo", required=True, help="path or URL of the application repository")
@@ -364,7 +371,11 @@ def parser() -> argparse.ArgumentParser:
     at.add_argument("name", help="the approver, as listed in approval.approvers")
     at.set_defaults(func=cmd_approver_token)
     rb = sub.add_parser("rollback", help="put the previous good version back")
-    rb.add_argument("--repo", required=True, help="path or URL of the application repository")
+    rb.add_argument(
+        "--repo",
+        default=".",
+        help="path or URL of the application repository (default: this directory)",
+    )
     rb.add_argument(
         "--service", help="only this service; without it the whole environment's release"
     )
@@ -383,16 +394,16 @@ def parser() -> argparse.ArgumentParser:
     df.add_argument("--repo", help="the repository, for the commits between")
     df.set_defaults(func=cmd_diff)
     st = sub.add_parser("status", help="what runs where, since when, who approved")
-    st.add_argument("--app", default="shop")
+    st.add_argument("--app", help="the application (default: ./relay.yaml's)")
     st.set_defaults(func=cmd_status)
     h = sub.add_parser("history", help="every deployment attempt of a service")
-    h.add_argument("service")
-    h.add_argument("--app", default="shop")
-    h.add_argument("--env", default=None)
-    h.add_argument("--limit", type=int, default=30)
+    h.add_argument("service", help="the service, as named in relay.yaml")
+    h.add_argument("--app", help="the application (default: ./relay.yaml's)")
+    h.add_argument("--env", default=None, help="only this environment (default: all)")
+    h.add_argument("--limit", type=int, default=30, help="how many, newest first (30)")
     h.set_defaults(func=cmd_history)
     m = sub.add_parser("metrics", help="DORA delivery metrics per service and environment")
-    m.add_argument("--app", default="shop")
+    m.add_argument("--app", help="the application (default: ./relay.yaml's)")
     m.add_argument("--env", default=None, help="one environment (default: all)")
     m.add_argument("--days", type=int, default=30, help="the window, in days (30)")
     m.add_argument(
@@ -407,7 +418,7 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument("--nightly-cron", help='when the nightly run starts, UTC (default "0 2 * * *")')
     dp.set_defaults(func=cmd_deploy)
     w = sub.add_parser("webhook", help="receive GitHub/GitLab webhooks that start releases")
-    w.add_argument("action", choices=["serve"])
+    w.add_argument("action", choices=["serve"], help="serve: listen until stopped")
     w.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     w.add_argument("--port", type=int, default=8787, help="port to listen on (8787)")
     w.add_argument(
@@ -434,6 +445,15 @@ def parser() -> argparse.ArgumentParser:
     rd.add_argument("--image", help="repository@sha256:... (default: what the ledger says runs)")
     rd.set_defaults(func=cmd_render)
     return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("relay")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def _repository(value: str) -> str:

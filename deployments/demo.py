@@ -218,7 +218,8 @@ def _summary(repo: Path, prefect_ui: str) -> int:
             print(f"  {name.removesuffix('_URL').lower():10} {url}  /version={version}")
     print(f"\nreleases of {manifest.app}:\n{releases_report(manifest.app)}")
     print(
-        "\n`.venv/bin/relay status`, `relay history payments` and `relay diff staging prod "
-        f"--app {manifest.app}` show the ledger."
+        f"\n`.venv/bin/relay status --app {manifest.app}`, `relay history payments --app "
+        f"{manifest.app}` and `relay diff staging prod --app {manifest.app}` show the ledger "
+        f"(in the repository, {manifest.root}, --app comes from its relay.yaml)."
     )
     return 1 if failures else 0

@@ -259,6 +259,14 @@ def _split_choices(expected: str) -> list[str]:
     return [part for part in expected.replace(" or ", ", ").split(", ") if part]
 
 
+def _missing_example(loc: tuple[int | str, ...], field: str) -> str:
+    """A service's path is named after the service (`services.ovens.path` -> services/ovens,
+    or . for one at the repository's root); other fields take their example."""
+    if field == "path" and len(loc) == 3 and loc[0] == "services":
+        return f"services/{loc[1]} (its directory, from relay.yaml's; . for the same one)"
+    return _EXAMPLES.get(field, "...")
+
+
 def describe(error: ErrorDetails) -> str:
     """One pydantic error as `<field.path>: <what is wrong>; <what to write instead>`."""
     loc, kind = error["loc"], error["type"]
@@ -269,7 +277,7 @@ def describe(error: ErrorDetails) -> str:
     if kind == "extra_forbidden":
         return f"{where}: {_unknown_key(loc)}"
     if kind == "missing":
-        return f"{where}: required key is missing; add {field}: {_EXAMPLES.get(field, '...')}"
+        return f"{where}: required key is missing; add {field}: {_missing_example(loc, field)}"
     if kind in {"too_short", "string_too_short"}:
         return f"{where}: is empty; {_hint(error, field, is_item)}"
     got = f"(got {short_repr(error.get('input'))})"

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop" / "relay.yaml"
+from deployments.cli import parser
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "shop" / "relay.yaml"
 RELAY = [sys.executable, "-m", "deployments.cli"]
 
 
@@ -39,3 +45,47 @@ def test_validate_names_a_missing_file(tmp_path: Path) -> None:
     result = relay("validate", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2
     assert "nope.yaml" in result.stderr
+
+
+def relay_in(directory: Path, *args: str, ledger: Path) -> subprocess.CompletedProcess[str]:
+    """`relay ARGS` run inside `directory`, with its own ledger."""
+    env = {**os.environ, "RELAY_LEDGER": str(ledger), "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [*RELAY, *args], capture_output=True, text=True, timeout=60, cwd=directory, env=env
+    )
+
+
+def test_the_application_comes_from_the_relay_yaml_where_the_command_runs(tmp_path: Path) -> None:
+    (tmp_path / "relay.yaml").write_text("app: bakery\nservices:\n  ovens: {path: ., port: 8100}\n")
+    ledger = tmp_path / "ledger.db"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    inside = relay_in(tmp_path, "history", "ovens", "--env", "prod", ledger=ledger)
+    outside = relay_in(elsewhere, "history", "ovens", ledger=ledger)
+    metrics = relay_in(tmp_path, "metrics", ledger=ledger)
+
+    assert inside.returncode == 0, inside.stderr
+    assert inside.stdout.strip() == "no deployments of bakery/ovens in prod"
+    assert outside.returncode == 1
+    assert "no relay.yaml here; pass --app NAME" in outside.stderr
+    assert metrics.stdout.strip() == "no deployments of bakery in the last 30 days"
+
+
+def test_version_and_help_for_every_option() -> None:
+    version = relay("--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"relay {metadata.version('relay')}"
+
+    undocumented = [
+        f"relay {name} {action.dest}"
+        for name, command in subcommands(parser()).items()
+        for action in command._actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert undocumented == []
+
+
+def subcommands(top: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (sub,) = [a for a in top._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)

@@ -97,7 +97,8 @@ def test_wrong_type(tmp_path: Path) -> None:
         pytest.param(
             "    path: services/payments\n",
             "",
-            "services.payments.path: required key is missing; add path: services/orders",
+            "services.payments.path: required key is missing; add path: services/payments (its "
+            "directory, from relay.yaml's; . for the same one)",
             id="missing",
         ),
     ],
