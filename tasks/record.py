@@ -52,6 +52,32 @@ def publish_summary(app: str, release: dict[str, Any], subject: str, author: str
     return markdown
 
 
+def _publish_environments(ledger: Ledger, app: str) -> None:
+    """`<app>-environments`: what runs where, as `relay status` shows it, after every attempt."""
+    rows = [
+        current
+        for environment, service in ledger.environments(app)
+        if (current := ledger.current(app, environment, service)) is not None
+    ]
+    create_table_artifact(
+        key=artifact_key(app, "environments"),
+        table=[
+            {
+                "environment": r.environment,
+                "service": r.service,
+                "digest": r.digest,
+                "commit": r.commit[:12],
+                "since": r.ended_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                "approver": r.approver or "",
+                "strategy": r.strategy,
+                "release": r.release[:12] if r.release else "",
+            }
+            for r in rows
+        ],
+        description=f"What runs where in {app}: each service's current version per environment",
+    )
+
+
 def _seconds(value: float | None) -> str:
     return f"{value:.2f} s" if value is not None else "-"
 
@@ -78,6 +104,7 @@ def record_deployment(record: Record) -> Record:
         ],
         description=f"Deployments of {record.service} to {record.environment} (newest first)",
     )
+    _publish_environments(ledger, record.app)
     get_run_logger().info(
         "ledger: %s %s in %s: %s",
         record.service,

@@ -118,7 +118,11 @@ def test_the_run_is_visible_in_prefect(
     shop: Shop, first: tuple[str, dict[str, ServiceRelease]]
 ) -> None:
     sha, results = first
-    keys = [f"{shop.app}-gateway-dev-summary", f"{shop.app}-payments-unit-tests"]
+    keys = [
+        f"{shop.app}-gateway-dev-summary",
+        f"{shop.app}-payments-unit-tests",
+        f"{shop.app}-environments",
+    ]
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
@@ -130,6 +134,12 @@ def test_the_run_is_visible_in_prefect(
     rows = found[keys[1]].data
     rows = json.loads(rows) if isinstance(rows, str) else rows
     assert rows and all(row["outcome"] == "passed" for row in rows)
+    where = found[keys[2]].data
+    where = json.loads(where) if isinstance(where, str) else where
+    running = {(row["environment"], row["service"]): row["digest"] for row in where}
+    assert running == {
+        ("dev", name): result.image.split("@")[1] for name, result in results.items()
+    }
 
 
 def test_only_the_changed_service_is_rebuilt(
