@@ -189,6 +189,10 @@ def paused_runs(shop: PrivateShop) -> list[str]:
 def test_prefect_server_restart_while_waiting_for_approval(shop: PrivateShop) -> None:
     v2 = ledger(shop).current(shop.app, "dev", "payments")
     assert v2 is not None and v2.outcome == Outcome.SUCCEEDED
+    # v2 reached dev through the service pipeline alone; promotions move releases, so make its
+    # release (the image is reused by its key, and dev already runs it: nothing is redeployed).
+    made = shop.stack.driver("release", str(shop.repo), v2.commit, "payments", "dev")
+    assert made["ok"], made.get("message")
     staged = shop.stack.driver("promote", str(shop.repo), v2.commit, "staging", "payments")
     assert staged["ok"], staged.get("message")
     proc = shop.stack.spawn_driver("promote", str(shop.repo), v2.commit, "prod", "payments")

@@ -103,13 +103,14 @@ def run(
 def test_output_and_exit_code_come_back_and_a_failure_is_not_raised(
     client: docker.DockerClient, source: Path, hint: str
 ) -> None:
-    code = (  # flushed: Python buffers a pipe, and the order asserted is the order written
+    code = (
         "import sys; print('to stdout', flush=True); print('to stderr', file=sys.stderr);"
         "sys.exit(3)"
     )
     result = run(client, BASE, code, source, hint)
     assert result.exit_code == 3 and not result.ok
-    assert result.output.splitlines() == ["to stdout", "to stderr"]
+    # Both streams come back; their order across streams is the engine's, not guaranteed.
+    assert sorted(result.output.splitlines()) == ["to stderr", "to stdout"]
     assert result.image == BASE and result.argv == ["python3", "-c", code]
     assert result.files == {} and result.seconds > 0
 
