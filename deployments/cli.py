@@ -30,9 +30,13 @@ import getpass
 import json
 import os
 import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import devstack
+from deployments import runlog
 from relay.errors import ManifestError, RelayError
 from relay.manifest import load_manifest
 from relay.settings import relay_home
@@ -70,15 +74,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+@contextmanager
+def _running_flows(args: argparse.Namespace) -> Iterator[None]:
+    """Flows run in this process: on the local stack unless told otherwise, Prefect's log lines
+    in a file (`--verbose`: here), each service's progress shown while they run."""
     _use_stack_environment()
+    if not args.verbose:
+        args.log = runlog.to_file(args.command)
+        print(f"relay: Prefect's log: {args.log} (--verbose shows it here)", file=sys.stderr)
+    from deployments.progress import watching
+
+    with watching():
+        yield
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     if args.concurrency:
         os.environ["RELAY_CONCURRENCY"] = str(args.concurrency)
-    from flows.release import release
+    with _running_flows(args):
+        from flows.release import release
 
-    results = asyncio.run(
-        release(args.repo, args.ref, args.service or None, args.through, args.base)
-    )
+        results = asyncio.run(
+            release(args.repo, args.ref, args.service or None, args.through, args.base)
+        )
     for r in results:
         state = "deployed" if r.changed else "unchanged"
         print(f"{r.service:12} {state:9} {r.image}  {r.url}")
@@ -93,12 +111,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    _use_stack_environment()
-    from deployments.approvals import promote_with_auto_approval
+    with _running_flows(args):
+        from deployments.approvals import promote_with_auto_approval
 
-    results = promote_with_auto_approval(
-        args.repo, args.ref, args.env, args.service or None, args.auto_approve, args.release
-    )
+        results = promote_with_auto_approval(
+            args.repo, args.ref, args.env, args.service or None, args.auto_approve, args.release
+        )
     for r in results:
         state = "deployed" if r.changed else "unchanged"
         print(f"{r.service:12} {state:9} {r.image}  {r.url}")
@@ -138,18 +156,19 @@ def cmd_approver_token(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    _use_stack_environment()
     if args.service is None:
-        from flows.rollback_environment import rollback_environment
+        with _running_flows(args):
+            from flows.rollback_environment import rollback_environment
 
-        results = asyncio.run(rollback_environment(args.repo, args.env))
+            results = asyncio.run(rollback_environment(args.repo, args.env))
         for r in results:
             print(f"{args.env}: put back {r.image} at {r.url}")
         print(f"{args.env} serves its previous release again ({len(results)} service(s) changed)")
         return 0
-    from flows.rollback import rollback
+    with _running_flows(args):
+        from flows.rollback import rollback
 
-    result = asyncio.run(rollback(args.repo, args.service, args.env))
+        result = asyncio.run(rollback(args.repo, args.service, args.env))
     print(f"{args.service} in {args.env} now serves {result.image} at {result.url}")
     return 0
 
@@ -340,6 +359,7 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--through", help="promote up to this environment (default: the first only)")
     r.add_argument("--concurrency", type=int, help="services built and deployed at once (4)")
+    _verbose_option(r)
     r.set_defaults(func=cmd_run)
     pr = sub.add_parser("promote", help="promote a commit's verified images to an environment")
     pr.add_argument("--repo", required=True, help="path or URL of the application repository")
@@ -355,6 +375,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="answer the approval form as NAME (demos and drills; printed, and in the ledger)",
     )
+    _verbose_option(pr)
     pr.set_defaults(func=cmd_promote)
     for verb in ("approve", "reject"):
         a = sub.add_parser(verb, help=f"{verb} a run waiting for approval")
@@ -380,6 +401,7 @@ def parser() -> argparse.ArgumentParser:
         "--service", help="only this service; without it the whole environment's release"
     )
     rb.add_argument("--env", required=True, help="the environment to put back")
+    _verbose_option(rb)
     rb.set_defaults(func=cmd_rollback)
     rl = sub.add_parser("releases", help="releases, where each was verified, where it serves")
     rl.add_argument("--app", help="the application (default: ./relay.yaml's)")
@@ -447,6 +469,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _verbose_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Prefect's log lines here instead of in a file, and tracebacks with errors",
+    )
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -470,11 +500,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ManifestError as exc:
-        print(exc, file=sys.stderr)
+        _explain(args, exc)
         return 2
     except RelayError as exc:
-        print(f"relay: {exc}", file=sys.stderr)
+        _explain(args, exc, prefix="relay: ")
         return 1
+
+
+def _explain(args: argparse.Namespace, exc: RelayError, prefix: str = "") -> None:
+    """An expected failure (bad input, a refused gate, a failed stage) is one message that
+    says the fix; its traceback is for `--verbose`. Anything else is a bug and keeps its
+    traceback (Python prints it)."""
+    if getattr(args, "verbose", False):
+        traceback.print_exception(exc)
+    print(f"{prefix}{exc}", file=sys.stderr)
+    log = getattr(args, "log", None)
+    if log is not None:
+        print(f"relay: the whole log: {log}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -118,5 +118,10 @@ class Refusals:
         if not self.problems:
             return
         terminal = any(isinstance(p, TerminalError) for p in self.problems)
-        lines = [f"  {line}" for problem in self.problems for line in str(problem).splitlines()]
+        # Several items often fail for one cause (one missing secret, every service): once.
+        lines = list(
+            dict.fromkeys(
+                f"  {line}" for problem in self.problems for line in str(problem).splitlines()
+            )
+        )
         raise (TerminalError if terminal else StageFailed)("\n".join([f"{self.heading}:", *lines]))

@@ -90,7 +90,8 @@ def start_new_version(docker_host: DockerHost, spec: Spec) -> AnyRollout:
     return rollout
 
 
-@task(name="set-canary-weight", cache_policy=NO_CACHE)
+# The run's name carries the weight: the UI's graph and `relay`'s progress show it as it moves.
+@task(name="set-canary-weight", task_run_name="set-weight-{percent}%", cache_policy=NO_CACHE)
 def set_canary_weight(docker_host: DockerHost, rollout: AnyRollout, percent: int) -> None:
     with _platform(docker_host, rollout.spec) as platform, _shift(rollout, percent):
         real = platform.set_canary_weight(rollout, percent)

@@ -36,7 +36,15 @@ def run_sast(
             the declared SARIF file is missing or unreadable (a gate that cannot read its
             tool's report must not pass).
     """
-    result = run_in_site(docker_host, site, command, timeout=600, files=[sarif] if sarif else [])
+    result = run_in_site(
+        docker_host,
+        site,
+        command,
+        timeout=600,
+        files=[sarif] if sarif else [],
+        service=service,
+        setting="sast.command",
+    )
     if sarif is None:
         findings = parse_bandit(result.output)
     else:

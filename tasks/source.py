@@ -44,8 +44,21 @@ def checkout_commit(repository: str, ref: str) -> Checkout:
 
 @task(name="read-manifest", cache_policy=NO_CACHE)
 def read_manifest(checkout: Checkout, manifest_file: str = "relay.yaml") -> Manifest:
-    """The manifest as of this commit: a bad one stops the pipeline before anything is built."""
-    return load_manifest(checkout.path / manifest_file)
+    """The manifest as of this commit: a bad one stops the pipeline before anything is built.
+
+    Messages name it as the user knows it, in their repository, not in Relay's checkout cache."""
+    return load_manifest(
+        checkout.path / manifest_file, shown_as=shown_manifest(checkout, manifest_file)
+    )
+
+
+def shown_manifest(checkout: Checkout, manifest_file: str) -> str:
+    """`/home/me/shop/relay.yaml` for a local repository, `relay.yaml (https://… at
+    1a2b3c4d5e6f)` for a remote one."""
+    local = Path(checkout.repository)
+    if local.is_dir():
+        return str(local / manifest_file)
+    return f"{manifest_file} ({checkout.repository} at {checkout.commit[:12]})"
 
 
 @task(name="service-tree-hash", cache_policy=NO_CACHE)

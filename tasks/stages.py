@@ -23,7 +23,7 @@ from relay.errors import StageFailed
 from relay.junit import parse_report, results_table, summary, with_report
 from relay.manifest import Manifest
 from relay.stages import StageImage, setup_image, setup_inputs, setup_tag, target_image
-from relay.stages.container import missing_tool_in
+from relay.stages.container import CommandNotFound, missing_tool_in
 from relay.stages.plan import stage_environment
 from relay.stages.site import StageResult, StageSite, run_stage
 
@@ -106,8 +106,30 @@ def run_in_site(
     reports: list[str] | None = None,
     files: list[str] | None = None,
     token: str = "",
+    service: str = "",
+    setting: str = "",
 ) -> StageResult:
-    """One stage command where the service's stages run."""
+    """One stage command where the service's stages run. A command the stage image does not
+    have fails naming `service` and what to change (`setting`, or where to install it)."""
+    try:
+        return _run_in_site(docker_host, site, argv, env, network, timeout, reports, files, token)
+    except CommandNotFound as exc:
+        where = f"the stage image {site.image}"
+        hint = install_hint(service, setting, exc.tool, where) if service else ""
+        raise StageFailed(f"{service}: {exc}{hint}" if service else str(exc)) from exc
+
+
+def _run_in_site(
+    docker_host: DockerHost,
+    site: StageSite,
+    argv: list[str],
+    env: dict[str, str] | None,
+    network: Literal["none", "host"],
+    timeout: float,
+    reports: list[str] | None,
+    files: list[str] | None,
+    token: str,
+) -> StageResult:
     if site.image is None:
         return run_stage(
             None,
@@ -138,14 +160,19 @@ def tool_hint(service: str, setting: str, result: StageResult) -> str:
     tool = missing_tool_in(result.output)
     if tool is None:
         return ""
-    if result.where.startswith("the worker"):
+    return install_hint(service, setting, tool, result.where)
+
+
+def install_hint(service: str, setting: str, tool: str, where: str) -> str:
+    """Where to install `tool`, or which setting to change instead."""
+    if where.startswith("the worker"):
         return (
             f"\n{tool} is not installed on the worker: with runner: host the stages use Relay's "
             f"own Python; remove services.{service}.runner to run them in the service's stage "
             "image, where its dependencies are"
         )
     return (
-        f"\n{tool} is not installed in {result.where}: install it in the Dockerfile's test "
+        f"\n{tool} is not installed in {where}: install it in the Dockerfile's test "
         f"stage (test_target) or in the setup of stage_image, or set services.{service}."
         f"{setting} in relay.yaml"
     )
@@ -155,7 +182,7 @@ def tool_hint(service: str, setting: str, result: StageResult) -> str:
 def compile_service(
     docker_host: DockerHost, service: str, site: StageSite, command: list[str]
 ) -> StageResult:
-    result = run_in_site(docker_host, site, command, timeout=600)
+    result = run_in_site(docker_host, site, command, timeout=600, service=service, setting="build")
     if not result.ok:
         raise StageFailed(
             f"{service}: build command {' '.join(command)} failed in {result.where}:\n"
@@ -179,7 +206,16 @@ def run_tests(
     name = f"{kind.replace(' ', '-')}.xml"
     argv = with_report(command, Path(site.report_dir(token)) / name)
     result = run_in_site(
-        docker_host, site, argv, env=env, network=network, timeout=900, reports=[name], token=token
+        docker_host,
+        site,
+        argv,
+        env=env,
+        network=network,
+        timeout=900,
+        reports=[name],
+        token=token,
+        service=service,
+        setting=kind.replace(" ", "_"),
     )
     cases = parse_report(result.reports.get(name, b""))
     if artifact_key:

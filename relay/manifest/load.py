@@ -38,7 +38,11 @@ def _yaml_kind(value: object) -> str:
 
 
 def parse_manifest(
-    data: dict[str, Any], path: str | Path, *, check_files: bool = False
+    data: dict[str, Any],
+    path: str | Path,
+    *,
+    check_files: bool = False,
+    shown_as: str | Path | None = None,
 ) -> Manifest:
     """Validate an already-parsed manifest document.
 
@@ -47,6 +51,8 @@ def parse_manifest(
         path: The manifest file it came from: named in every problem; its directory is the
             manifest's `root`.
         check_files: Also require each service's directory and Dockerfile to exist.
+        shown_as: How messages name the file when `path` is not what the user knows it as (a
+            checkout in Relay's cache): say, the file in the user's repository.
 
     Returns:
         The manifest, with defaults filled in and `root` and `source` set.
@@ -55,8 +61,9 @@ def parse_manifest(
         ManifestError: With every problem found.
     """
     path = Path(path)
+    shown = Path(shown_as) if shown_as is not None else path
     if not isinstance(data, dict):
-        raise ManifestError(path, [f"{path}: {NOT_A_MAPPING.format(kind=_yaml_kind(data))}"])
+        raise ManifestError(shown, [f"{shown}: {NOT_A_MAPPING.format(kind=_yaml_kind(data))}"])
     files_root = path.parent if check_files else None
     try:
         manifest = Manifest.model_validate(data)
@@ -66,18 +73,21 @@ def parse_manifest(
     else:
         problems = cross_field_problems(facts_from_model(manifest), files_root)
     if problems:
-        raise ManifestError(path, [f"{path}: {problem}" for problem in problems])
+        raise ManifestError(shown, [f"{shown}: {problem}" for problem in problems])
     manifest._root = path.absolute().parent
-    manifest._source = path.absolute()
+    manifest._source = shown if shown_as is not None else path.absolute()
     return manifest
 
 
-def load_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
+def load_manifest(
+    path: str | Path, *, check_files: bool = True, shown_as: str | Path | None = None
+) -> Manifest:
     """Read and validate a `relay.yaml`.
 
     Args:
         path: The manifest file.
         check_files: Also require each service's directory and Dockerfile to exist.
+        shown_as: How messages name the file (see `parse_manifest`).
 
     Returns:
         The manifest, with defaults filled in and `root` and `source` set.
@@ -91,20 +101,21 @@ def load_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
         '127.0.0.1:5000/shop/orders'
     """
     path = Path(path)
+    shown = Path(shown_as) if shown_as is not None else path
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ManifestError(path, [f"{path}: {FILE_MISSING}"]) from None
+        raise ManifestError(shown, [f"{shown}: {FILE_MISSING}"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-        raise ManifestError(path, [f"{path}: {FILE_UNREADABLE.format(reason=reason)}"]) from None
+        raise ManifestError(shown, [f"{shown}: {FILE_UNREADABLE.format(reason=reason)}"]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ManifestError(path, [f"{path}: {_yaml_problem(exc)}"]) from None
+        raise ManifestError(shown, [f"{shown}: {_yaml_problem(exc)}"]) from None
     if data is None:
-        raise ManifestError(path, [f"{path}: {FILE_EMPTY}"])
-    return parse_manifest(data, path, check_files=check_files)
+        raise ManifestError(shown, [f"{shown}: {FILE_EMPTY}"])
+    return parse_manifest(data, path, check_files=check_files, shown_as=shown_as)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

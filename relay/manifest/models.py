@@ -331,7 +331,8 @@ class Manifest(_Model):
 
     @property
     def source(self) -> Path:
-        """The manifest file."""
+        """The manifest file as messages name it: in the user's repository when it was read
+        from a checkout in Relay's cache (`load_manifest(shown_as=...)`)."""
         return self._source
 
     def dependency_graph(self) -> dict[str, list[str]]:

@@ -316,13 +316,25 @@ def _start(container: Container, image: str, argv: list[str]) -> None:
         raise failure from exc
 
 
+class CommandNotFound(StageFailed):
+    """The stage image has no such executable: the caller knows which setting installs it."""
+
+    def __init__(self, message: str, tool: str) -> None:
+        super().__init__(message, tool)
+        self.tool = tool
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def _exec_failure(explanation: str, image: str, argv: list[str]) -> StageFailed | None:
     """The command's own fault in a failed start (runc could not exec it); None otherwise."""
     command = " ".join(argv)
     lowered = explanation.lower()
     if "executable file not found" in lowered or "no such file or directory" in lowered:
-        return StageFailed(
-            f"{argv[0]!r} is not installed in the stage container ({image}); command: {command}"
+        return CommandNotFound(
+            f"{argv[0]!r} is not installed in the stage container ({image}); command: {command}",
+            posixpath.basename(argv[0]),
         )
     if "permission denied" in lowered or "exec format error" in lowered:
         return StageFailed(

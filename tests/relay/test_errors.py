@@ -35,3 +35,17 @@ def test_bad_input_among_them_makes_it_terminal_and_nothing_is_quiet() -> None:
     with pytest.raises(TransientError), Refusals("x").check():
         raise TransientError("the network: not a refusal, it propagates")
     Refusals("nothing refused").raise_if_any()
+
+
+def test_one_cause_shared_by_several_items_is_said_once() -> None:
+    """Every service of an environment reads its one secret: a missing secret is one line."""
+    refusals = Refusals("configuration for dev is incomplete; nothing was deployed")
+    for _ in ("orders", "payments"):
+        with refusals.check():
+            raise TerminalError("secret 'dev-config' not found")
+    with pytest.raises(TerminalError) as raised:
+        refusals.raise_if_any()
+    assert str(raised.value).splitlines() == [
+        "configuration for dev is incomplete; nothing was deployed:",
+        "  secret 'dev-config' not found",
+    ]

@@ -1,0 +1,184 @@
+"""Live progress of a `relay` command: what each service is doing while a release runs.
+
+The command's runs all carry one tag (Prefect's `tags` context reaches every subflow and task
+run, in every thread of the task runner), so a thread beside them asks Prefect once a second for
+the runs with that tag and shows what changed (`relay.progress` decides what that is):
+
+- on a terminal, a table redrawn in place (rich's `Live`, as `kubectl argo rollouts get rollout
+  --watch` does): each service's stage, state, elapsed time and canary weight, and every run
+  that waits for a person with the command that answers it and its page in the Prefect UI;
+- otherwise (CI, a pipe), plain lines, one per change.
+
+It only reads: a failure to reach Prefect skips a beat and never stops the command.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from prefect import tags
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterTags,
+    TaskRunFilter,
+    TaskRunFilterTags,
+)
+from prefect.client.schemas.objects import FlowRun, TaskRun
+from prefect.settings import PREFECT_UI_URL
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from relay.progress import RunView, Snapshot, Waiting, changes, rows, snapshot
+
+INTERVAL = 1.0
+PAGE = 200  # the API's largest page
+
+
+@contextmanager
+def watching(out: TextIO = sys.stderr) -> Iterator[None]:
+    """Run the body's flows under a tag of their own and show their progress on `out`."""
+    tag = f"relay-cli-{uuid.uuid4().hex[:12]}"
+    watcher = _Watcher(tag, out)
+    with tags(tag):
+        watcher.start()
+        try:
+            yield
+        finally:
+            watcher.finish()
+
+
+class _Watcher(threading.Thread):
+    def __init__(self, tag: str, out: TextIO) -> None:
+        super().__init__(name="relay-progress", daemon=True)
+        self.tag = tag
+        self.out = out
+        self.origin = datetime.now(UTC)
+        self.stopping = threading.Event()
+        self.last: Snapshot | None = None
+        self.console = Console(file=out)
+        self.live: Live | None = None
+        if self.console.is_terminal:
+            self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+
+    def run(self) -> None:
+        if self.live is not None:
+            self.live.start()
+        try:
+            with get_client(sync_client=True) as client:
+                while not self.stopping.wait(INTERVAL):
+                    self._beat(client)
+                self._beat(client)  # the last changes, once the runs have ended
+        finally:
+            if self.live is not None:
+                self.live.stop()
+
+    def finish(self) -> None:
+        self.stopping.set()
+        self.join(timeout=15)
+
+    def _beat(self, client: SyncPrefectClient) -> None:
+        try:
+            now = snapshot(_runs(client, self.tag), self.last)
+        except Exception:  # noqa: BLE001 - progress is a view; Prefect busy or restarting
+            return
+        if self.live is not None:
+            self.live.update(self._table(now))
+        else:
+            self._lines(now)
+        self.last = now
+
+    def _lines(self, now: Snapshot) -> None:
+        for when, text in changes(self.last, now):
+            seconds = ((when or datetime.now(UTC)) - self.origin).total_seconds()
+            print(f"{max(seconds, 0.0):7.1f}s  {text}", file=self.out, flush=True)
+        for waiting in now.waiting.values():
+            if self.last is None or waiting.run_id not in self.last.waiting:
+                print(f"          {_answer(waiting)}", file=self.out, flush=True)
+
+    def _table(self, now: Snapshot) -> Group:
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for column in ("SERVICE", "ENV", "STAGE", "STATE", "TIME", "CANARY"):
+            table.add_column(column)
+        for row in rows(now, datetime.now(UTC)):
+            style = {"Failed": "red", "Crashed": "red", "Completed": "green"}.get(row.state, "")
+            table.add_row(
+                row.service,
+                row.environment,
+                row.stage,
+                Text(row.state, style=style),
+                f"{row.seconds:.0f}s",
+                f"{row.weight}%" if row.weight is not None else "",
+            )
+        waiting = [Text(_answer(w), style="yellow") for w in now.waiting.values()]
+        return Group(table, *waiting)
+
+
+def _answer(waiting: Waiting) -> str:
+    link = f"{PREFECT_UI_URL.value()}/runs/flow-run/{waiting.run_id}"
+    return (
+        f"{waiting.name} waits for a person: relay approve {waiting.run_id} --as NAME "
+        f"(or relay reject ...), or {link}"
+    )
+
+
+def _runs(client: SyncPrefectClient, tag: str) -> list[RunView]:
+    flows = _pages(
+        lambda offset: client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])),
+            limit=PAGE,
+            offset=offset,
+        )
+    )
+    tasks = _pages(
+        lambda offset: client.read_task_runs(
+            task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=[tag])),
+            limit=PAGE,
+            offset=offset,
+        )
+    )
+    return [_flow_view(r) for r in flows] + [_task_view(r) for r in tasks]
+
+
+def _pages(read: Any) -> list[Any]:
+    found: list[Any] = []
+    while True:
+        page = read(len(found))
+        found += page
+        if len(page) < PAGE:
+            return found
+
+
+def _flow_view(run: FlowRun) -> RunView:
+    return RunView(
+        id=str(run.id),
+        kind="flow",
+        name=run.name,
+        parent=str(run.parent_task_run_id) if run.parent_task_run_id else None,
+        state=run.state_name or "",
+        state_type=run.state_type.value if run.state_type else "",
+        started=run.start_time,
+        ended=run.end_time,
+        parameters=dict(run.parameters),
+    )
+
+
+def _task_view(run: TaskRun) -> RunView:
+    return RunView(
+        id=str(run.id),
+        kind="task",
+        name=run.name,
+        parent=str(run.flow_run_id) if run.flow_run_id else None,
+        state=run.state_name or "",
+        state_type=run.state_type.value if run.state_type else "",
+        started=run.start_time,
+        ended=run.end_time,
+    )

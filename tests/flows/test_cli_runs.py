@@ -1,0 +1,120 @@
+"""`relay run` as a user sees it, a real subprocess on the stack without a terminal: progress
+while the release goes, one clear message when it cannot."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.flows.shop import ID, Shop, shop_repository
+
+pytestmark = pytest.mark.stack
+
+ROOT = Path(__file__).resolve().parents[2]
+OFFSETS = {"dev": 12250}
+SERVICES = ("inventory", "payments")
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    with shop_repository(tmp_path_factory, "cliruns", OFFSETS, services=SERVICES) as shop:
+        shop.commit("the shop")
+        yield shop
+
+
+class Watched:
+    """A `relay` process with each line of its standard error timed as it arrives."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "deployments.cli", *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[tuple[float, str]] = []
+        self.stdout: list[str] = []
+        self.readers = [
+            threading.Thread(target=self._read_stderr, daemon=True),
+            threading.Thread(target=self._read_stdout, daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append((time.monotonic(), line.rstrip("\n")))
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        self.stdout = self.process.stdout.readlines()
+
+    def wait(self, timeout: float) -> tuple[int, float, str, str]:
+        """Exit code, when it exited, standard output and standard error."""
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+        ended = time.monotonic()
+        for reader in self.readers:
+            reader.join(timeout=10)
+        return code, ended, "".join(self.stdout), "\n".join(t for _, t in self.lines)
+
+
+def test_a_release_shows_each_services_stages_as_they_start(shop: Shop) -> None:
+    run = Watched(["run", "--repo", str(shop.repo)], cwd=shop.repo)
+    code, ended, stdout, stderr = run.wait(timeout=600)
+    assert code == 0, stderr[-3000:]
+    for service in SERVICES:
+        for stage in ("build-image", "compile-service", "start-new-version"):
+            assert f"{service} dev: {stage}" in stderr, (service, stage, stderr)
+        assert f"{service}" in stdout and "deployed" in stdout
+    # Shown while the release ran, not printed at its end: the first build started long
+    # before the last deployment finished.
+    first = next(t for t, line in run.lines if "dev: build-image" in line)
+    assert ended - first > 10, [(round(ended - t, 1), line) for t, line in run.lines]
+    assert "Finished in state" not in stderr  # Prefect's own lines are in the log file
+    log = next(line for line in stderr.splitlines() if "Prefect's log:" in line)
+    assert "Finished in state Completed" in Path(log.split(": ", 2)[2].split(" ")[0]).read_text()
+
+
+def without_its_secret(shop: Shop) -> str:
+    def missing(manifest: dict[str, Any]) -> None:
+        manifest["environments"]["dev"]["secrets"] = f"{shop.app}-no-such-secret"
+
+    shop.edit_manifest(missing)
+    return shop.commit("dev reads a secret that does not exist")
+
+
+def test_an_expected_failure_is_one_message_naming_the_users_relay_yaml(shop: Shop) -> None:
+    commit = without_its_secret(shop)
+    try:
+        code, _, stdout, stderr = Watched(
+            ["run", "--repo", ".", "--ref", commit], cwd=shop.repo
+        ).wait(timeout=300)
+        assert code == 1, stderr
+        assert "Traceback" not in stderr + stdout
+        assert stderr.count("not found in AWS Secrets Manager") == 1, stderr
+        assert f"environments.dev.secrets in {shop.repo}/relay.yaml" in stderr
+        assert "/relay/work/" not in stderr  # Relay's checkout cache
+        assert stderr.splitlines()[-1].startswith("relay: the whole log: ")
+
+        _, _, _, verbose = Watched(
+            ["run", "--repo", ".", "--ref", commit, "--verbose"], cwd=shop.repo
+        ).wait(timeout=300)
+        assert "Traceback" in verbose and "Finished in state Failed" in verbose
+    finally:
+        subprocess.run(["git", *ID, "revert", "--no-edit", "HEAD"], cwd=shop.repo, check=True)
