@@ -7,6 +7,8 @@
     relay approve RUN_ID --as NAME [--comment TEXT] [--token]   (and `relay reject ...`)
     relay approver-token NAME          a new approval token and the digest to store for it
     relay rollback --repo PATH --env ENV [--service NAME]   a service, or the whole environment
+    relay retry RUN_ID [--auto-approve NAME]   a failed release or promotion, again
+    relay cancel RUN_ID [--wait S]     stop a release, promotion or rollback (a canary taken back)
     relay releases [--app APP] [--env ENV]   releases, where verified, where serving
     relay diff A B [--app APP] [--env ENV]   releases or environments: what changes
     relay status [--app APP]           what runs where, since when, who approved; drift
@@ -34,6 +36,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import devstack
 from deployments import runlog
@@ -82,10 +85,16 @@ def _running_flows(args: argparse.Namespace) -> Iterator[None]:
     if not args.verbose:
         args.log = runlog.to_file(args.command)
         print(f"relay: Prefect's log: {args.log} (--verbose shows it here)", file=sys.stderr)
-    from deployments.progress import watching
+    from deployments.progress import new_tag, watching
+    from deployments.runs import settle_cancelled
 
-    with watching():
-        yield
+    tag = new_tag()
+    try:
+        with watching(tag) as watcher:
+            args.runs = watcher.roots  # for the closing message: what `relay retry` takes
+            yield
+    finally:
+        settle_cancelled(tag)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -97,9 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         results = asyncio.run(
             release(args.repo, args.ref, args.service or None, args.through, args.base)
         )
-    for r in results:
-        state = "deployed" if r.changed else "unchanged"
-        print(f"{r.service:12} {state:9} {r.image}  {r.url}")
+    _print_results(results)
     if results:
         where = (
             f"{results[0].environment} through {args.through}"
@@ -110,6 +117,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_results(results: list[Any]) -> None:
+    for r in results:
+        state = "deployed" if r.changed else "unchanged"
+        print(f"{r.service:12} {state:9} {r.image}  {r.url}")
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    with _running_flows(args):
+        from deployments.runs import rerun_of
+
+        rerun = rerun_of(args.run_id)
+        p = rerun.parameters
+        print(
+            f"relay: {rerun.flow} {rerun.name} again at {p['commit'][:12]}: images are reused, "
+            "services that serve it already are left as they are",
+            file=sys.stderr,
+        )
+        if rerun.flow == "release":
+            from flows.release import release
+
+            results = asyncio.run(release(**p))
+        else:
+            from deployments.approvals import promote_with_auto_approval
+
+            results = promote_with_auto_approval(
+                p["repository"],
+                p["commit"],
+                p["environment"],
+                p.get("services"),
+                args.auto_approve,
+                p.get("release"),
+            )
+    _print_results(results)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    _use_stack_environment()
+    from deployments.runs import cancel
+
+    run = cancel(args.run_id, args.wait)
+    print(f"{run.name} ({run.id}): {run.state_name}")
+    return 0 if run.state is not None and run.state.is_final() else 1
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     with _running_flows(args):
         from deployments.approvals import promote_with_auto_approval
@@ -117,9 +169,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         results = promote_with_auto_approval(
             args.repo, args.ref, args.env, args.service or None, args.auto_approve, args.release
         )
-    for r in results:
-        state = "deployed" if r.changed else "unchanged"
-        print(f"{r.service:12} {state:9} {r.image}  {r.url}")
+    _print_results(results)
     return 0
 
 
@@ -403,6 +453,24 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument("--env", required=True, help="the environment to put back")
     _verbose_option(rb)
     rb.set_defaults(func=cmd_rollback)
+    rt = sub.add_parser("retry", help="run a failed release or promotion again")
+    rt.add_argument("run_id", help="the failed release or promotion run (its Prefect run id)")
+    rt.add_argument(
+        "--auto-approve",
+        metavar="NAME",
+        help="a promotion: answer its approval form as NAME (printed, and in the ledger)",
+    )
+    _verbose_option(rt)
+    rt.set_defaults(func=cmd_retry)
+    cn = sub.add_parser("cancel", help="stop a release, promotion or rollback that is running")
+    cn.add_argument("run_id", help="the run (its Prefect run id, printed by relay run)")
+    cn.add_argument(
+        "--wait",
+        type=float,
+        default=120,
+        help="seconds to wait for it to stop, a canary taken back (120)",
+    )
+    cn.set_defaults(func=cmd_cancel)
     rl = sub.add_parser("releases", help="releases, where each was verified, where it serves")
     rl.add_argument("--app", help="the application (default: ./relay.yaml's)")
     rl.add_argument("--env", help="only releases verified or serving in this environment")
@@ -514,6 +582,9 @@ def _explain(args: argparse.Namespace, exc: RelayError, prefix: str = "") -> Non
     if getattr(args, "verbose", False):
         traceback.print_exception(exc)
     print(f"{prefix}{exc}", file=sys.stderr)
+    retried = args.command in ("run", "promote", "retry")
+    for run_id, name in getattr(args, "runs", {}).items() if retried else ():
+        print(f"relay: to run it again: relay retry {run_id}   ({name})", file=sys.stderr)
     log = getattr(args, "log", None)
     if log is not None:
         print(f"relay: the whole log: {log}", file=sys.stderr)

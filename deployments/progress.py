@@ -43,15 +43,20 @@ INTERVAL = 1.0
 PAGE = 200  # the API's largest page
 
 
+def new_tag() -> str:
+    """A tag for one command's runs."""
+    return f"relay-cli-{uuid.uuid4().hex[:12]}"
+
+
 @contextmanager
-def watching(out: TextIO = sys.stderr) -> Iterator[None]:
-    """Run the body's flows under a tag of their own and show their progress on `out`."""
-    tag = f"relay-cli-{uuid.uuid4().hex[:12]}"
+def watching(tag: str, out: TextIO = sys.stderr) -> Iterator[_Watcher]:
+    """Run the body's flows under `tag` and show their progress on `out`; the watcher's
+    `roots` are the top runs seen (id: name), those `relay retry` and `relay cancel` take."""
     watcher = _Watcher(tag, out)
     with tags(tag):
         watcher.start()
         try:
-            yield
+            yield watcher
         finally:
             watcher.finish()
 
@@ -64,6 +69,7 @@ class _Watcher(threading.Thread):
         self.origin = datetime.now(UTC)
         self.stopping = threading.Event()
         self.last: Snapshot | None = None
+        self.roots: dict[str, str] = {}
         self.console = Console(file=out)
         self.live: Live | None = None
         if self.console.is_terminal:
@@ -87,9 +93,18 @@ class _Watcher(threading.Thread):
 
     def _beat(self, client: SyncPrefectClient) -> None:
         try:
-            now = snapshot(_runs(client, self.tag), self.last)
+            runs = _runs(client, self.tag)
         except Exception:  # noqa: BLE001 - progress is a view; Prefect busy or restarting
             return
+        for run in runs:
+            if run.kind == "flow" and run.parent is None and run.id not in self.roots:
+                self.roots[run.id] = run.name
+                self.console.print(
+                    f"{run.name}: {run.id}  {PREFECT_UI_URL.value()}/runs/flow-run/{run.id}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+        now = snapshot(runs, self.last)
         if self.live is not None:
             self.live.update(self._table(now))
         else:

@@ -6,6 +6,7 @@ waiting on providers while ready work queues behind it, and among ready nodes th
 the longest chain of consumers after it goes first (the critical path). How many run at once
 is the calling flow's task runner's `max_workers` (a `ThreadPoolTaskRunner`). A failed node's
 consumers never start; independent branches finish; the first failure is raised at the end.
+A cancelled run (`tasks.support.cancellation`) starts no more nodes.
 `settle_over_graph` hands back what succeeded next to what failed, for a caller that must undo
 the successes (a promotion's train), and can stop starting new nodes after the first failure.
 """
@@ -20,7 +21,9 @@ from typing import Any, Generic, TypeVar
 from prefect import Task
 from prefect.futures import PrefectFuture
 
+from relay.errors import Cancelled
 from relay.graph import chain_lengths, topological_order
+from tasks.support.cancellation import raise_if_cancelled
 
 R = TypeVar("R")
 
@@ -62,11 +65,18 @@ def settle_over_graph(
     finished: queue.Queue[str] = queue.Queue()
     futures: dict[str, PrefectFuture[R]] = {}
     run: GraphRun[R] = GraphRun(order=list(topological_order(deps)))
+    stopped: list[Cancelled] = []  # a cancelled run starts nothing more
 
     def submit_ready() -> None:
-        if stop_on_failure and run.failures:
+        if (stop_on_failure and run.failures) or stopped:
             return
         ready = [n for n, blockers in waiting.items() if not blockers and n not in futures]
+        if ready:
+            try:
+                raise_if_cancelled()
+            except Cancelled as exc:
+                stopped.append(exc)
+                return
         for name in sorted(ready, key=lambda n: (-priority[n], n)):
             futures[name] = work.submit(name, **kwargs)
             futures[name].add_done_callback(lambda _, name=name: finished.put(name))
@@ -82,4 +92,6 @@ def settle_over_graph(
         for blockers in waiting.values():
             blockers.discard(name)
         submit_ready()
+    if stopped:
+        run.failures.update({name: stopped[0] for name in run.order if name not in futures})
     return run

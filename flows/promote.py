@@ -60,6 +60,7 @@ from tasks.scan import check_image_scans
 from tasks.secrets import resolve_configs
 from tasks.security import check_security
 from tasks.source import Checkout, checkout_commit, read_manifest
+from tasks.support.labels import label_run
 from tasks.support.logs import SHIP_LOGS
 from tasks.support.notify import NOTIFY_ON_FAILURE, with_hooks
 from tasks.support.tracing import relay_attributes
@@ -113,6 +114,7 @@ async def promote(
         if made.commit != checkout.commit:  # the release's own commit, with its manifest
             checkout = checkout_commit(repository, made.commit)
             manifest = read_manifest(checkout, manifest_file)
+        label_run(app=manifest.app, commit=checkout.commit, release=made.id)
         previous = previous_environment(manifest, environment)
         selected = _selected(manifest, made, services)
         verify_promotable(made, selected, previous)

@@ -39,6 +39,7 @@ from relay.specs import release_settings
 from tasks.release import record_arrival, record_release
 from tasks.secrets import resolve_configs
 from tasks.source import Checkout, checkout_commit, read_manifest
+from tasks.support.labels import label_run
 from tasks.support.notify import NOTIFY_ON_FAILURE
 from tasks.support.tracing import relay_attributes
 from tasks.test import run_services_integration_tests
@@ -107,6 +108,7 @@ async def release(
         first = environments[0]
         selected = _selected(manifest, services)
         relay_attributes(app=manifest.app, commit=checkout.commit, environment=target)
+        label_run(app=manifest.app, commit=checkout.commit)
         _log_base(manifest, checkout, base)
         for environment in environments[: environments.index(target) + 1]:
             resolve_configs(manifest, environment, selected)  # every environment, before any build
@@ -125,6 +127,7 @@ async def release(
             {name: b.built for name, b in built.items()},
         )
         relay_attributes(release_id=made.id)
+        label_run(release=made.id)
 
         docker_host = DockerHost()
         changed = differing(docker_host, manifest, made, first, selected)

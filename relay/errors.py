@@ -22,6 +22,7 @@ from pathlib import Path
 from relay.redaction import redact
 
 __all__ = [
+    "Cancelled",
     "ManifestError",
     "NotApproved",
     "Refusals",
@@ -82,6 +83,11 @@ class StageFailed(RelayError):
 
 class RolledBack(StageFailed):
     """A new version was taken out again after it started; the previous version serves."""
+
+
+class Cancelled(RelayError):
+    """A person cancelled the run (`relay cancel`, the Prefect UI's Cancel): it stops at its
+    next step, and a new version that has traffic is taken out again."""
 
 
 class NotApproved(RelayError):

@@ -11,6 +11,7 @@ the other, so the flow simply calls them; only waiting (pauses, a person's decis
 from __future__ import annotations
 
 import asyncio
+import time
 
 from prefect.logging import get_run_logger
 from prefect_docker import DockerHost
@@ -43,8 +44,11 @@ from tasks.deploy import (
 )
 from tasks.metrics import read_alarm_states
 from tasks.record import artifact_key
+from tasks.support.cancellation import raise_if_cancelled
 from tasks.test import run_smoke_tests
 
+# How often a pause looks for a cancellation.
+CANCEL_CHECK_SECONDS = 1.0
 # How long an inconclusive canary waits for a person while traffic stays split.
 INCONCLUSIVE_WAIT_SECONDS = 900
 
@@ -80,6 +84,7 @@ async def execute_plan(
     logger.info("%s plan for %s: %s", plan.strategy, spec.service, "; ".join(plan.describe()))
     try:
         for step in plan.steps:
+            raise_if_cancelled()
             await _execute(step, run, smoke)
     except BaseException as exc:  # a cancellation or Ctrl-C too: never leave a canary serving
         if run.rollout is not None and not run.switched:
@@ -108,7 +113,7 @@ async def _execute(step: object, run: _Run, smoke: StageSite | None) -> None:
             run.weight = weight
             run.baseline = read_slot_counters(run.started)
         case Pause(seconds=seconds):
-            await asyncio.sleep(seconds)
+            await _pause(seconds)
         case Analyze():
             await _analyze(run)
         case SwitchActive():
@@ -119,6 +124,14 @@ async def _execute(step: object, run: _Run, smoke: StageSite | None) -> None:
             stop_previous_version(run.docker_host, run.started)
         case _:
             raise TypeError(f"no executor for step {step!r}")
+
+
+async def _pause(seconds: float) -> None:
+    """An analysis window, cut short when the run is cancelled."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        await asyncio.sleep(min(left, CANCEL_CHECK_SECONDS))
+        raise_if_cancelled()
 
 
 async def _analyze(run: _Run) -> None:

@@ -3,11 +3,14 @@ while the release goes, one clear message when it cannot."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,3 +121,91 @@ def test_an_expected_failure_is_one_message_naming_the_users_relay_yaml(shop: Sh
         assert "Traceback" in verbose and "Finished in state Failed" in verbose
     finally:
         subprocess.run(["git", *ID, "revert", "--no-edit", "HEAD"], cwd=shop.repo, check=True)
+
+
+def test_retry_finishes_a_failed_release_without_rebuilding(shop: Shop) -> None:
+    """payments cannot start (its next slot's port is taken): inventory is deployed, payments
+    fails. Once the port is free, `relay retry` deploys payments with the images already built
+    and leaves inventory as it is."""
+    for service in SERVICES:
+        shop.edit(
+            f"services/{service}/app.py",
+            '"""',
+            '"""Retried. ',
+        )
+    shop.commit("both services change")
+    held = _hold_free_slots(8004 + OFFSETS["dev"])  # payments' public port, in dev
+    try:
+        code, _, _, failed = Watched(["run", "--repo", "."], cwd=shop.repo).wait(timeout=600)
+    finally:
+        for sock in held:
+            sock.close()
+    assert code == 1, failed
+    assert "payments" in failed and "Address already in use" in failed
+    hint = next(line for line in failed.splitlines() if "relay retry " in line)
+    run_id = hint.split("relay retry ", 1)[1].split()[0]
+
+    code, _, stdout, stderr = Watched(["retry", run_id], cwd=shop.repo).wait(timeout=600)
+    assert code == 0, stderr[-3000:]
+    assert "build-image" not in stderr  # the images of the failed run, found by their key
+    assert "dev: find-image" in stderr
+    results = {line.split()[0]: line.split()[1] for line in stdout.splitlines() if line.strip()}
+    assert results == {"inventory": "unchanged", "payments": "deployed"}
+
+
+def _hold_free_slots(public: int) -> list[socket.socket]:
+    """Listen on the service's slot ports that are free, so the next version cannot bind."""
+    held = []
+    for port in (public + 100, public + 200):
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+            held.append(sock)
+        except OSError:  # the slot that serves now
+            sock.close()
+    assert held, "no slot port was free"
+    return held
+
+
+def test_cancel_during_a_canary_puts_the_previous_version_back(shop: Shop) -> None:
+    def slow_canary(manifest: dict[str, Any]) -> None:
+        dev = manifest["environments"]["dev"]
+        dev["strategy"] = "canary"
+        dev["canary_steps"] = [50, 100]
+        dev["analysis"] = {"interval_seconds": 120, "min_requests": 1}
+
+    url = f"http://127.0.0.1:{8003 + OFFSETS['dev']}/version"
+    serving = _version(url)
+    shop.edit_manifest(slow_canary)
+    shop.edit("services/inventory/app.py", '"""', '"""Cancelled. ')
+    shop.commit("inventory changes, dev judges canaries for two minutes")
+    run = Watched(["run", "--repo", "."], cwd=shop.repo)
+    deadline = time.monotonic() + 300
+    while not any("inventory dev: set-weight-50%" in line for _, line in run.lines):
+        assert run.process.poll() is None and time.monotonic() < deadline, run.lines
+        time.sleep(0.5)
+    run_id = next(line for _, line in run.lines if line.startswith("release-")).split()[1]
+
+    cancelled = subprocess.run(
+        [sys.executable, "-m", "deployments.cli", "cancel", run_id, "--wait", "60"],
+        capture_output=True, text=True, timeout=120, cwd=shop.repo,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "Cancelled" in cancelled.stdout
+    code, _, _, stderr = run.wait(timeout=60)
+    assert code == 1 and "was cancelled" in stderr and "the previous version serves" in stderr
+    assert "inventory dev: abort-rollout" in stderr
+    assert {_version(url) for _ in range(10)} == {serving}
+    history = subprocess.run(
+        [sys.executable, "-m", "deployments.cli", "history", "inventory", "--env", "dev"],
+        capture_output=True, text=True, timeout=60, cwd=shop.repo,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ).stdout.splitlines()  # fmt: skip
+    assert "rolled_back" in history[1] and "cancelled" in history[1]
+
+
+def _version(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(json.loads(response.read())["version"])
