@@ -100,7 +100,11 @@ def decide(
     redaction.register([token])
     run = find_waiting(run_id)
     answered_key = _pause_key(run)
-    answer: dict[str, Any] = {"approve": approve, "approver": approver, "comment": comment}
+    answer: dict[str, Any] = {
+        "decision": "approve" if approve else "reject",
+        "approver": approver,
+        "comment": comment,
+    }
     if token:
         answer["token"] = token
     try:

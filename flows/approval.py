@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Literal
 
 from prefect import flow, runtime
 from prefect.client.orchestration import get_client
@@ -42,9 +43,13 @@ POLL_SECONDS = 2
 
 
 class ApprovalForm(RunInput):
-    """The form a person fills in."""
+    """The form a person fills in. The decision has no default: the form cannot be sent until
+    approve or reject is chosen (the server checks it too), so one careless click decides
+    nothing either way."""
 
-    approve: bool = Field(default=False, description="Tick to approve; leave it to reject.")
+    decision: Literal["approve", "reject"] = Field(
+        description="Approve deploys it; reject stops the promotion. Nothing is chosen for you."
+    )
     approver: str = Field(description="Your name, as listed in the environment's approvers.")
     comment: str = Field(default="", description="Why; kept in the ledger with your name.")
     # SecretStr: a password field in the UI (JSON schema format "password"), masked in reprs.
@@ -82,9 +87,7 @@ async def approval(
                 break
             try:
                 answer = await pause_flow_run(
-                    wait_for_input=ApprovalForm.with_initial_data(
-                        description=note + description, approve=False
-                    ),
+                    wait_for_input=ApprovalForm.with_initial_data(description=note + description),
                     timeout=remaining,
                     poll_interval=POLL_SECONDS,
                     key=f"approval-{round_}",
@@ -101,7 +104,7 @@ async def approval(
             if problem is not None:
                 note = f"> **Not accepted:** {problem}.\n\n"
                 continue
-            if not answer.approve:
+            if answer.decision != "approve":
                 raise NotApproved(
                     f"{answer.approver} rejected {app} in {environment}"
                     + (f": {answer.comment}" if answer.comment else "")

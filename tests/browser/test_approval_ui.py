@@ -220,20 +220,37 @@ def show_finished(page: Page, run_page: str, app: str, state: str) -> None:
 
 def form_field(dialog: Locator, title: str) -> Locator:
     """One field of the form Prefect renders from the ApprovalForm's JSON schema, by its
-    title ("Approve", "Approver", "Comment", with " (Optional)" when it has a default).
+    title ("Decision", "Approver", "Comment", with " (Optional)" when it has a default).
     Its <label> does not point at the input, so get_by_label cannot find it."""
     title_text = dialog.page.get_by_text(re.compile(rf"^{title}( \(Optional\))?$"))
     return dialog.locator(".schema-form-property").filter(has=title_text)
 
 
-def answer(dialog: Locator, approve: bool, approver: str, comment: str) -> None:
-    toggle = form_field(dialog, "Approve").get_by_role("switch")
-    expect(toggle).to_have_attribute("aria-checked", "false")  # the form starts at "reject"
-    if approve:
-        toggle.click()
-        expect(toggle).to_have_attribute("aria-checked", "true")
+def answer(dialog: Locator, decision: str | None, approver: str, comment: str) -> None:
+    """Fill the form; `decision` None leaves the choice empty, as the form starts."""
+    control = form_field(dialog, "Decision").locator(".p-select-button__control")
+    expect(control).to_have_text("")  # nothing is chosen for the approver
+    if decision is not None:
+        choose(dialog, decision)
     form_field(dialog, "Approver").get_by_role("textbox").fill(approver)
     form_field(dialog, "Comment").get_by_role("textbox").fill(comment)
+
+
+def refused_without_a_decision(dialog: Locator) -> None:
+    """Submitting without choosing approve or reject sends nothing: the form says the
+    decision is required and stays open, the run still waits."""
+    dialog.get_by_role("button", name="Submit").click()
+    expect(dialog.get_by_text("'decision' is a required property")).to_be_visible()
+    expect(dialog).to_be_visible()
+    expect(state_badge(dialog.page)).to_have_text("Paused")
+
+
+def choose(dialog: Locator, decision: str) -> None:
+    control = form_field(dialog, "Decision").locator(".p-select-button__control")
+    control.focus()
+    dialog.page.keyboard.press(" ")  # opens the list of Prefect's select
+    dialog.page.get_by_role("option", name=decision, exact=True).click()
+    expect(control).to_have_text(decision)
 
 
 def submit(dialog: Locator) -> None:
@@ -297,7 +314,9 @@ def test_approving_in_the_ui_ships_the_staged_digests(
         wait_until_paused(shop.app, promotion)
         dialog, run_page = open_approval_form(page, shop.app, run_name)
         expect_description(dialog, shop, v1, services)
-        answer(dialog, approve=True, approver=APPROVER, comment="ship it, checked in the UI")
+        answer(dialog, None, approver=APPROVER, comment="ship it, checked in the UI")
+        refused_without_a_decision(dialog)  # one careless click decides nothing
+        choose(dialog, "approve")
         page.screenshot(path=output_dir / "approval-form.png")
         submit(dialog)
         expect(state_badge(page)).to_have_text("Completed", timeout=STATE_WAIT_MS)
@@ -337,7 +356,7 @@ def test_rejecting_in_the_ui_leaves_production_as_it_was(
         wait_until_paused(shop.app, promotion)
         dialog, run_page = open_approval_form(page, shop.app, run_name)
         expect_description(dialog, shop, v2, ["payments"])
-        answer(dialog, approve=False, approver=REJECTER, comment="not today")
+        answer(dialog, "reject", approver=REJECTER, comment="not today")
         page.screenshot(path=output_dir / "rejection-form.png")
         submit(dialog)
         expect(state_badge(page)).to_have_text("Failed", timeout=STATE_WAIT_MS)

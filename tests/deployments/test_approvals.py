@@ -29,7 +29,7 @@ async def refusing() -> tuple[bool, str]:
     """The approval flow's shape: a form; an answer it refuses (the approver wrote the
     commit), found out slowly; the same form again, saying why."""
     first = await pause_flow_run(
-        wait_for_input=ApprovalForm.with_initial_data(description="Deploy?", approve=False),
+        wait_for_input=ApprovalForm.with_initial_data(description="Deploy?"),
         timeout=TIMEOUT_SECONDS,
         poll_interval=1,
         key="approval-1",
@@ -42,7 +42,7 @@ async def refusing() -> tuple[bool, str]:
         poll_interval=1,
         key="approval-2",
     )
-    return second.approve, second.comment
+    return second.decision == "approve", second.comment
 
 
 @flow(flow_run_name="promoting-{tag}")
