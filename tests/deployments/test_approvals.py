@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 from prefect import flow
-from prefect.flow_runs import pause_flow_run
+from prefect.client.orchestration import get_client
+from prefect.flow_runs import pause_flow_run, resume_flow_run
 
-from deployments.approvals import REFUSAL_MARK, auto_approving
+from deployments.approvals import REFUSAL_MARK, auto_approving, decide, waiting_runs
 from flows.approval import ApprovalForm
 
 pytestmark = pytest.mark.stack
@@ -79,3 +80,36 @@ def test_an_auto_approval_refused_late_is_rejected_with_the_reason(
         "auto-approve refused: alice wrote the commit; ask someone else; rejecting so the "
         "promotion ends"
     ]
+
+
+@flow
+async def one_form() -> str:
+    answer = await pause_flow_run(
+        wait_for_input=ApprovalForm.with_initial_data(description="Deploy?"),
+        timeout=TIMEOUT_SECONDS,
+        poll_interval=1,
+        key="approval-1",
+    )
+    return answer.decision
+
+
+def test_an_answer_without_a_decision_is_refused_and_the_run_keeps_waiting() -> None:
+    """Whatever sends it (the UI checks the form too): approve or reject must be chosen."""
+    outcome: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=asyncio.run(one_form())))
+    runner.start()
+    run_id = None
+    deadline = time.monotonic() + 60
+    while run_id is None and time.monotonic() < deadline:
+        waiting = waiting_runs("one-form")
+        run_id = waiting[0].id if waiting else None
+        time.sleep(0.5)
+    assert run_id is not None, "the form never paused"
+    with pytest.raises(RuntimeError, match="'decision' is a required property"):
+        resume_flow_run(run_id, run_input={"approver": "alice", "comment": "a careless click"})
+    time.sleep(2)
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(run_id).state_name == "Paused"
+    decide(str(run_id), False, "alice", "rejected on purpose", wait=0)
+    runner.join(timeout=60)
+    assert outcome == {"result": "reject"}
