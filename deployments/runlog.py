@@ -26,8 +26,8 @@ KEEP = 50  # files of earlier commands kept
 
 
 def to_file(command: str) -> Path:
-    """Point this process's Prefect logging at a new file under `$RELAY_HOME/logs`; its path."""
-    directory = relay_home() / "logs"
+    """Point this process's Prefect logging at a new file under `$RELAY_HOME/run-logs`; its path."""
+    directory = relay_home() / "run-logs"  # not logs/: the local stack keeps its own there
     directory.mkdir(parents=True, exist_ok=True)
     _prune(directory)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

@@ -55,7 +55,7 @@ from relay.settings import ledger_path
 from relay.stages.site import StageSite
 from tasks.promotion import verify_promotable
 from tasks.record import artifact_key
-from tasks.release import find_release, record_arrival
+from tasks.release import RUN_SUMMARY, find_release, record_arrival
 from tasks.scan import check_image_scans
 from tasks.secrets import resolve_configs
 from tasks.security import check_security
@@ -95,7 +95,7 @@ def roll_out_service(
     name="promote",
     flow_run_name="promote-{environment}",
     task_runner=ThreadPoolTaskRunner(max_workers=CONCURRENCY),
-    **with_hooks(SHIP_LOGS, NOTIFY_ON_FAILURE),
+    **with_hooks(SHIP_LOGS, NOTIFY_ON_FAILURE, RUN_SUMMARY),
 )
 async def promote(
     repository: str,

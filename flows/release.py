@@ -36,11 +36,11 @@ from relay.graph import impact, restricted, services_touched, topological_order
 from relay.manifest import Manifest
 from relay.releases import Release, ServiceImage, Via
 from relay.specs import release_settings
-from tasks.release import record_arrival, record_release
+from tasks.release import RUN_SUMMARY, record_arrival, record_release
 from tasks.secrets import resolve_configs
 from tasks.source import Checkout, checkout_commit, read_manifest
 from tasks.support.labels import label_run
-from tasks.support.notify import NOTIFY_ON_FAILURE
+from tasks.support.notify import NOTIFY_ON_FAILURE, with_hooks
 from tasks.support.tracing import relay_attributes
 from tasks.test import run_services_integration_tests
 
@@ -82,7 +82,7 @@ def ship_service(
     name="release",
     flow_run_name="release-{commit}",
     task_runner=ThreadPoolTaskRunner(max_workers=CONCURRENCY),
-    **NOTIFY_ON_FAILURE,
+    **with_hooks(NOTIFY_ON_FAILURE, RUN_SUMMARY),
 )
 async def release(
     repository: str,

@@ -3,10 +3,18 @@ it starts serving an environment as a whole."""
 
 from __future__ import annotations
 
+from typing import Any
+from uuid import UUID
+
 from prefect import runtime, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.logging import get_run_logger
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import ArtifactCreate
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.logging import get_logger, get_run_logger
+from prefect.settings import PREFECT_UI_URL
 
 from relay.errors import TerminalError
 from relay.ledger import Ledger
@@ -72,3 +80,72 @@ def find_release(app: str, commit: str, release: str | None) -> Release:
             "(`relay releases` lists them)"
         )
     return found
+
+
+def summarize_run(flow: Any, flow_run: FlowRun, state: State) -> None:
+    """A flow hook: a markdown artifact on the run (and the newest version of
+    `<app>-release-run`) listing every run under it, each service's build, deployment,
+    promotion, canary and approval, with its state and a link, however the run ended. The
+    title comes from the run's `relay.*` labels (`tasks.support.labels`).
+
+    Only a view: it never changes the run's outcome."""
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(flow_run.id)  # with the labels set while it ran
+            app, title = _title(flow.name, run, state)
+            client.create_artifact(
+                ArtifactCreate(
+                    key=artifact_key(app, f"{flow.name}-run") if app else None,
+                    type="markdown",
+                    data=_summary(title, _descendants(client, run.id)),
+                    description=title,
+                    flow_run_id=run.id,
+                )
+            )
+    except Exception as exc:  # noqa: BLE001 - the summary must not hide the run's own outcome
+        get_logger("relay").warning("no run summary: %s", exc)
+
+
+def _title(flow: str, run: FlowRun, state: State) -> tuple[str | None, str]:
+    """`release 5a20adff5636 of shop at 1a2b3c4d5e6f: Completed`, as far as the labels tell."""
+    labels = run.labels
+    app = labels.get("relay.app")
+    parts = [
+        f"{flow} {labels['relay.release'][:12]}" if "relay.release" in labels else flow,
+        f"of {app}" if app else "",
+        f"at {labels['relay.commit'][:12]}" if "relay.commit" in labels else "",
+    ]
+    return app, f"{' '.join(p for p in parts if p)} ({run.name}): {state.name}"
+
+
+RUN_SUMMARY = {
+    "on_completion": [summarize_run],
+    "on_failure": [summarize_run],
+    "on_cancellation": [summarize_run],
+}
+
+
+def _descendants(client: SyncPrefectClient, root: UUID) -> list[tuple[int, FlowRun]]:
+    """Every flow run under `root`, depth first, with its depth."""
+    children = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[root]))
+    )
+    found: list[tuple[int, FlowRun]] = []
+    for child in sorted(children, key=lambda r: str(r.start_time or r.created)):
+        found.append((0, child))
+        found += [(depth + 1, run) for depth, run in _descendants(client, child.id)]
+    return found
+
+
+def _summary(title: str, runs: list[tuple[int, FlowRun]]) -> str:
+    ui = PREFECT_UI_URL.value()
+    lines = [f"## {title}", "", "| run | state | time |", "|---|---|---|"]
+    for depth, run in runs:
+        indent = "&nbsp;&nbsp;" * depth
+        took = f"{run.total_run_time.total_seconds():.0f} s" if run.total_run_time else ""
+        lines.append(
+            f"| {indent}[{run.name}]({ui}/runs/flow-run/{run.id}) | {run.state_name} | {took} |"
+        )
+    if not runs:
+        lines.append("| (no run under this one) | | |")
+    return "\n".join(lines)

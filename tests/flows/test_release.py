@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import docker
@@ -25,6 +27,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
     FlowRunFilterParentFlowRunId,
 )
+from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.release import release
 from flows.service_pipeline import ServiceRelease
@@ -122,12 +125,16 @@ def test_the_run_is_visible_in_prefect(
         f"{shop.app}-gateway-dev-summary",
         f"{shop.app}-payments-unit-tests",
         f"{shop.app}-environments",
+        f"{shop.app}-release-run",
     ]
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)),
+            sort=ArtifactSort.CREATED_DESC,
         )
-    found = {a.key: a for a in artifacts}
+    found: dict[str | None, Any] = {}
+    for artifact in artifacts:  # each key's newest version
+        found.setdefault(artifact.key, artifact)
     assert set(found) == set(keys)
     summary = str(found[keys[0]].data)
     assert sha in summary and results["gateway"].image in summary
@@ -140,6 +147,14 @@ def test_the_run_is_visible_in_prefect(
     assert running == {
         ("dev", name): result.image.split("@")[1] for name, result in results.items()
     }
+    # The release run's summary links each service's build and deployment run.
+    run_summary = str(found[keys[3]].data)
+    assert f"at {sha[:12]}" in run_summary and ": Completed" in run_summary
+    for name in results:
+        for run in (f"build-{name}", f"{name}-dev"):
+            assert re.search(
+                rf"\[{run}\]\(http://[^)]+/runs/flow-run/[0-9a-f-]{{36}}\)", run_summary
+            )
 
 
 def test_only_the_changed_service_is_rebuilt(
