@@ -161,19 +161,18 @@ def promote_with_auto_approval(
     services: list[str] | None,
     approver: str | None,
     release: str | None = None,
+    run_name: str | None = None,
 ) -> Any:
-    """Run the promotion here; with `approver`, answer its own approval forms as that person."""
+    """Run the promotion here, its run named `run_name` (default: a name of its own); with
+    `approver`, answer its own approval forms as that person."""
     from flows.promote import promote
 
+    name = run_name or f"promote-{environment}-{uuid.uuid4().hex[:8]}"
+    named = promote.with_options(flow_run_name=name)
     if approver is None:
-        return asyncio.run(promote(repository, ref, environment, services, release=release))
-    name = f"promote-{environment}-{uuid.uuid4().hex[:8]}"
+        return asyncio.run(named(repository, ref, environment, services, release=release))
     with auto_approving(approver, run_name=name):
-        return asyncio.run(
-            promote.with_options(flow_run_name=name)(
-                repository, ref, environment, services, release=release
-            )
-        )
+        return asyncio.run(named(repository, ref, environment, services, release=release))
 
 
 @contextmanager

@@ -77,34 +77,41 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-@contextmanager
-def _running_flows(args: argparse.Namespace) -> Iterator[None]:
+def _flows_here(args: argparse.Namespace) -> None:
     """Flows run in this process: on the local stack unless told otherwise, Prefect's log lines
-    in a file (`--verbose`: here), each service's progress shown while they run."""
+    in a file (`--verbose`: here). Before anything imports Prefect."""
     _use_stack_environment()
     if not args.verbose:
         args.log = runlog.to_file(args.command)
         print(f"relay: Prefect's log: {args.log} (--verbose shows it here)", file=sys.stderr)
-    from deployments.progress import new_tag, watching
+
+
+@contextmanager
+def _watched(args: argparse.Namespace, what: str) -> Iterator[str]:
+    """The name to give the top run; its progress and its runs' shown while the body runs."""
+    from deployments.progress import run_name, watching
     from deployments.runs import settle_cancelled
 
-    tag = new_tag()
-    try:
-        with watching(tag) as watcher:
-            args.runs = watcher.roots  # for the closing message: what `relay retry` takes
-            yield
-    finally:
-        settle_cancelled(tag)
+    name = run_name(what)
+    with watching(name) as watcher:
+        args.runs = watcher.roots  # for the closing message: what `relay retry` takes
+        try:
+            yield name
+        finally:
+            settle_cancelled(list(watcher.roots))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.concurrency:
         os.environ["RELAY_CONCURRENCY"] = str(args.concurrency)
-    with _running_flows(args):
-        from flows.release import release
+    _flows_here(args)
+    from flows.release import release
 
+    with _watched(args, f"release-{args.ref}") as name:
         results = asyncio.run(
-            release(args.repo, args.ref, args.service or None, args.through, args.base)
+            release.with_options(flow_run_name=name)(
+                args.repo, args.ref, args.service or None, args.through, args.base
+            )
         )
     _print_results(results)
     if results:
@@ -124,23 +131,22 @@ def _print_results(results: list[Any]) -> None:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    with _running_flows(args):
-        from deployments.runs import rerun_of
+    _flows_here(args)
+    from deployments.approvals import promote_with_auto_approval
+    from deployments.runs import rerun_of
+    from flows.release import release
 
-        rerun = rerun_of(args.run_id)
-        p = rerun.parameters
-        print(
-            f"relay: {rerun.flow} {rerun.name} again at {p['commit'][:12]}: images are reused, "
-            "services that serve it already are left as they are",
-            file=sys.stderr,
-        )
+    rerun = rerun_of(args.run_id)
+    p = rerun.parameters
+    print(
+        f"relay: {rerun.flow} {rerun.name} again at {p['commit'][:12]}: images are reused, "
+        "services that serve it already are left as they are",
+        file=sys.stderr,
+    )
+    with _watched(args, f"{rerun.flow}-retry") as name:
         if rerun.flow == "release":
-            from flows.release import release
-
-            results = asyncio.run(release(**p))
+            results = asyncio.run(release.with_options(flow_run_name=name)(**p))
         else:
-            from deployments.approvals import promote_with_auto_approval
-
             results = promote_with_auto_approval(
                 p["repository"],
                 p["commit"],
@@ -148,6 +154,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
                 p.get("services"),
                 args.auto_approve,
                 p.get("release"),
+                run_name=name,
             )
     _print_results(results)
     return 0
@@ -163,11 +170,18 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    with _running_flows(args):
-        from deployments.approvals import promote_with_auto_approval
+    _flows_here(args)
+    from deployments.approvals import promote_with_auto_approval
 
+    with _watched(args, f"promote-{args.env}") as name:
         results = promote_with_auto_approval(
-            args.repo, args.ref, args.env, args.service or None, args.auto_approve, args.release
+            args.repo,
+            args.ref,
+            args.env,
+            args.service or None,
+            args.auto_approve,
+            args.release,
+            run_name=name,
         )
     _print_results(results)
     return 0
@@ -206,19 +220,24 @@ def cmd_approver_token(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    _flows_here(args)
     if args.service is None:
-        with _running_flows(args):
-            from flows.rollback_environment import rollback_environment
+        from flows.rollback_environment import rollback_environment
 
-            results = asyncio.run(rollback_environment(args.repo, args.env))
+        with _watched(args, f"rollback-{args.env}") as name:
+            results = asyncio.run(
+                rollback_environment.with_options(flow_run_name=name)(args.repo, args.env)
+            )
         for r in results:
             print(f"{args.env}: put back {r.image} at {r.url}")
         print(f"{args.env} serves its previous release again ({len(results)} service(s) changed)")
         return 0
-    with _running_flows(args):
-        from flows.rollback import rollback
+    from flows.rollback import rollback
 
-        result = asyncio.run(rollback(args.repo, args.service, args.env))
+    with _watched(args, f"rollback-{args.service}-{args.env}") as name:
+        result = asyncio.run(
+            rollback.with_options(flow_run_name=name)(args.repo, args.service, args.env)
+        )
     print(f"{args.service} in {args.env} now serves {result.image} at {result.url}")
     return 0
 

@@ -1,15 +1,17 @@
 """Live progress of a `relay` command: what each service is doing while a release runs.
 
-The command's runs all carry one tag (Prefect's `tags` context reaches every subflow and task
-run, in every thread of the task runner), so a thread beside them asks Prefect once a second for
-the runs with that tag and shows what changed (`relay.progress` decides what that is):
+The command names its top run (`<flow>-<what>-<8 hex>`); a thread beside the flows finds that
+run once a second, then every run under it, level by level, and the task runs of them all, and
+shows what changed (`relay.progress` decides what that is):
 
 - on a terminal, a table redrawn in place (rich's `Live`, as `kubectl argo rollouts get rollout
   --watch` does): each service's stage, state, elapsed time and canary weight, and every run
   that waits for a person with the command that answers it and its page in the Prefect UI;
 - otherwise (CI, a pipe), plain lines, one per change.
 
-It only reads: a failure to reach Prefect skips a beat and never stops the command.
+It only reads: a failure to reach Prefect skips a beat and never stops the command. (Not a
+Prefect tag on every run: Prefect checks a tag's concurrency limit for each task run that has
+one, a call per task, and a busy server's 503 there fails the task.)
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TextIO
+from uuid import UUID
 
-from prefect import tags
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
-    FlowRunFilterTags,
+    FlowRunFilterName,
+    FlowRunFilterParentFlowRunId,
     TaskRunFilter,
-    TaskRunFilterTags,
+    TaskRunFilterFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect.settings import PREFECT_UI_URL
@@ -43,28 +46,28 @@ INTERVAL = 1.0
 PAGE = 200  # the API's largest page
 
 
-def new_tag() -> str:
-    """A tag for one command's runs."""
-    return f"relay-cli-{uuid.uuid4().hex[:12]}"
+def run_name(what: str) -> str:
+    """A name for one command's top run, found by it: `release-main-3f2a9c1b`."""
+    return f"{what}-{uuid.uuid4().hex[:8]}"
 
 
 @contextmanager
-def watching(tag: str, out: TextIO = sys.stderr) -> Iterator[_Watcher]:
-    """Run the body's flows under `tag` and show their progress on `out`; the watcher's
-    `roots` are the top runs seen (id: name), those `relay retry` and `relay cancel` take."""
-    watcher = _Watcher(tag, out)
-    with tags(tag):
-        watcher.start()
-        try:
-            yield watcher
-        finally:
-            watcher.finish()
+def watching(name: str, out: TextIO = sys.stderr) -> Iterator[_Watcher]:
+    """Show the progress of the run named `name`, and of every run under it, on `out` while
+    the body runs it; the watcher's `roots` are the top runs seen (id: name), what `relay
+    retry` and `relay cancel` take."""
+    watcher = _Watcher(name, out)
+    watcher.start()
+    try:
+        yield watcher
+    finally:
+        watcher.finish()
 
 
 class _Watcher(threading.Thread):
-    def __init__(self, tag: str, out: TextIO) -> None:
+    def __init__(self, name: str, out: TextIO) -> None:
         super().__init__(name="relay-progress", daemon=True)
-        self.tag = tag
+        self.name_ = name
         self.out = out
         self.origin = datetime.now(UTC)
         self.stopping = threading.Event()
@@ -93,7 +96,7 @@ class _Watcher(threading.Thread):
 
     def _beat(self, client: SyncPrefectClient) -> None:
         try:
-            runs = _runs(client, self.tag)
+            runs = _runs(client, self.name_)
         except Exception:  # noqa: BLE001 - progress is a view; Prefect busy or restarting
             return
         for run in runs:
@@ -145,22 +148,41 @@ def _answer(waiting: Waiting) -> str:
     )
 
 
-def _runs(client: SyncPrefectClient, tag: str) -> list[RunView]:
-    flows = _pages(
-        lambda offset: client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])),
-            limit=PAGE,
-            offset=offset,
-        )
+def _runs(client: SyncPrefectClient, name: str) -> list[RunView]:
+    """The run named `name`, every flow run under it and the task runs of them all."""
+    flows: list[FlowRun] = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
     )
-    tasks = _pages(
-        lambda offset: client.read_task_runs(
-            task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=[tag])),
-            limit=PAGE,
-            offset=offset,
+    frontier = [r.id for r in flows]
+    while frontier:
+        children = _children(client, frontier)
+        flows += children
+        frontier = [r.id for r in children]
+    ids = [r.id for r in flows]
+    tasks: list[TaskRun] = (
+        _pages(
+            lambda offset: client.read_task_runs(
+                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=ids)),
+                limit=PAGE,
+                offset=offset,
+            )
         )
+        if ids
+        else []
     )
     return [_flow_view(r) for r in flows] + [_task_view(r) for r in tasks]
+
+
+def _children(client: SyncPrefectClient, parents: list[UUID]) -> list[FlowRun]:
+    return _pages(
+        lambda offset: client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents)
+            ),
+            limit=PAGE,
+            offset=offset,
+        )
+    )
 
 
 def _pages(read: Any) -> list[Any]:

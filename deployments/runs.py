@@ -20,7 +20,6 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling
@@ -88,14 +87,14 @@ def cancel(run_id: str, wait: float) -> FlowRun:
     return run
 
 
-def settle_cancelled(tag: str) -> None:
+def settle_cancelled(run_ids: list[str]) -> None:
     """Once a command's flows have returned, a top run still Cancelling has stopped: mark it
     Cancelled (Prefect refuses the engine's own Failed state after a Cancelling one)."""
+    if not run_ids:
+        return
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag]))
-        )
-        for run in runs:
+        for run_id in run_ids:
+            run = client.read_flow_run(UUID(run_id))
             if run.state is not None and run.state.type == StateType.CANCELLING:
                 client.set_flow_run_state(
                     run.id, Cancelled(message=run.state.message or "cancelled"), force=True

@@ -158,6 +158,8 @@ def _hold_free_slots(public: int) -> list[socket.socket]:
     held = []
     for port in (public + 100, public + 200):
         sock = socket.socket()
+        # As servers do: a port whose last connections are in TIME_WAIT is free to listen on.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
             sock.listen()
