@@ -40,7 +40,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from relay.progress import RunView, Snapshot, Waiting, changes, rows, snapshot
+from relay.progress import RunView, Snapshot, Waiting, changes, new_waiting, rows, snapshot
 
 INTERVAL = 1.0
 PAGE = 200  # the API's largest page
@@ -67,7 +67,7 @@ def watching(name: str, out: TextIO = sys.stderr) -> Iterator[_Watcher]:
 class _Watcher(threading.Thread):
     def __init__(self, name: str, out: TextIO) -> None:
         super().__init__(name="relay-progress", daemon=True)
-        self.name_ = name
+        self.run_name = name
         self.out = out
         self.origin = datetime.now(UTC)
         self.stopping = threading.Event()
@@ -96,7 +96,7 @@ class _Watcher(threading.Thread):
 
     def _beat(self, client: SyncPrefectClient) -> None:
         try:
-            runs = _runs(client, self.name_)
+            runs = _runs(client, self.run_name)
         except Exception:  # noqa: BLE001 - progress is a view; Prefect busy or restarting
             return
         for run in runs:
@@ -118,9 +118,8 @@ class _Watcher(threading.Thread):
         for when, text in changes(self.last, now):
             seconds = ((when or datetime.now(UTC)) - self.origin).total_seconds()
             print(f"{max(seconds, 0.0):7.1f}s  {text}", file=self.out, flush=True)
-        for waiting in now.waiting.values():
-            if self.last is None or waiting.run_id not in self.last.waiting:
-                print(f"          {_answer(waiting)}", file=self.out, flush=True)
+        for waiting in new_waiting(self.last, now):
+            print(f"          {_answer(waiting)}", file=self.out, flush=True)
 
     def _table(self, now: Snapshot) -> Group:
         table = Table(box=None, header_style="bold", pad_edge=False)

@@ -122,11 +122,10 @@ def rows(snap: Snapshot, now: datetime) -> list[Row]:
 
 
 def changes(before: Snapshot | None, after: Snapshot) -> list[tuple[datetime | None, str]]:
-    """What happened between two snapshots, as (when, text): a step that started or failed, a
-    run that began waiting for a person. Completions are not lines of their own: the next
-    step's start says it, and a service's last one shows in the command's result."""
+    """What happened between two snapshots, as (when, text): a step that started or failed.
+    Completions are not lines of their own: the next step's start says it, and a service's
+    last one shows in the command's result. (Who waits for a person: `new_waiting`.)"""
     old_steps = before.steps if before else {}
-    old_waiting = before.waiting if before else {}
     lines: list[tuple[datetime | None, str]] = []
     for step in after.steps.values():
         where = f"{step.service} {step.environment}".strip()
@@ -136,9 +135,12 @@ def changes(before: Snapshot | None, after: Snapshot) -> list[tuple[datetime | N
         if step.state_type in FAILED and (was is None or was.state_type not in FAILED):
             # Why is the command's one closing message: said here, it would be said twice.
             lines.append((step.ended or step.started, f"{where}: {step.stage} failed"))
-    lines += [(None, f"waiting: {w.name} ({w.run_id})") for w in after.waiting.values()
-              if w.run_id not in old_waiting]  # fmt: skip
     return lines
+
+
+def new_waiting(before: Snapshot | None, after: Snapshot) -> list[Waiting]:
+    """Runs that began waiting for a person since `before`."""
+    return [w for w in after.waiting.values() if before is None or w.run_id not in before.waiting]
 
 
 def _owner(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from relay.progress import RunView, changes, rows, snapshot
+from relay.progress import RunView, changes, new_waiting, rows, snapshot
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -70,8 +70,9 @@ def test_lines_say_each_start_once_and_a_failure_without_repeating_its_message()
 def test_a_run_waiting_for_a_person_is_said_once() -> None:
     paused = RunView("a", "flow", "approve-shop-prod", "w", "Paused", "PAUSED", at(1), None)
     snap = snapshot([*RELEASE, paused])
-    assert [t for _, t in changes(snapshot(RELEASE), snap)] == ["waiting: approve-shop-prod (a)"]
-    assert changes(snap, snapshot([*RELEASE, paused], snap)) == []
+    assert [w.name for w in new_waiting(snapshot(RELEASE), snap)] == ["approve-shop-prod"]
+    assert new_waiting(snap, snapshot([*RELEASE, paused], snap)) == []
+    assert changes(snapshot(RELEASE), snap) == []  # not a stage: said once, by new_waiting
 
 
 def test_a_step_keeps_its_service_when_prefect_files_it_elsewhere_later() -> None:
