@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 
 from tests.flows.shop import ID, Shop, shop_repository
 
@@ -121,6 +124,36 @@ def test_an_expected_failure_is_one_message_naming_the_users_relay_yaml(shop: Sh
         assert "Traceback" in verbose and "Finished in state Failed" in verbose
     finally:
         subprocess.run(["git", *ID, "revert", "--no-edit", "HEAD"], cwd=shop.repo, check=True)
+
+
+def test_a_service_without_tests_releases_and_the_summary_says_they_were_skipped(
+    shop: Shop,
+) -> None:
+    def no_tests(manifest: dict[str, Any]) -> None:
+        manifest["services"]["inventory"]["unit_tests"] = None
+        manifest["services"]["inventory"]["integration_tests"] = None
+
+    shop.edit_manifest(no_tests)
+    shop.edit("services/inventory/app.py", '"""', '"""No tests. ')
+    shop.commit("inventory declares no unit or integration tests")
+    code, _, stdout, stderr = Watched(["run", "--repo", "."], cwd=shop.repo).wait(timeout=600)
+    assert code == 0, stderr[-3000:]
+    assert "inventory dev: build-image" in stderr and "inventory dev: run-unit-tests" not in stderr
+    with get_client(sync_client=True) as client:
+        summary = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[f"{shop.app}-inventory-dev-summary"])
+            ),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )[0]
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in str(summary.data).splitlines()
+        if line.startswith("| ")
+    }
+    assert "skipped: unit_tests: null in relay.yaml" in rows["unit-tests"]
+    assert "skipped" in rows["integration-tests"]
 
 
 def test_retry_finishes_a_failed_release_without_rebuilding(shop: Shop) -> None:
