@@ -7,8 +7,10 @@ from them, and the Prefect UI filters runs by them.
 
 from __future__ import annotations
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
+from prefect.logging import get_run_logger
 
 PREFIX = "relay."
 
@@ -20,5 +22,8 @@ def label_run(**labels: str) -> None:
     if context is None or context.flow_run is None:
         return
     values = {f"{PREFIX}{name.replace('_', '.')}": value for name, value in labels.items()}
-    with get_client(sync_client=True) as client:
-        client.update_flow_run_labels(context.flow_run.id, values)
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run_labels(context.flow_run.id, values)
+    except httpx.HTTPError as exc:  # PrefectHTTPStatusError is one
+        get_run_logger().warning("labels %s not set: %s", values, exc)
