@@ -133,8 +133,8 @@ def test_a_failing_last_service_in_production_rolls_back_the_whole_train(shop: S
     v1 = ledger.current(shop.app, "dev", "inventory")
     assert v1 is not None
     asyncio.run(release(str(shop.repo), v1.commit))  # everything verified in dev at this commit
-    approver = approve_in_background("carol", shop.app)
     asyncio.run(release(str(shop.repo), v1.commit, through="staging"))
+    approver = approve_in_background("carol", shop.app)  # its 60 s start with the promotion
     asyncio.run(promote(str(shop.repo), v1.commit, "prod"))
     approver.join(timeout=5)
     before = {s: version("prod", p) for s, p in (("inventory", 8003), ("gateway", 8001))}
