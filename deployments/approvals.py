@@ -26,7 +26,6 @@ from prefect.client.schemas.filters import (
     FlowFilterName,
     FlowRunFilter,
     FlowRunFilterName,
-    FlowRunFilterParentFlowRunId,
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
@@ -36,6 +35,7 @@ from prefect.flow_runs import resume_flow_run
 
 from relay import redaction
 from relay.errors import TerminalError
+from tasks.support.runs import flow_runs_under
 
 PAUSED = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
 REFUSAL_MARK = "**Not accepted:**"
@@ -73,17 +73,11 @@ def find_waiting(run_id: str) -> FlowRun:
 def _paused_under(client: SyncPrefectClient, root: UUID) -> list[FlowRun]:
     """Paused runs at any depth under `root`: a promotion's approval is its child, the decision
     an inconclusive canary waits for its grandchild (promotion → canary → approval)."""
-    paused: list[FlowRun] = []
-    frontier = [root]
-    while frontier:
-        children = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)
-            )
-        )
-        paused += [c for c in children if c.state is not None and c.state.is_paused()]
-        frontier = [c.id for c in children]
-    return paused
+    return [
+        run
+        for _, run in flow_runs_under(client, [root])
+        if run.state is not None and run.state.is_paused()
+    ]
 
 
 def decide(

@@ -18,21 +18,15 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TextIO
-from uuid import UUID
+from typing import TextIO
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterName,
-    FlowRunFilterParentFlowRunId,
-    TaskRunFilter,
-    TaskRunFilterFlowRunId,
-)
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect.settings import PREFECT_UI_URL
 from rich.console import Console, Group
@@ -41,9 +35,10 @@ from rich.table import Table
 from rich.text import Text
 
 from relay.progress import RunView, Snapshot, Waiting, changes, new_waiting, rows, snapshot
+from tasks.support.runs import flow_runs_under, task_runs_of
 
 INTERVAL = 1.0
-PAGE = 200  # the API's largest page
+FINAL_ATTEMPTS = 5  # the last look, once the runs ended, asks a busy server this often
 
 
 def run_name(what: str) -> str:
@@ -85,7 +80,7 @@ class _Watcher(threading.Thread):
             with get_client(sync_client=True) as client:
                 while not self.stopping.wait(INTERVAL):
                     self._beat(client)
-                self._beat(client)  # the last changes, once the runs have ended
+                self._last_beat(client)
         finally:
             if self.live is not None:
                 self.live.stop()
@@ -94,11 +89,19 @@ class _Watcher(threading.Thread):
         self.stopping.set()
         self.join(timeout=15)
 
-    def _beat(self, client: SyncPrefectClient) -> None:
+    def _last_beat(self, client: SyncPrefectClient) -> None:
+        """The last changes, once the runs have ended: they say how it ended (a rollback's
+        steps), so a busy server is asked again rather than skipped."""
+        for _ in range(FINAL_ATTEMPTS):
+            if self._beat(client):
+                return
+            time.sleep(INTERVAL)
+
+    def _beat(self, client: SyncPrefectClient) -> bool:
         try:
             runs = _runs(client, self.run_name)
         except Exception:  # noqa: BLE001 - progress is a view; Prefect busy or restarting
-            return
+            return False
         for run in runs:
             if run.kind == "flow" and run.parent is None and run.id not in self.roots:
                 self.roots[run.id] = run.name
@@ -113,6 +116,7 @@ class _Watcher(threading.Thread):
         else:
             self._lines(now)
         self.last = now
+        return True
 
     def _lines(self, now: Snapshot) -> None:
         for when, text in changes(self.last, now):
@@ -149,48 +153,12 @@ def _answer(waiting: Waiting) -> str:
 
 def _runs(client: SyncPrefectClient, name: str) -> list[RunView]:
     """The run named `name`, every flow run under it and the task runs of them all."""
-    flows: list[FlowRun] = client.read_flow_runs(
+    roots = client.read_flow_runs(
         flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
     )
-    frontier = [r.id for r in flows]
-    while frontier:
-        children = _children(client, frontier)
-        flows += children
-        frontier = [r.id for r in children]
-    ids = [r.id for r in flows]
-    tasks: list[TaskRun] = (
-        _pages(
-            lambda offset: client.read_task_runs(
-                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=ids)),
-                limit=PAGE,
-                offset=offset,
-            )
-        )
-        if ids
-        else []
-    )
+    flows = roots + [run for _, run in flow_runs_under(client, [r.id for r in roots])]
+    tasks = task_runs_of(client, [r.id for r in flows])
     return [_flow_view(r) for r in flows] + [_task_view(r) for r in tasks]
-
-
-def _children(client: SyncPrefectClient, parents: list[UUID]) -> list[FlowRun]:
-    return _pages(
-        lambda offset: client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents)
-            ),
-            limit=PAGE,
-            offset=offset,
-        )
-    )
-
-
-def _pages(read: Any) -> list[Any]:
-    found: list[Any] = []
-    while True:
-        page = read(len(found))
-        found += page
-        if len(page) < PAGE:
-            return found
 
 
 def _flow_view(run: FlowRun) -> RunView:

@@ -11,7 +11,6 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import ArtifactCreate
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.logging import get_logger, get_run_logger
 from prefect.settings import PREFECT_UI_URL
@@ -22,6 +21,7 @@ from relay.releases import Release, Via
 from relay.settings import ledger_path
 from tasks.record import artifact_key
 from tasks.support.retry import on_transient
+from tasks.support.runs import flow_runs_under
 
 LEDGER_RETRIES = on_transient(2, 1)
 
@@ -126,15 +126,11 @@ RUN_SUMMARY = {
 
 
 def _descendants(client: SyncPrefectClient, root: UUID) -> list[tuple[int, FlowRun]]:
-    """Every flow run under `root`, depth first, with its depth."""
-    children = client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[root]))
+    """Every flow run under `root` with its depth, in the order they started (their names say
+    the service and environment; a read per level, not per run)."""
+    return sorted(
+        flow_runs_under(client, [root]), key=lambda d: str(d[1].start_time or d[1].created)
     )
-    found: list[tuple[int, FlowRun]] = []
-    for child in sorted(children, key=lambda r: str(r.start_time or r.created)):
-        found.append((0, child))
-        found += [(depth + 1, run) for depth, run in _descendants(client, child.id)]
-    return found
 
 
 def _summary(title: str, runs: list[tuple[int, FlowRun]]) -> str:

@@ -23,7 +23,6 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
-    FlowRunFilterParentFlowRunId,
     LogFilter,
     LogFilterFlowRunId,
 )
@@ -38,8 +37,8 @@ from relay.aws.logs import LogEvent, ship
 from relay.manifest import CloudWatch, Manifest, load_manifest
 from relay.redaction import redact
 from relay.settings import workdir
+from tasks.support.runs import PAGE, flow_runs_under, paged, task_runs_of
 
-PAGE = 200  # the Prefect server's default and maximum page size
 _STREAM_UNSAFE = re.compile(r"[:*]")  # not allowed in a log stream name
 
 
@@ -118,17 +117,14 @@ def _events(client: SyncPrefectClient, flow_run_id: UUID) -> list[LogEvent]:
     """Every log line of the run, its task runs and its subflows (at any depth), oldest first,
     each as `LEVEL [run name] message`."""
     names = _run_names(client, flow_run_id)
-    lines: list[Log] = []
-    while True:
-        page = client.read_logs(
+    lines: list[Log] = paged(
+        lambda offset: client.read_logs(
             LogFilter(flow_run_id=LogFilterFlowRunId(any_=list(names))),
             limit=PAGE,
-            offset=len(lines),
+            offset=offset,
             sort=LogSort.TIMESTAMP_ASC,
         )
-        lines += page
-        if len(page) < PAGE:
-            break
+    )
     task_names = _task_run_names(client, list(names))
     return [
         LogEvent(
@@ -145,45 +141,14 @@ def _events(client: SyncPrefectClient, flow_run_id: UUID) -> list[LogEvent]:
 
 def _run_names(client: SyncPrefectClient, root: UUID) -> dict[UUID | None, str]:
     """The run and its subflows, by id: the ids whose logs to read, the names to show."""
-    names: dict[UUID | None, str] = {}
-    frontier = [root]
-    first = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=frontier)))
-    names.update({run.id: run.name for run in first})
-    while frontier:
-        children = _page(
-            lambda offset, parents=frontier: client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents)
-                ),
-                limit=PAGE,
-                offset=offset,
-            )
-        )
-        frontier = [run.id for run in children if run.id not in names]
-        names.update({run.id: run.name for run in children})
+    first = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[root])))
+    names: dict[UUID | None, str] = {run.id: run.name for run in first}
+    names.update({run.id: run.name for _, run in flow_runs_under(client, [root])})
     return names
 
 
 def _task_run_names(
     client: SyncPrefectClient, flow_run_ids: list[UUID | None]
 ) -> dict[UUID | None, str]:
-    runs = _page(
-        lambda offset: client.read_task_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[i for i in flow_run_ids if i is not None])
-            ),
-            limit=PAGE,
-            offset=offset,
-        )
-    )
+    runs = task_runs_of(client, [i for i in flow_run_ids if i is not None])
     return {run.id: run.name for run in runs}
-
-
-def _page(read: Any) -> list[Any]:
-    """All results of a paged Prefect API read."""
-    found: list[Any] = []
-    while True:
-        page = read(len(found))
-        found += page
-        if len(page) < PAGE:
-            return found

@@ -230,15 +230,16 @@ def test_cancel_during_a_canary_puts_the_previous_version_back(shop: Shop) -> No
     assert cancelled.returncode == 0, cancelled.stderr
     assert "Cancelled" in cancelled.stdout
     code, _, _, stderr = run.wait(timeout=60)
-    assert code == 1 and "was cancelled" in stderr and "the previous version serves" in stderr
-    assert "inventory dev: abort-rollout" in stderr
+    assert code == 1, stderr
+    assert "was cancelled" in stderr and "the previous version serves" in stderr, stderr
+    assert "inventory dev: abort-rollout" in stderr, stderr
     assert {_version(url) for _ in range(10)} == {serving}
     history = subprocess.run(
         [sys.executable, "-m", "deployments.cli", "history", "inventory", "--env", "dev"],
         capture_output=True, text=True, timeout=60, cwd=shop.repo,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     ).stdout.splitlines()  # fmt: skip
-    assert "rolled_back" in history[1] and "cancelled" in history[1]
+    assert "rolled_back" in history[1] and "cancelled" in history[1], history
 
 
 def _version(url: str) -> str:
