@@ -1,16 +1,22 @@
-"""Judging a canary from its own traffic: pure functions over request counters, no I/O.
+"""Judging a canary from its traffic beside the stable version's: pure functions over request
+counters, no I/O.
 
-The router counts each server's (slot's) responses. Two readings of the new version's counters,
-taken at the start and the end of a canary step, give the step's `window`; `judge` turns the
-window into a `Verdict` against the environment's `Analysis` limits:
+The router counts each server's (slot's) responses. Two readings of both versions' counters,
+taken at the start and the end of a canary step, give the step's `window` of each; `judge`
+turns them into a `Verdict` against the environment's `Analysis` limits:
 
-* SUCCESSFUL - enough requests, and both the error rate and the mean response time are within
-  their limits;
-* FAILED - enough requests, and at least one limit is exceeded (every one is named);
-* INCONCLUSIVE - too few requests to say; `Analysis.on_inconclusive` decides what happens next.
+* SUCCESSFUL - enough requests, and the canary is within every limit;
+* FAILED - enough requests, and the canary exceeds a limit that the stable version does not
+  exceed in the same window, or is worse than the stable version by more than a relative
+  limit allows (every reason is named);
+* INCONCLUSIVE - too few requests to say, or the canary exceeds a limit that the stable version
+  exceeds too (a shared cause is not the canary's fault); `Analysis.on_inconclusive` decides
+  what happens next.
 
-A verdict is a judgement of the new version, not an error of Relay's: reading the counters can
-fail (and be retried), but that is not a FAILED verdict.
+Comparing in the same window is Kayenta's way (Spinnaker's canary judge): a failing shared
+dependency, or a burst of load, shows in both versions and so blames neither. A verdict is a
+judgement of the new version, not an error of Relay's: reading the counters can fail (and be
+retried), but that is not a FAILED verdict.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from relay.manifest import Analysis
 
 __all__ = [
     "NextStep",
+    "Readings",
     "next_step",
     "Judgement",
     "ServerCounters",
@@ -51,6 +58,31 @@ ERROR_RATE_TOO_HIGH = (
     "error rate {rate:.1%} is above the {limit:.1%} limit ({errors} of {requests} requests)"
 )
 TOO_SLOW = "mean response time {mean} ms is above the {limit} ms limit"
+ERROR_RATE_ABOVE_STABLE = (
+    "error rate {rate:.1%} is {points:.1%} above the stable version's {stable:.1%} in the same "
+    "window, more than the {limit:.1%} allowed (analysis.max_error_rate_increase)"
+)
+SLOWER_THAN_STABLE = (
+    "mean response time {mean} ms is {ratio:.2f} times the stable version's {stable} ms in the "
+    "same window, more than the {limit:g} allowed (analysis.max_response_ratio)"
+)
+ERRORS_SHARED = (
+    "error rate {rate:.1%} is above the {limit:.1%} limit, but so is the stable version's in the "
+    "same window ({stable:.1%}: {errors} of {requests} requests): errors that hit both versions "
+    "(a shared dependency?) are not blamed on the canary; analysis.max_error_rate_increase "
+    "sets how much worse than the stable version it may be"
+)
+SLOWNESS_SHARED = (
+    "mean response time {mean} ms is above the {limit} ms limit, but so is the stable "
+    "version's in the same window ({stable} ms): slowness that hits both versions is not blamed "
+    "on the canary; analysis.max_response_ratio sets how much slower than the stable version "
+    "it may be"
+)
+TOO_FEW_STABLE = (
+    "only {requests} request{s} reached the stable version, fewer than the {minimum} needed to "
+    "compare the canary with it (analysis.max_error_rate_increase, max_response_ratio); send "
+    "more traffic or lengthen analysis.interval_seconds"
+)
 ALARM_FIRING = "CloudWatch alarm {name!r} is in ALARM"
 
 
@@ -113,6 +145,15 @@ def _haproxy_int(row: Mapping[str, str], name: str) -> int:
         ) from None
 
 
+@dataclass(frozen=True)
+class Readings:
+    """Both versions' counters read at one moment: the canary's, and the stable version's when
+    there is one. Two readings make a window of each (`window`)."""
+
+    canary: ServerCounters
+    stable: ServerCounters | None = None
+
+
 def window(before: ServerCounters, after: ServerCounters) -> ServerCounters:
     """What a server did between two readings of its counters.
 
@@ -144,7 +185,8 @@ class Verdict(StrEnum):
 class Judgement:
     """A verdict on a window of the new version's traffic, with the figures and reasons behind it.
 
-    `reasons` is empty for SUCCESSFUL and says, for people, why otherwise.
+    `reasons` is empty for SUCCESSFUL and says, for people, why otherwise. `stable` is the
+    stable version's traffic in the same window, when it was read.
     """
 
     verdict: Verdict
@@ -152,35 +194,133 @@ class Judgement:
     error_rate: float
     mean_response_ms: float
     reasons: list[str] = field(default_factory=list)
+    stable: ServerCounters | None = None
 
 
-def judge(window: ServerCounters, analysis: Analysis) -> Judgement:
-    """Judge the new version by its traffic in one window (see the module docstring)."""
-    requests = window.requests
-    error_rate = window.errors / requests if requests else 0.0
-    mean_ms = window.mean_response_ms
+def _rate(counters: ServerCounters) -> float:
+    return counters.errors / counters.requests if counters.requests else 0.0
+
+
+def judge(
+    canary: ServerCounters, analysis: Analysis, stable: ServerCounters | None = None
+) -> Judgement:
+    """Judge the new version by its traffic in one window, beside the stable version's traffic
+    in the same window when there is one (see the module docstring).
+
+    A limit the canary exceeds fails it, unless the stable version exceeds it too in the same
+    window and the canary is no worse than the relative limit allows: then the cause is shared
+    (a dependency, the load) and the step is inconclusive. Relative limits need a stable
+    version with at least `min_requests` of its own; without one they cannot be checked, and
+    the step is inconclusive rather than passed.
+    """
+    requests = canary.requests
 
     def judgement(verdict: Verdict, reasons: list[str]) -> Judgement:
-        return Judgement(verdict, requests, error_rate, mean_ms, reasons)
+        return Judgement(verdict, requests, _rate(canary), canary.mean_response_ms, reasons, stable)
 
     if requests < analysis.min_requests:
         reason = TOO_FEW_REQUESTS.format(
             requests=requests, s="" if requests == 1 else "s", minimum=analysis.min_requests
         )
         return judgement(Verdict.INCONCLUSIVE, [reason])
-    reasons: list[str] = []
-    if error_rate > analysis.max_error_rate:
+    base = stable if stable is not None and stable.requests >= analysis.min_requests else None
+    failed = _error_failures(canary, base, analysis) + _slowness_failures(canary, base, analysis)
+    if failed:
+        return judgement(Verdict.FAILED, failed)
+    shared = _shared(canary, base, analysis)
+    if shared:
+        return judgement(Verdict.INCONCLUSIVE, shared)
+    relative = analysis.max_error_rate_increase is not None or analysis.max_response_ratio
+    if relative and base is None:
+        seen = stable.requests if stable is not None else 0
+        reason = TOO_FEW_STABLE.format(
+            requests=seen, s="" if seen == 1 else "s", minimum=analysis.min_requests
+        )
+        return judgement(Verdict.INCONCLUSIVE, [reason])
+    return judgement(Verdict.SUCCESSFUL, [])
+
+
+def _error_failures(
+    canary: ServerCounters, base: ServerCounters | None, analysis: Analysis
+) -> list[str]:
+    rate, increase = _rate(canary), analysis.max_error_rate_increase
+    reasons = []
+    worse = base is not None and increase is not None and rate - _rate(base) > increase
+    if worse and base is not None and increase is not None:
         reasons.append(
-            ERROR_RATE_TOO_HIGH.format(
-                rate=error_rate,
-                limit=analysis.max_error_rate,
-                errors=window.errors,
-                requests=requests,
+            ERROR_RATE_ABOVE_STABLE.format(
+                rate=rate, stable=_rate(base), points=rate - _rate(base), limit=increase
             )
         )
-    if mean_ms > analysis.max_response_ms:
-        reasons.append(TOO_SLOW.format(mean=_ms(mean_ms), limit=analysis.max_response_ms))
-    return judgement(Verdict.FAILED if reasons else Verdict.SUCCESSFUL, reasons)
+    if rate > analysis.max_error_rate and (worse or not _shares_errors(base, analysis)):
+        reasons.append(
+            ERROR_RATE_TOO_HIGH.format(
+                rate=rate,
+                limit=analysis.max_error_rate,
+                errors=canary.errors,
+                requests=canary.requests,
+            )
+        )
+    return reasons
+
+
+def _slowness_failures(
+    canary: ServerCounters, base: ServerCounters | None, analysis: Analysis
+) -> list[str]:
+    mean, ratio = canary.mean_response_ms, analysis.max_response_ratio
+    reasons = []
+    worse = (
+        base is not None
+        and ratio is not None
+        and base.mean_response_ms > 0
+        and mean / base.mean_response_ms > ratio
+    )
+    if worse and base is not None and ratio is not None:
+        reasons.append(
+            SLOWER_THAN_STABLE.format(
+                mean=_ms(mean),
+                stable=_ms(base.mean_response_ms),
+                ratio=mean / base.mean_response_ms,
+                limit=ratio,
+            )
+        )
+    if mean > analysis.max_response_ms and (worse or not _shares_slowness(base, analysis)):
+        reasons.append(TOO_SLOW.format(mean=_ms(mean), limit=analysis.max_response_ms))
+    return reasons
+
+
+def _shares_errors(base: ServerCounters | None, analysis: Analysis) -> bool:
+    return base is not None and _rate(base) > analysis.max_error_rate
+
+
+def _shares_slowness(base: ServerCounters | None, analysis: Analysis) -> bool:
+    return base is not None and base.mean_response_ms > analysis.max_response_ms
+
+
+def _shared(canary: ServerCounters, base: ServerCounters | None, analysis: Analysis) -> list[str]:
+    """Why a canary that exceeds a limit is not blamed: the stable version exceeds it too."""
+    if base is None:
+        return []
+    reasons = []
+    if _rate(canary) > analysis.max_error_rate and _shares_errors(base, analysis):
+        reasons.append(
+            ERRORS_SHARED.format(
+                rate=_rate(canary),
+                stable=_rate(base),
+                errors=base.errors,
+                requests=base.requests,
+                limit=analysis.max_error_rate,
+            )
+        )
+    if canary.mean_response_ms > analysis.max_response_ms and _shares_slowness(base, analysis):
+        reasons.append(
+            SLOWNESS_SHARED.format(
+                mean=_ms(canary.mean_response_ms),
+                stable=_ms(base.mean_response_ms),
+                limit=analysis.max_response_ms,
+            )
+        )
+    return reasons
 
 
 def with_alarms(judgement: Judgement, alarm_states: Mapping[str, str]) -> Judgement:

@@ -13,7 +13,8 @@ earlier one. The questions Relay asks of it:
 Releases (`relay.releases`) are stored beside the records: `add_release` each time a commit
 makes one (the same content from another commit is the same release), `arrive` when a release
 starts serving an environment as a whole. `release_of_commit`, `find_release`, `releases` and
-`arrivals` read them back.
+`arrivals` read them back. Each judged canary step is kept too (`add_window`, `windows`,
+`windows_of_run`), so a verdict can be explained and replayed (`relay.replay`).
 
 The database runs in WAL mode with a 30 s busy timeout, so several worker processes can append
 at once. Each call opens its own short-lived connection, so a `Ledger` is safe to share between
@@ -39,6 +40,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator, mode
 
 from relay.errors import NotApproved, RolledBack, TerminalError, TransientError
 from relay.releases import Arrival, Release, Via
+from relay.replay import Window
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -166,6 +168,22 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             f"""CREATE TRIGGER {table}_no_{verb} BEFORE {verb.upper()} ON {table}
             BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END"""
             for table in ("releases", "arrivals")
+            for verb in ("update", "delete")
+        ),
+    ),
+    (
+        # Each judged canary step (relay.replay.Window), kept beside the deployment it judged.
+        """CREATE TABLE analysis_windows (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            app TEXT NOT NULL, environment TEXT NOT NULL, service TEXT NOT NULL,
+            run_id TEXT NOT NULL, deploy_run_id TEXT, step INTEGER NOT NULL,
+            ended_at TEXT NOT NULL, body TEXT NOT NULL)""",
+        "CREATE INDEX analysis_windows_by_target ON analysis_windows "
+        "(app, environment, service, seq)",
+        "CREATE INDEX analysis_windows_by_run ON analysis_windows (run_id)",
+        *(
+            f"""CREATE TRIGGER analysis_windows_no_{verb} BEFORE {verb.upper()}
+            ON analysis_windows BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END"""
             for verb in ("update", "delete")
         ),
     ),
@@ -346,6 +364,56 @@ class Ledger:
             Arrival(row[0], row[1], Via(row[2]), datetime.fromisoformat(row[3]), row[4])
             for row in rows
         ]
+
+    # -- canary analysis windows ---------------------------------------------------------------
+
+    def add_window(self, window: Window) -> None:
+        """Keep one judged canary step (see `relay.replay`)."""
+        with self._connect() as conn, _transaction(conn):
+            conn.execute(
+                "INSERT INTO analysis_windows (app, environment, service, run_id, "
+                "deploy_run_id, step, ended_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    window.app,
+                    window.environment,
+                    window.service,
+                    window.run_id,
+                    window.deploy_run_id,
+                    window.step,
+                    window.ended_at.isoformat(),
+                    window.model_dump_json(),
+                ],
+            )
+
+    def windows_of_run(self, run: str) -> list[Window]:
+        """The windows of one canary, named by its run id or its deployment's (a prefix of at
+        least 8 characters will do), in step order.
+
+        Raises:
+            TerminalError: the prefix names windows of several runs.
+        """
+        pattern = f"{run}%" if len(run) >= 8 else run
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT run_id, body FROM analysis_windows WHERE run_id LIKE ? "
+                "OR deploy_run_id LIKE ? ORDER BY seq",
+                [pattern, pattern],
+            ).fetchall()
+        runs = sorted({row[0] for row in rows})
+        if len(runs) > 1:
+            listed = ", ".join(r[:13] for r in runs)
+            raise TerminalError(f"{run!r} names several canary runs ({listed}); write more of it")
+        return [Window.model_validate_json(row[1]) for row in rows]
+
+    def windows(self, app: str, environment: str, service: str) -> list[Window]:
+        """The windows of the service's latest judged canary in the environment."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT run_id FROM analysis_windows WHERE app = ? AND environment = ? "
+                "AND service = ? ORDER BY seq DESC LIMIT 1",
+                [app, environment, service],
+            ).fetchone()
+        return self.windows_of_run(row[0]) if row else []
 
     def _release(self, where: str, params: Sequence[Any]) -> Release | None:
         with self._connect() as conn:

@@ -107,10 +107,16 @@ class Service(_Model):
 
 
 class Analysis(_Model):
-    """How a canary is judged at each step, from the new version's own requests.
+    """How a canary is judged at each step, from its requests beside the stable version's in
+    the same window.
 
     A step with fewer than `min_requests` says nothing either way: `on_inconclusive` decides
-    whether that fails the deployment, pauses it for a person, or counts as passed.
+    whether that fails the deployment, pauses it for a person, or counts as passed. The limits
+    are absolute (`max_error_rate`, `max_response_ms`) and, when set, relative to the stable
+    version (`max_error_rate_increase`: the canary's error rate minus the stable's;
+    `max_response_ratio`: the canary's mean response time over the stable's). Errors or
+    slowness that the stable version shows as much as the canary are not blamed on the canary:
+    the step is inconclusive.
     """
 
     interval_seconds: Annotated[
@@ -119,6 +125,8 @@ class Analysis(_Model):
     max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.05
     max_response_ms: Annotated[int, Field(ge=1)] = 1000
     min_requests: Annotated[int, Field(ge=1)] = 20
+    max_error_rate_increase: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_response_ratio: Annotated[float, Field(ge=1)] | None = None
     on_inconclusive: Literal["fail", "pause", "continue"] = "fail"
     cloudwatch_alarms: list[AlarmName] = Field(default_factory=list)
 

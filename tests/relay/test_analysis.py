@@ -316,3 +316,103 @@ def test_the_environments_policy_decides_what_a_judged_step_leads_to(
     analysis = Analysis(on_inconclusive=policy)  # type: ignore[arg-type]
     assert next_step(verdict, ["5xx"], 10, analysis, 3600, ask_cap=600) == expected
     assert next_step(verdict, ["5xx"], 10, analysis, 60, ask_cap=600).wait_seconds in (0, 60)
+
+
+RELATIVE = Analysis(max_error_rate=0.5, max_error_rate_increase=0.05, max_response_ratio=1.5)
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "analysis", "verdict", "says"),
+    [
+        pytest.param(
+            counters(100, errors=40),
+            counters(400, errors=160),
+            LIMITS,
+            Verdict.INCONCLUSIVE,
+            "but so is the stable version's in the same window (40.0%: 160 of 400 requests)",
+            id="a-shared-dependency-failing-is-not-the-canarys-fault",
+        ),
+        pytest.param(
+            counters(100, errors=40),
+            counters(400, errors=4),
+            LIMITS,
+            Verdict.FAILED,
+            "error rate 40.0% is above the 5.0% limit (40 of 100 requests)",
+            id="only-the-canary-fails",
+        ),
+        pytest.param(
+            counters(100, errors=20),
+            counters(400),
+            RELATIVE,
+            Verdict.FAILED,
+            "error rate 20.0% is 20.0% above the stable version's 0.0% in the same window, more "
+            "than the 5.0% allowed (analysis.max_error_rate_increase)",
+            id="within-the-absolute-limit-but-worse-than-stable",
+        ),
+        pytest.param(
+            counters(100, errors=60),
+            counters(400, errors=200),
+            RELATIVE,
+            Verdict.FAILED,
+            "10.0% above the stable version's 50.0%",
+            id="both-above-the-limit-but-the-canary-much-worse",
+        ),
+        pytest.param(
+            counters(100, errors=53),
+            counters(400, errors=204),
+            RELATIVE,
+            Verdict.INCONCLUSIVE,
+            "but so is the stable version's",
+            id="both-above-the-limit-and-alike",
+        ),
+        pytest.param(
+            counters(100, mean_ms=300),
+            counters(400, mean_ms=100),
+            RELATIVE,
+            Verdict.FAILED,
+            "mean response time 300 ms is 3.00 times the stable version's 100 ms in the same "
+            "window, more than the 1.5 allowed (analysis.max_response_ratio)",
+            id="slower-than-stable",
+        ),
+        pytest.param(
+            counters(100, mean_ms=1500),
+            counters(400, mean_ms=1400),
+            LIMITS,
+            Verdict.INCONCLUSIVE,
+            "slowness that hits both versions is not blamed on the canary",
+            id="both-slow",
+        ),
+        pytest.param(
+            counters(100, mean_ms=140),
+            counters(400, mean_ms=100),
+            RELATIVE,
+            Verdict.SUCCESSFUL,
+            "",
+            id="within-the-ratio",
+        ),
+        pytest.param(
+            counters(100),
+            counters(5),
+            RELATIVE,
+            Verdict.INCONCLUSIVE,
+            "only 5 requests reached the stable version, fewer than the 20 needed to compare",
+            id="relative-limits-need-a-stable-with-traffic",
+        ),
+        pytest.param(
+            counters(100),
+            counters(5),
+            LIMITS,
+            Verdict.SUCCESSFUL,
+            "",
+            id="absolute-limits-do-not",
+        ),
+    ],
+)
+def test_judge_beside_the_stable_version(
+    canary: ServerCounters, stable: ServerCounters, analysis: Analysis, verdict: Verdict, says: str
+) -> None:
+    judgement = judge(canary, analysis, stable)
+    assert judgement.verdict == verdict
+    assert says in "; ".join(judgement.reasons)
+    assert judgement.stable == stable
+    assert (judgement.reasons == []) == (verdict == Verdict.SUCCESSFUL)
