@@ -13,6 +13,8 @@
     relay diff A B [--app APP] [--env ENV]   releases or environments: what changes
     relay status [--app APP]           what runs where, since when, who approved; drift
     relay history SERVICE [--app APP] [--env ENV]
+    relay analysis SERVICE --env ENV [--run RUN]   a canary's recorded analysis windows
+    relay analysis replay RUN [--max-error-rate X ...]   judge them again with other limits
     relay metrics [--app APP] [--env ENV] [--days 30] [--publish]   DORA delivery metrics
     relay deploy [--nightly-repo PATH] [--nightly-cron CRON]   register prefect.yaml
     relay webhook serve [--host H] [--port P] [--config FILE]   git pushes start releases
@@ -288,6 +290,64 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+LIMIT_FLAGS = (
+    "max_error_rate",
+    "max_response_ms",
+    "min_requests",
+    "max_error_rate_increase",
+    "max_response_ratio",
+    "on_inconclusive",
+)
+
+
+def cmd_analysis(args: argparse.Namespace) -> int:
+    """A canary's recorded windows (SERVICE --env ENV, or --run), or `replay RUN` with other
+    limits: each step's verdict and where the canary would have stopped."""
+    from pydantic import ValidationError
+
+    from relay.ledger import Ledger
+    from relay.replay import replay, replay_rows, window_rows
+    from relay.settings import ledger_path
+    from relay.tables import table
+
+    ledger = Ledger(ledger_path())
+    if args.service == "replay":
+        if not args.run_id:
+            raise RelayError(
+                "relay analysis replay RUN: name the canary's run (its id or its "
+                "deployment's, 8 characters or more; `relay analysis SERVICE "
+                "--env ENV` shows them)"
+            )
+        windows = ledger.windows_of_run(args.run_id)
+    elif args.run:
+        windows = ledger.windows_of_run(args.run)
+    elif args.env:
+        windows = ledger.windows(_app(args), args.env, args.service)
+    else:
+        raise RelayError(f"relay analysis {args.service}: add --env ENV (or --run RUN)")
+    if not windows:
+        raise RelayError(
+            "no analysis windows recorded there: a window is recorded for each canary step "
+            "judged by its traffic; `relay history SERVICE` lists the deployments"
+        )
+    replayed = None
+    if args.service == "replay":
+        try:
+            replayed = replay(windows, {flag: getattr(args, flag) for flag in LIMIT_FLAGS})
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            flag = "--" + str(problem["loc"][0]).replace("_", "-")
+            raise RelayError(f"{flag}: {problem['msg']}") from None
+    first = windows[0]
+    print(f"{first.service} in {first.environment}: canary {first.image}")
+    print(f"run {first.run_id} (deployment {first.deploy_run_id or '-'}); times in UTC")
+    rows = window_rows(windows) if replayed is None else replay_rows(replayed)
+    print(table(list(rows[0]), [list(r.values()) for r in rows]))
+    if replayed is not None:
+        print(replayed.summary())
+    return 0
+
+
 def cmd_metrics(args: argparse.Namespace) -> int:
     """The table from the ledger alone; --publish also makes the Prefect table artifact and
     sends the aggregates to CloudWatch, through the `delivery-metrics` flow."""
@@ -511,6 +571,38 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--env", default=None, help="only this environment (default: all)")
     h.add_argument("--limit", type=int, default=30, help="how many, newest first (30)")
     h.set_defaults(func=cmd_history)
+    an = sub.add_parser(
+        "analysis",
+        help="a canary's recorded analysis windows, or replay them with other limits",
+        description="relay analysis SERVICE --env ENV [--run RUN]: the windows of the "
+        "service's latest judged canary (or of RUN). relay analysis replay RUN [limits]: judge "
+        "RUN's windows again with other limits; prints each step's verdict and where the "
+        "canary would have stopped.",
+    )
+    an.add_argument("service", help="the service, as named in relay.yaml; or `replay`")
+    an.add_argument("run_id", nargs="?", help="with `replay`: the canary's run id (or prefix)")
+    an.add_argument("--app", help="the application (default: ./relay.yaml's)")
+    an.add_argument("--env", help="the environment whose latest canary to show")
+    an.add_argument("--run", help="show this run's windows (its id or its deployment's)")
+    an.add_argument("--max-error-rate", type=float, help="replay: error-rate limit (0-1)")
+    an.add_argument("--max-response-ms", type=int, help="replay: mean response time limit")
+    an.add_argument("--min-requests", type=int, help="replay: requests needed to judge a step")
+    an.add_argument(
+        "--max-error-rate-increase",
+        type=float,
+        help="replay: how far above the stable version's error rate the canary's may be (0-1)",
+    )
+    an.add_argument(
+        "--max-response-ratio",
+        type=float,
+        help="replay: the canary's mean response time over the stable's, at most",
+    )
+    an.add_argument(
+        "--on-inconclusive",
+        choices=["fail", "pause", "continue"],
+        help="replay: what an inconclusive step leads to",
+    )
+    an.set_defaults(func=cmd_analysis)
     m = sub.add_parser("metrics", help="DORA delivery metrics per service and environment")
     m.add_argument("--app", help="the application (default: ./relay.yaml's)")
     m.add_argument("--env", default=None, help="one environment (default: all)")

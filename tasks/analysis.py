@@ -1,46 +1,75 @@
-"""Analysis stage: judge a canary by its own HAProxy counters over one step's window, and by
-the environment's CloudWatch alarms (read by `tasks.metrics.read_alarm_states`)."""
+"""Analysis stage: judge a canary step by its traffic beside the stable version's in the same
+window, and by the environment's CloudWatch alarms (read by `tasks.metrics.read_alarm_states`);
+keep the window in the ledger, so the verdict can be explained and replayed later."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from relay.analysis import Judgement, ServerCounters, judge, window, with_alarms
+from relay.analysis import Judgement, Readings, judge, window, with_alarms
+from relay.ledger import Ledger
 from relay.manifest import Analysis
+from relay.platforms import Spec
+from relay.replay import Counters, Window, window_rows
+from relay.settings import ledger_path
 
 
-@task(name="analyze-canary", cache_policy=NO_CACHE)
+@task(name="analyze-canary", task_run_name="analyze-{weight}%", cache_policy=NO_CACHE)
 def analyze_canary(
-    service: str,
+    spec: Spec,
     weight: int,
-    before: ServerCounters,
-    after: ServerCounters,
+    step: tuple[int, int],
+    before: Readings,
+    after: Readings,
+    started_at: datetime,
     analysis: Analysis,
+    runs: tuple[str, str | None],
     artifact_key: str,
     alarm_states: dict[str, str] | None = None,
 ) -> Judgement:
-    judgement = with_alarms(judge(window(before, after), analysis), alarm_states or {})
+    """Judge one step (`step`: its number and how many the plan has) and record its window
+    under `runs` (the canary's run id and its deployment's)."""
+    canary = window(before.canary, after.canary)
+    stable = (
+        window(before.stable, after.stable)
+        if before.stable is not None and after.stable is not None
+        else None
+    )
+    judgement = with_alarms(judge(canary, analysis, stable), alarm_states or {})
+    recorded = Window(
+        app=spec.app,
+        environment=spec.environment,
+        service=spec.service,
+        image=str(spec.image),
+        run_id=runs[0],
+        deploy_run_id=runs[1],
+        step=step[0],
+        steps=step[1],
+        weight=weight,
+        started_at=started_at,
+        ended_at=datetime.now(UTC),
+        canary=Counters.of(canary),
+        stable=Counters.of(stable) if stable is not None else None,
+        limits=analysis,
+        alarms=alarm_states or {},
+        verdict=judgement.verdict,
+        reasons=judgement.reasons,
+    )
+    Ledger(ledger_path()).add_window(recorded)
     create_table_artifact(
         key=artifact_key,
-        table=[
-            {
-                "canary weight": f"{weight}%",
-                "requests": judgement.requests,
-                "error rate": f"{judgement.error_rate:.1%}",
-                "mean response ms": round(judgement.mean_response_ms, 1),
-                "alarms": ", ".join(f"{n}: {s}" for n, s in (alarm_states or {}).items()),
-                "verdict": str(judgement.verdict.value),
-                "reasons": "; ".join(judgement.reasons),
-            }
-        ],
-        description=f"Canary analysis of {service} at {weight}%",
+        table=window_rows([recorded]),
+        description=f"Canary analysis of {spec.service} at {weight}% (step {step[0]} of "
+        f"{step[1]}): the canary beside the stable version in the same window",
     )
     get_run_logger().info(
         "%s canary at %s%%: %s (%s)",
-        service,
+        spec.service,
         weight,
         judgement.verdict.value,
         "; ".join(judgement.reasons) or "within limits",

@@ -17,7 +17,7 @@ from prefect_docker import DockerHost
 
 from blocks.aws import aws_client
 from blocks.kubernetes import cluster_client
-from relay.analysis import ServerCounters
+from relay.analysis import Readings, ServerCounters
 from relay.aws.secrets import read_values
 from relay.platforms import AnyRollout, Current, Platform, Spec
 from relay.platforms.docker import DeploySpec, DockerPlatform
@@ -129,10 +129,15 @@ def abort_rollout(docker_host: DockerHost, rollout: AnyRollout) -> None:
 
 
 @task(name="read-slot-counters", cache_policy=NO_CACHE)
-def read_slot_counters(rollout: AnyRollout) -> ServerCounters | None:
-    """HAProxy's counters of the new version's slot; None on kubernetes, where Relay reads no
-    metrics source (the canary is judged by its CloudWatch alarms, see `relay.analysis`)."""
+def read_slot_counters(rollout: AnyRollout) -> Readings | None:
+    """HAProxy's counters of both versions' slots, read at once so that they cover the same
+    seconds; None on kubernetes, where Relay reads no metrics source (the canary is judged by
+    its CloudWatch alarms, see `relay.analysis`)."""
     if isinstance(rollout, KubeRollout):
         return None
-    row = _router(rollout.spec).stats(rollout.spec.service)[rollout.slot]
-    return ServerCounters.from_haproxy(row)
+    rows = _router(rollout.spec).stats(rollout.spec.service)
+    stable = rows.get(rollout.stable.slot) if rollout.stable is not None else None
+    return Readings(
+        canary=ServerCounters.from_haproxy(rows[rollout.slot]),
+        stable=ServerCounters.from_haproxy(stable) if stable is not None else None,
+    )

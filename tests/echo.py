@@ -1,6 +1,7 @@
 """A tiny service image for platform and strategy tests: answers its version, and fails a
-chosen share of requests with 500 (still naming its version), so tests can tell versions and
-errors apart in real traffic."""
+chosen share of requests with 500 (still naming its version, spread evenly over the requests),
+so tests can tell versions and errors apart in real traffic. With a dependency URL it asks that
+first and answers 502 when it fails, as a service whose database is down would."""
 
 from __future__ import annotations
 
@@ -18,18 +19,27 @@ import docker
 from relay.images import build_image, push_image
 
 SERVER = """
-import itertools, json, os, sys
+import itertools, json, os, sys, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 if os.environ.get("CRASH") == "1":
     sys.exit("crashing on purpose")
 FAIL = int(os.environ.get("FAIL_PERCENT", "0"))
+DEPENDENCY = os.environ.get("DEPENDENCY", "")
 COUNT = itertools.count()
+def dependency_ok():
+    try:
+        with urllib.request.urlopen(DEPENDENCY, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
         status = 200
-        if self.path != "/healthz" and next(COUNT) % 100 < FAIL:
+        if self.path != "/healthz" and next(COUNT) * FAIL % 100 < FAIL:
             status = 500
+        elif self.path != "/healthz" and DEPENDENCY and not dependency_ok():
+            status = 502
         body = json.dumps({"version": os.environ["VERSION"], "port": os.environ["PORT"]}).encode()
         self.send_response(status); self.send_header("Content-Length", str(len(body)))
         self.end_headers(); self.wfile.write(body)
@@ -45,6 +55,7 @@ def make_image(
     version: str,
     crash: bool = False,
     fail_percent: int = 0,
+    dependency: str = "",
 ) -> str:
     """Build and push the echo image; returns `repository@digest`."""
     context = tmp / version
@@ -52,7 +63,8 @@ def make_image(
     (context / "server.py").write_text(SERVER)
     (context / "Dockerfile").write_text(
         "FROM python:3.11-slim\n"
-        f"ENV VERSION={version} CRASH={'1' if crash else '0'} FAIL_PERCENT={fail_percent}\n"
+        f"ENV VERSION={version} CRASH={'1' if crash else '0'} FAIL_PERCENT={fail_percent}"
+        f" DEPENDENCY={json.dumps(dependency)}\n"
         'COPY server.py /server.py\nUSER 65534\nCMD ["python3", "/server.py"]\n'
     )
     build_image(client, context, "Dockerfile", f"{repository}:{version}", {}, {})

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 from prefect_docker import DockerHost
 
 from flows.approval import approval
-from relay.analysis import ServerCounters, Verdict, judge_alarms, next_step
+from relay.analysis import Readings, Verdict, judge_alarms, next_step
 from relay.errors import NotApproved, RolledBack, StageFailed
 from relay.manifest import Environment
 from relay.platforms import AnyRollout, DeployResult, Spec
@@ -56,14 +58,21 @@ INCONCLUSIVE_WAIT_SECONDS = 900
 class _Run:
     """The state of one plan's execution: the rollout, and the counters of the current step."""
 
-    def __init__(self, docker_host: DockerHost, spec: Spec, env: Environment) -> None:
+    def __init__(
+        self, docker_host: DockerHost, spec: Spec, env: Environment, analyses: int
+    ) -> None:
         self.docker_host = docker_host
         self.spec = spec
         self.env = env
         self.rollout: AnyRollout | None = None
         self.switched = False
         self.weight = 0
-        self.baseline: ServerCounters | None = None
+        # The current canary step: its number (of `analyses`), and both versions' counters and
+        # the time when its window opened. Each step starts afresh: nothing carries over.
+        self.analyses = analyses
+        self.step = 0
+        self.opened: Readings | None = None
+        self.opened_at = datetime.now(UTC)
 
     @property
     def started(self) -> AnyRollout:
@@ -79,7 +88,7 @@ async def execute_plan(
     env: Environment,
     smoke: StageSite | None,
 ) -> DeployResult:
-    run = _Run(docker_host, spec, env)
+    run = _Run(docker_host, spec, env, sum(isinstance(s, Analyze) for s in plan.steps))
     logger = get_run_logger()
     logger.info("%s plan for %s: %s", plan.strategy, spec.service, "; ".join(plan.describe()))
     try:
@@ -110,8 +119,8 @@ async def _execute(step: object, run: _Run, smoke: StageSite | None) -> None:
                 )
         case SetWeight(weight=weight):
             set_canary_weight(run.docker_host, run.started, weight)
-            run.weight = weight
-            run.baseline = read_slot_counters(run.started)
+            run.weight, run.step = weight, run.step + 1
+            run.opened, run.opened_at = read_slot_counters(run.started), datetime.now(UTC)
         case Pause(seconds=seconds):
             await _pause(seconds)
         case Analyze():
@@ -140,7 +149,7 @@ async def _analyze(run: _Run) -> None:
         raise RuntimeError("plan error: Analyze must follow SetWeight")
     alarms = list(run.env.analysis.cloudwatch_alarms)
     where = f"relay.yaml: environments.{run.spec.environment}.analysis.cloudwatch_alarms"
-    if run.baseline is None:  # kubernetes: no request counters, only the alarms can judge
+    if run.opened is None:  # kubernetes: no request counters, only the alarms can judge
         judgement = judge_alarms(read_alarm_states(alarms, where) if alarms else None)
         get_run_logger().info(
             "%s canary at %s%% judged by CloudWatch alarms only: %s (%s)",
@@ -151,12 +160,18 @@ async def _analyze(run: _Run) -> None:
         )
         await _decide(run, judgement.verdict, judgement.reasons)
         return
+    closed = read_slot_counters(rollout)
+    if closed is None:
+        raise RuntimeError("the platform gave counters when the window opened, none now")
     judgement = analyze_canary(
-        run.spec.service,
+        run.spec,
         run.weight,
-        run.baseline,
-        read_slot_counters(rollout),
+        (run.step, run.analyses),
+        run.opened,
+        closed,
+        run.opened_at,
         run.env.analysis,
+        (str(flow_run.id), flow_run.parent_flow_run_id),
         artifact_key(run.spec.app, run.spec.service, run.spec.environment, "canary"),
         read_alarm_states(alarms, where) if alarms else None,
     )

@@ -1,0 +1,186 @@
+"""Canary analysis beside the stable version, on the real Docker engine and HAProxy under a
+steady request load: a shared dependency's failures blame neither version, a canary worse than
+the stable one by more than the relative limit is rolled back, every judged window is recorded,
+and `relay analysis replay` judges the recorded windows again with other limits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import docker
+import pytest
+from prefect_docker import DockerHost
+
+from deployments.cli import main
+from flows.strategies import canary, rolling
+from relay.analysis import Verdict
+from relay.errors import RolledBack
+from relay.ledger import Ledger
+from relay.manifest import Analysis, Environment
+from relay.platforms.docker import DeploySpec, DockerPlatform
+from relay.registry import ImageRef
+from relay.settings import ledger_path, relay_home
+from relay.traffic import Route, make_router
+from tests.echo import Load, make_image
+
+pytestmark = pytest.mark.stack
+
+APP = f"judge{uuid.uuid4().hex[:6]}"
+PUBLIC = 23311
+ROUTE = Route("echo", PUBLIC, {"blue": PUBLIC + 1, "green": PUBLIC + 2})
+URL = f"http://127.0.0.1:{PUBLIC}/"
+DEPENDENCY_PORT = 23320  # a "database" both versions call, served by the test
+
+
+def environment(**limits: object) -> Environment:
+    return Environment(
+        port_offset=0,
+        secrets="unused",
+        strategy="canary",
+        canary_steps=[20, 50, 100],
+        analysis=Analysis.model_validate({"interval_seconds": 3, "min_requests": 10, **limits}),
+    )
+
+
+class Dependency:
+    """A loopback HTTP server that fails every other request while `failing` is set."""
+
+    def __init__(self) -> None:
+        self.failing = threading.Event()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            count = 0
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                Handler.count += 1
+                status = 503 if owner.failing.is_set() and Handler.count % 2 else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", DEPENDENCY_PORT), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Dependency:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def dependency() -> Iterator[Dependency]:
+    with Dependency() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp("analysis-images")
+    repository = f"{os.environ['RELAY_REGISTRY']}/{APP}/echo"
+    needs = f"http://127.0.0.1:{DEPENDENCY_PORT}/"
+    with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
+        return {
+            "v1": make_image(client, tmp, repository, "v1", dependency=needs),
+            "v2": make_image(client, tmp, repository, "v2", dependency=needs),
+            "mild": make_image(client, tmp, repository, "mild", fail_percent=3),
+            "worse": make_image(client, tmp, repository, "worse", fail_percent=20),
+        }
+
+
+@pytest.fixture
+def stable(images: dict[str, str], dependency: Dependency) -> Iterator[DockerHost]:
+    """v1 serving, before each test; everything removed after it."""
+    host = DockerHost()
+    asyncio.run(rolling(host, spec(images["v1"]), environment(), False, None))
+    yield host
+    dependency.failing.clear()
+    router = make_router("haproxy", name=f"{APP}-test", home=relay_home())
+    with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
+        DockerPlatform(client, router).remove_all(APP, "test")
+    router.remove_managed_routes()
+
+
+def spec(image: str) -> DeploySpec:
+    return DeploySpec(
+        app=APP,
+        environment="test",
+        service="echo",
+        image=ImageRef.parse(image),
+        commit="c",
+        tree="t",
+        route=ROUTE,
+        health_timeout=20,
+    )
+
+
+def relay(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    capsys.readouterr()
+    assert main(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+def latest_run(capsys: pytest.CaptureFixture[str]) -> str:
+    """The run id `relay analysis` prints for the service's latest judged canary."""
+    shown = relay(capsys, "analysis", "echo", "--env", "test", "--app", APP)
+    return next(line.split()[1] for line in shown.splitlines() if line.startswith("run "))
+
+
+def test_errors_of_a_shared_dependency_are_not_blamed_on_the_canary(
+    stable: DockerHost, images: dict[str, str], dependency: Dependency
+) -> None:
+    dependency.failing.set()
+    with Load(URL) as load, pytest.raises(RolledBack) as stopped:
+        asyncio.run(canary(stable, spec(images["v2"]), environment(), True, None))
+    message = str(stopped.value)
+    assert "canary analysis inconclusive at 20%" in message, message
+    assert "but so is the stable version's in the same window" in message
+    assert "failed" not in message.split("inconclusive")[0], "the canary is not called failed"
+    assert {"v1", "v2"} <= set(load.versions()), "both versions served in the window"
+    [window] = Ledger(ledger_path()).windows(APP, "test", "echo")
+    assert window.verdict == Verdict.INCONCLUSIVE
+    assert window.stable is not None and window.stable.errors > 0 < window.canary.errors
+
+
+def test_a_canary_worse_than_stable_beyond_the_relative_limit_is_rolled_back_and_replayed(
+    stable: DockerHost, images: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    relative = environment(max_error_rate=0.5, max_error_rate_increase=0.05)
+    with Load(URL), pytest.raises(RolledBack, match="canary analysis failed at 20%") as stopped:
+        asyncio.run(canary(stable, spec(images["worse"]), relative, True, None))
+    assert "above the stable version's 0.0% in the same window" in str(stopped.value)
+
+    run = latest_run(capsys)
+    replayed = relay(capsys, "analysis", "replay", run[:8], "--max-error-rate-increase", "0.5")
+    assert "would have passed the 1 step(s) recorded" in replayed, replayed
+    assert "other 1 step(s) have no windows to judge" in replayed
+
+
+def test_replay_with_stricter_limits_says_where_a_passed_canary_would_have_stopped(
+    stable: DockerHost, images: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Load(URL):
+        result = asyncio.run(
+            canary(stable, spec(images["mild"]), environment(max_error_rate=0.2), True, None)
+        )
+    assert result.image == images["mild"]
+    run = latest_run(capsys)
+    shown = relay(capsys, "analysis", "echo", "--env", "test", "--app", APP, "--run", run)
+    assert shown.count("successful") == 2, shown
+
+    same = relay(capsys, "analysis", "replay", run)
+    assert "with these limits the canary passes all 2 step(s)" in same
+    stricter = relay(capsys, "analysis", "replay", run, "--max-error-rate", "0.001")
+    assert "the canary fails at step 1 (20%): error rate" in stricter, stricter
