@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -232,6 +233,22 @@ def memory_rows(data: dict[str, Any]) -> list[Row]:
     ]  # fmt: skip
 
 
+def replay_rows(data: dict[str, Any]) -> list[Row]:
+    total = _get(data, "replay", "total_s")
+    if not total:
+        return [_missing("replay of 1,000 recorded analysis windows", "<= 1 s")]
+    median = statistics.median(total)
+    windows = _get(data, "replay", "windows")
+    return [
+        (
+            f"replay of {windows} recorded analysis windows",
+            f"{median:.3f} s",
+            "<= 1 s",
+            _verdict(median <= 1.0),
+        )
+    ]
+
+
 SECTIONS: list[Callable[[dict[str, Any]], list[Row]]] = [
     overhead_rows,
     fleet_rows,
@@ -239,6 +256,7 @@ SECTIONS: list[Callable[[dict[str, Any]], list[Row]]] = [
     rollback_rows,
     webhook_rows,
     memory_rows,
+    replay_rows,
 ]
 
 
