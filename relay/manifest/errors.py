@@ -90,6 +90,8 @@ _EXAMPLES = {
     "max_error_rate": "0.05 (5%)",
     "max_response_ms": "1000",
     "min_requests": "20",
+    "max_error_rate_increase": "0.02 (2 points above the stable version's rate)",
+    "max_response_ratio": "1.5 (the stable version's mean time x 1.5)",
     "keep_previous_seconds": "30",
     "branch": "main",
     "secret_keys": "[DATABASE_URL]",
@@ -154,12 +156,20 @@ _RANGES: dict[str, tuple[int, int | None]] = {
     "max_error_rate": (0, 1),
     "max_response_ms": (1, None),
     "min_requests": (1, None),
+    "max_error_rate_increase": (0, 1),
+    "max_response_ratio": (1, None),
     "keep_previous_seconds": (0, KEEP_PREVIOUS_MAX),
     "replicas": (REPLICAS_MIN, REPLICAS_MAX),
     "progress_deadline_seconds": (PROGRESS_DEADLINE_MIN, PROGRESS_DEADLINE_MAX),
 }
 # Fields that take any number, not just whole ones.
-_FRACTIONAL = {"interval_seconds", "max_error_rate", "keep_previous_seconds"}
+_FRACTIONAL = {
+    "interval_seconds",
+    "max_error_rate",
+    "max_error_rate_increase",
+    "max_response_ratio",
+    "keep_previous_seconds",
+}
 _INT_ERRORS = {"int_type", "int_parsing", "int_from_float"}
 _FLOAT_ERRORS = {"float_type", "float_parsing"}
 _RANGE_ERRORS = {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}
