@@ -233,6 +233,24 @@ def memory_rows(data: dict[str, Any]) -> list[Row]:
     ]  # fmt: skip
 
 
+def switch_back_rows(data: dict[str, Any]) -> list[Row]:
+    runs = _get(data, "switch_back", "runs")
+    if not runs:
+        return [_missing("blue/green switch back: command -> 100 % previous version", "<= 1 s")]
+    back = statistics.median(r["all_traffic_back_s"] for r in runs)
+    moved = statistics.median(r["weights_moved_s"] for r in runs)
+    failed = sum(r["failed_requests"] for r in runs)
+    return [
+        (
+            f"blue/green switch back (relay rollback in the window), median of {len(runs)}: "
+            "command -> 100 % previous version",
+            f"{back:.3f} s (weights moved at {moved:.3f} s; {failed} failed requests)",
+            "<= 1 s",
+            _verdict(back <= 1.0 and failed == 0),
+        )
+    ]
+
+
 def replay_rows(data: dict[str, Any]) -> list[Row]:
     total = _get(data, "replay", "total_s")
     if not total:
@@ -257,6 +275,7 @@ SECTIONS: list[Callable[[dict[str, Any]], list[Row]]] = [
     webhook_rows,
     memory_rows,
     replay_rows,
+    switch_back_rows,
 ]
 
 

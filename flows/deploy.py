@@ -39,7 +39,7 @@ from relay.releases import Release
 from relay.settings import ledger_path
 from relay.specs import deploy_spec
 from relay.stages.site import StageSite
-from tasks.deploy import current_version, serving_already
+from tasks.deploy import current_version, serving_already, switch_back
 from tasks.metrics import publish_delivery_metrics
 from tasks.record import record_deployment
 from tasks.secrets import resolve_config
@@ -48,6 +48,7 @@ from tasks.support.retry import on_transient
 from tasks.support.tracing import relay_attributes
 
 LOCK_WAIT_SECONDS = 3600
+SWITCHED_BACK = "switched back to the kept previous version (no container started)"
 # How long the deploy lock outlives a process that dies holding it (a killed worker runs no
 # `finally`): Prefect's default lease is 300 s, so a re-run after a crash waited five minutes.
 # 60 s is the server's minimum; the holder renews it every 45 s, and the server frees an
@@ -246,14 +247,17 @@ async def put_back(
     spec = deploy_spec(
         manifest, attempt.environment, attempt.service, previous, commit, tree, config, release
     )
-    env = manifest.environments[attempt.environment]
-    await strategy_flow("rolling")(docker_host, spec, env, True, None)
+    if switch_back(docker_host, spec) is None:
+        env = manifest.environments[attempt.environment]
+        await strategy_flow("rolling")(docker_host, spec, env, True, None)
     return result.previous
 
 
 async def put_in(docker_host: DockerHost, manifest: Manifest, attempt: Attempt) -> DeployResult:
-    """A rollback's fast path for one service: start `attempt.image`, switch when healthy,
-    stop what ran (rolling: no smoke tests, no analysis), under its lock, recorded."""
+    """A rollback's fast path for one service, under its lock, recorded: traffic back to the
+    previous version when blue/green still keeps it running (its `keep_previous_seconds`),
+    else start `attempt.image`, switch when healthy, stop what ran (rolling: no smoke tests,
+    no analysis)."""
     attempt.started_at = datetime.now(UTC)
     relay_attributes(
         app=manifest.app,
@@ -268,6 +272,10 @@ async def put_in(docker_host: DockerHost, manifest: Manifest, attempt: Attempt) 
     env = manifest.environments[attempt.environment]
     async with deploy_lock(attempt):
         with recorded(attempt):
+            switched = switch_back(docker_host, spec)
+            if switched is not None:
+                attempt.comment = "; ".join(filter(None, [attempt.comment, SWITCHED_BACK]))
+                return switched
             has_previous = current_version(docker_host, spec) is not None
             result: DeployResult = await strategy_flow("rolling")(
                 docker_host, spec, env, has_previous, None

@@ -7,6 +7,7 @@ it back), and the reason (a crash, a failing health check) would not change on a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,7 +21,7 @@ from blocks.kubernetes import cluster_client
 from relay.analysis import Readings, ServerCounters
 from relay.aws.secrets import read_values
 from relay.platforms import AnyRollout, Current, Platform, Spec
-from relay.platforms.docker import DeploySpec, DockerPlatform
+from relay.platforms.docker import DeployResult, DeploySpec, DockerPlatform, kept_versions
 from relay.platforms.kubernetes import KubernetesPlatform, KubeRollout, KubeSpec
 from relay.settings import relay_home
 from relay.traffic import TrafficRouter, make_router
@@ -42,7 +43,7 @@ def _platform(docker_host: DockerHost, spec: Spec) -> Iterator[Platform]:
             api.close()
         return
     with docker_host.get_client() as client:
-        yield DockerPlatform(client, _router(spec))
+        yield DockerPlatform(client, _router(spec), relay_home())
 
 
 @contextmanager
@@ -117,6 +118,65 @@ def switch_traffic(docker_host: DockerHost, rollout: AnyRollout) -> None:
 def stop_previous_version(docker_host: DockerHost, rollout: AnyRollout) -> None:
     with _platform(docker_host, rollout.spec) as platform:
         platform.stop_previous(rollout)
+
+
+@task(name="keep-previous-version", cache_policy=NO_CACHE)
+def keep_previous_version(docker_host: DockerHost, rollout: AnyRollout, seconds: float) -> None:
+    """Blue/green on docker: the previous version stays up, without traffic, for `seconds`,
+    and the deploy ends; on kubernetes it waits that long, then stops it (as before)."""
+    if isinstance(rollout, KubeRollout):
+        time.sleep(seconds)
+        stop_previous_version.fn(docker_host, rollout)
+        return
+    with _platform(docker_host, rollout.spec) as platform:
+        kept = platform.keep_previous(rollout, seconds)
+    if kept is not None:
+        get_run_logger().info(
+            "%s: the previous version %s keeps running without traffic until %s UTC; "
+            "`relay rollback` switches back to it instantly until then",
+            rollout.spec.service,
+            kept.image,
+            kept.until[11:19],
+        )
+
+
+@task(name="switch-back", cache_policy=NO_CACHE)
+def switch_back(docker_host: DockerHost, spec: Spec) -> DeployResult | None:
+    """Traffic back to the kept previous version when it is `spec.image` and its window is
+    open (no container starts); None when there is no such version."""
+    if isinstance(spec, KubeSpec):
+        return None
+    with _platform(docker_host, spec) as platform:
+        kept = platform.kept(spec.app, spec.environment, spec.service)
+        if kept is None or kept.image != str(spec.image):
+            return None
+        started = time.perf_counter()
+        result: DeployResult = platform.switch_back(spec, kept)
+    get_run_logger().info(
+        "%s: switched back to the kept %s in %.3f s (no container started)",
+        spec.service,
+        kept.image,
+        time.perf_counter() - started,
+    )
+    return result
+
+
+@task(name="stop-expired-versions", cache_policy=NO_CACHE)
+def stop_expired_versions(docker_host: DockerHost) -> list[str]:
+    """Stop every kept previous version whose window has closed; their container names."""
+    stopped = []
+    with docker_host.get_client() as client:
+        for kept in kept_versions(relay_home()):
+            if not kept.expired:
+                continue
+            router = make_router(
+                "haproxy", name=f"{kept.app}-{kept.environment}", home=relay_home()
+            )
+            if DockerPlatform(client, router, relay_home()).stop_kept(kept):
+                stopped.append(kept.container)
+    if stopped:
+        get_run_logger().info("stopped the kept previous versions %s", ", ".join(stopped))
+    return stopped
 
 
 @task(name="abort-rollout", cache_policy=NO_CACHE)

@@ -38,6 +38,7 @@ from relay.strategies.steps import (
 from tasks.analysis import analyze_canary
 from tasks.deploy import (
     abort_rollout,
+    keep_previous_version,
     read_slot_counters,
     set_canary_weight,
     start_new_version,
@@ -128,8 +129,9 @@ async def _execute(step: object, run: _Run, smoke: StageSite | None) -> None:
         case SwitchActive():
             switch_traffic(run.docker_host, run.started)
             run.switched = True
-        case StopPrevious(after_seconds=after):
-            await asyncio.sleep(after)
+        case StopPrevious(after_seconds=after) if after > 0:
+            keep_previous_version(run.docker_host, run.started, after)
+        case StopPrevious():
             stop_previous_version(run.docker_host, run.started)
         case _:
             raise TypeError(f"no executor for step {step!r}")

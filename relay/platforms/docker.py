@@ -10,16 +10,25 @@ Glossary (as Argo Rollouts' context does):
 
 A deploy is: start in the free slot, wait until healthy, switch the router, stop the old one.
 If the new container never becomes healthy, it is removed and the old one keeps serving.
+
+Blue/green keeps the old one instead, for `keep_previous_seconds` (`keep_previous`): it runs
+without traffic, a small JSON file under `<home>/kept/` says until when, and the deploy ends (its
+lock freed). Within that window `switch_back` moves the traffic back through the router alone,
+as Argo Rollouts' `scaleDownDelaySeconds` allows; after it, `stop_kept` (from a scheduled run)
+or the service's next deploy (which starts in that slot) removes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import docker
 from docker.errors import APIError, NotFound
@@ -115,6 +124,36 @@ class DeployResult:
     previous: str | None
 
 
+@dataclass(frozen=True)
+class Kept:
+    """The previous version of a service, kept running without traffic after a switch, so
+    that switching back moves traffic only."""
+
+    app: str
+    environment: str
+    service: str
+    slot: str
+    container: str
+    image: str
+    until: str  # ISO 8601, UTC
+
+    @property
+    def expired(self) -> bool:
+        return datetime.fromisoformat(self.until) <= datetime.now(UTC)
+
+
+def kept_versions(home: Path) -> list[Kept]:
+    """Every previous version noted as kept under `home` (see `DockerPlatform.keep_previous`),
+    expired or not; unreadable notes are skipped."""
+    found = []
+    for path in sorted((home / "kept").glob("*.json")):
+        try:
+            found.append(Kept(**json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError):
+            continue
+    return found
+
+
 def _labels(spec: DeploySpec, slot: str) -> dict[str, str]:
     return {
         f"{LABEL}.managed": "true",
@@ -151,9 +190,13 @@ def health_ok(url: str, timeout: float = 2.0) -> bool:
 class DockerPlatform:
     type = "docker"
 
-    def __init__(self, client: docker.DockerClient, router: TrafficRouter) -> None:
+    def __init__(
+        self, client: docker.DockerClient, router: TrafficRouter, home: Path | None = None
+    ) -> None:
         self.client = client
         self.router = router
+        # Where kept previous versions are noted (`keep_previous`); None: never kept.
+        self.kept_dir = home / "kept" if home is not None else None
 
     def running(self, app: str, environment: str, service: str) -> list[Running]:
         """The service's containers in this environment, read from their labels."""
@@ -295,9 +338,108 @@ class DockerPlatform:
         self.stop_previous(rollout)
         return rollout.result()
 
+    # -- the previous version, kept for an instant switch back ------------------------------
+
+    def keep_previous(self, rollout: Rollout, seconds: float) -> Kept | None:
+        """Leave the previous version running without traffic for `seconds`, noted so that
+        `switch_back` can find it and `stop_kept` stop it; None when there is none (a
+        first deploy) or nowhere to note it (then it is stopped now)."""
+        if rollout.stable is None:
+            return None
+        if self.kept_dir is None:
+            self.stop_previous(rollout)
+            return None
+        spec = rollout.spec
+        kept = Kept(
+            app=spec.app,
+            environment=spec.environment,
+            service=spec.service,
+            slot=rollout.stable.slot,
+            container=rollout.stable.name,
+            image=rollout.stable.image,
+            until=(datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(),
+        )
+        path = self._kept_path(spec.app, spec.environment, spec.service)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(kept)))
+        return kept
+
+    def kept(self, app: str, environment: str, service: str) -> Kept | None:
+        """The kept previous version, if its window is open and it still runs without
+        traffic in its slot."""
+        if self.kept_dir is None:
+            return None
+        path = self._kept_path(app, environment, service)
+        try:
+            kept = Kept(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        if kept.expired:
+            return None
+        running = [
+            r
+            for r in self.running(app, environment, service)
+            if r.name == kept.container and r.status == "running" and r.slot == kept.slot
+        ]
+        return kept if running else None
+
+    def switch_back(self, spec: DeploySpec, kept: Kept) -> DeployResult:
+        """All traffic back to the kept version, through the router alone; then the version
+        that served is removed. `spec` is the service's spec for the kept image.
+
+        Raises:
+            StageFailed: the kept version does not answer its health check; nothing changed.
+        """
+        health = f"http://127.0.0.1:{spec.route.slots[kept.slot]}{spec.route.health}"
+        if not health_ok(health):
+            raise StageFailed(
+                f"{spec.service}: the kept version ({kept.image}) does not answer {health}; "
+                "nothing was switched"
+            )
+        serving = self.active(spec.app, spec.environment, spec.service)
+        self.router.mark_healthy(spec.service, kept.slot)
+        self.router.set_weight(spec.service, {kept.slot: 100, **_others(kept.slot, 0)})
+        self._forget(spec.app, spec.environment, spec.service)
+        if serving is not None and serving.slot != kept.slot:
+            self._remove(serving.container_id)
+        return DeployResult(
+            kept.slot,
+            kept.container,
+            kept.image,
+            spec.public_url,
+            True,
+            serving.image if serving is not None else None,
+        )
+
+    def stop_kept(self, kept: Kept) -> bool:
+        """Stop a kept version (its window closed), unless it serves again (switched back to):
+        either way it is no longer kept. True when a container was removed."""
+        self._forget(kept.app, kept.environment, kept.service)
+        if self._weights(kept.service).get(kept.slot, 0) > 0:
+            return False
+        return self._remove(kept.container)
+
+    def _weights(self, service: str) -> dict[str, int]:
+        try:
+            return self.router.weights(service)
+        except RelayError:
+            return {}
+
+    def _kept_path(self, app: str, environment: str, service: str) -> Path:
+        if self.kept_dir is None:
+            raise RuntimeError("this platform keeps no previous versions (no home)")
+        return self.kept_dir / f"{app}--{environment}--{service}.json"
+
+    def _forget(self, app: str, environment: str, service: str) -> None:
+        if self.kept_dir is not None:
+            self._kept_path(app, environment, service).unlink(missing_ok=True)
+
     def _start(self, spec: DeploySpec, slot: str, config_values: Mapping[str, str]) -> Container:
         name = container_name(spec.app, spec.environment, spec.service, slot)
-        self._remove(name)  # a leftover of an interrupted deploy, never the serving one
+        # A leftover of an interrupted deploy, or the previous version kept after a switch:
+        # never the serving one. Its window ends with it.
+        self._remove(name)
+        self._forget(spec.app, spec.environment, spec.service)
         port = spec.route.slots[slot]
         try:
             # docker's stubs leave "unless-stopped" out of the restart policies it takes.
@@ -346,15 +488,17 @@ class DockerPlatform:
             f"Last container output:\n{logs}"
         )
 
-    def _remove(self, name_or_id: str) -> None:
+    def _remove(self, name_or_id: str) -> bool:
+        """Stop and remove a container; False when there was none."""
         try:
             container = self.client.containers.get(name_or_id)
         except NotFound:
-            return
+            return False
         with contextlib.suppress(APIError):
             container.stop(timeout=10)
         with contextlib.suppress(NotFound):
             container.remove(force=True)
+        return True
 
     def remove_all(self, app: str, environment: str) -> int:
         """Remove every container of an application environment (tests and teardown)."""

@@ -24,6 +24,7 @@ NAMES = {
     "rollback-environment",
     "service-pipeline",
     "nightly-e2e",
+    "stop-kept-versions",
 }
 
 

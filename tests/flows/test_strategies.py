@@ -20,6 +20,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect_docker import DockerHost
 
 from deployments.approvals import PAUSED, auto_approving, decide
+from flows.kept_versions import stop_kept_versions
 from flows.strategies import blue_green, canary, rolling
 from relay.errors import RolledBack, TerminalError
 from relay.manifest import Analysis, Approval, Environment
@@ -137,7 +138,10 @@ def test_blue_green_switches_with_no_failed_request(
     versions = [v for _, v, _ in load.log]
     switch = versions.index("v2")
     assert set(versions[:switch]) == {"v1"} and set(versions[switch:]) == {"v2"}, "one clean switch"
-    assert running_images() == [images["v2"]]
+    assert sorted(running_images()) == sorted([images["v1"], images["v2"]]), "v1 kept, idle"
+    time.sleep(ENV.keep_previous_seconds)
+    assert f"relay-{APP}-test-echo-blue" in asyncio.run(stop_kept_versions())
+    assert running_images() == [images["v2"]], "after its window the previous version is gone"
 
 
 def test_a_version_that_never_starts_leaves_the_stable_one(

@@ -1,0 +1,91 @@
+"""Blue/green's instant switch back, on the real stack: after a switch the previous version
+keeps running without traffic for `keep_previous_seconds` while the deploy ends; `relay
+rollback` within that window moves traffic back through HAProxy alone, starting no container,
+under load without a failed request, and the ledger says so."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import closing
+from typing import Any
+
+import docker
+import pytest
+
+from flows.release import release
+from flows.rollback import rollback
+from relay.ledger import Ledger
+from relay.settings import ledger_path
+from tests.echo import Load
+from tests.flows.shop import Shop, shop_repository
+
+pytestmark = pytest.mark.stack
+
+OFFSETS = {"dev": 17000, "staging": 17250, "prod": 18000}
+KEEP_SECONDS = 60
+URL = f"http://127.0.0.1:{8004 + OFFSETS['staging']}/version"
+
+
+def blue_green_staging(manifest: dict[str, Any]) -> None:
+    staging = manifest["environments"]["staging"]
+    staging.update(strategy="blue_green", keep_previous_seconds=KEEP_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    with shop_repository(tmp_path_factory, "keep", OFFSETS, services=("payments",)) as shop:
+        shop.edit_manifest(blue_green_staging)
+        yield shop
+
+
+def containers(app: str) -> dict[str, str]:
+    """Running container id -> the commit it runs, of the app's staging."""
+    with closing(docker.DockerClient(base_url=os.environ["DOCKER_HOST"])) as client:
+        return {
+            str(c.id): c.labels["relay.commit"]
+            for c in client.containers.list(
+                filters={"label": [f"relay.app={app}", "relay.env=staging"]}
+            )
+        }
+
+
+def version() -> str:
+    with urllib.request.urlopen(URL, timeout=5) as response:
+        return str(json.load(response)["version"])
+
+
+def test_a_rollback_within_the_window_switches_back_without_starting_a_container(
+    shop: Shop,
+) -> None:
+    v1 = shop.commit("payments v1")
+    asyncio.run(release(str(shop.repo), v1, through="staging"))
+    shop.edit("services/payments/app.py", '"""', '"""Payments v2.\n')
+    v2 = shop.commit("payments v2")
+    started = time.monotonic()
+    asyncio.run(release(str(shop.repo), v2, base=v1, through="staging"))
+    assert time.monotonic() - started < KEEP_SECONDS, "the release did not wait out the window"
+    assert version() == v2
+    before = containers(shop.app)
+    assert sorted(before.values()) == sorted([v1, v2]), "v1 is kept running beside v2"
+
+    with Load(URL) as load:
+        load.wait_for_more(20)
+        asyncio.run(rollback(str(shop.repo), "payments", "staging"))
+        load.wait_for_more(20)
+
+    assert version() == v1
+    after = containers(shop.app)
+    assert set(after) < set(before), "no container started; v2's was removed"
+    assert list(after.values()) == [v1]
+    assert not load.transport_errors, load.transport_errors[:3]
+    assert {status for _, _, status in load.log} == {200}, "no client request failed"
+    seen = [v for _, v, _ in load.log]
+    assert seen[0] == v2 and seen[-1] == v1 and seen.index(v1) == len(seen) - seen[::-1].index(v2)
+    record = Ledger(ledger_path()).current(shop.app, "staging", "payments")
+    assert record is not None and record.commit == v1 and record.strategy == "rollback"
+    assert "switched back to the kept previous version" in (record.comment or "")
