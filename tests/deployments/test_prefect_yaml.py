@@ -26,6 +26,7 @@ NAMES = {
     "nightly-e2e",
     "stop-kept-versions",
 }
+KEPT = "stop-kept-versions/stop-kept-versions"
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,10 @@ def registered(shop: Shop) -> Iterator[None]:
     yield
     if before.get("repository"):  # leave the demo's nightly run pointing where it did
         register_deployments(str(before["repository"]))
+    with get_client(sync_client=True) as client:
+        # Its minute-by-minute runs would only add load to the rest of the session; `relay
+        # deploy` (make demo) registers it active again.
+        client.pause_deployment(client.read_deployment_by_name(KEPT).id)
 
 
 def test_every_deployment_is_registered_with_the_nightly_schedule(registered: None) -> None:
@@ -59,6 +64,8 @@ def test_every_deployment_is_registered_with_the_nightly_schedule(registered: No
         ("30 3 * * *", "UTC", True)
     ]
     assert all(deployments[n].work_pool_name == "relay" for n in NAMES)
+    kept = deployments["stop-kept-versions"].schedules
+    assert [(s.schedule.interval.total_seconds(), s.active) for s in kept] == [(60, True)]
     workdir = nightly.pull_steps[0]["prefect.deployments.steps.set_working_directory"]
     assert Path(workdir["directory"]) == Path(__file__).resolve().parents[2]
 
