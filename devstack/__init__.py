@@ -36,7 +36,8 @@ socket lives under it and a unix socket path has a limit of about 107 bytes)::
     docker.sock             the engine's API socket (DOCKER_HOST)
     docker/data, docker/exec   dockerd --data-root (kept: the per-machine cache) and --exec-root
     registry/config.yml, registry/data    registry config and blobs (kept)
-    prefect/                PREFECT_HOME of the server (SQLite database, kept)
+    prefect/                PREFECT_HOME of the server (SQLite database, kept; a server that
+                            `make test` starts begins empty, the old one kept as .previous)
     logs/<name>.log         stdout and stderr of each process
     run/<name>.pid          PID of each process. ``down`` stops every process with a pidfile
                             here, other code's too (for example ``haproxy-<service>.pid``), but

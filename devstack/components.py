@@ -138,11 +138,23 @@ def _prefect_env(p: Paths) -> dict[str, str]:
     return env
 
 
+# Set by `make test` (scripts/test): a Prefect server this command starts begins with an empty
+# database. Runs pile up (a test session makes thousands), and the embedded SQLite server
+# slows down and answers 503s once its file reaches a few hundred MB; the previous database
+# is kept beside it as prefect.db.previous, one generation.
+FRESH_PREFECT_DB = "RELAY_PREFECT_FRESH_DB"
+
+
 def _prefect_prepare(p: Paths) -> None:
     if importlib.util.find_spec("prefect") is None:  # locate only; devstack never imports prefect
         raise StackError(
             f"prefect is not installed in {sys.executable}: pip install prefect==3.9.1"
         )
+    if os.environ.get(FRESH_PREFECT_DB) == "1":
+        for suffix in ("", "-wal", "-shm"):
+            db = p.prefect_home / f"prefect.db{suffix}"
+            if db.exists():
+                db.replace(p.prefect_home / f"prefect.db.previous{suffix}")
 
 
 def _ok(url: str, expect: int = 200) -> Callable[[Paths], bool]:

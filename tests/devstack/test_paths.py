@@ -47,3 +47,24 @@ def test_a_home_too_long_for_containerds_socket_is_refused(tmp_path: Path) -> No
     paths = Paths(tmp_path / ("x" * 80))
     with pytest.raises(devstack.StackError, match="RELAY_HOME=.* is too long"):
         paths.check_length()
+
+
+def test_make_test_starts_prefect_on_an_empty_database_keeping_one_previous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make test` (RELAY_PREFECT_FRESH_DB=1): a server it starts does not inherit the runs of
+    every earlier session; `relay stack up` alone keeps them."""
+    from devstack.components import FRESH_PREFECT_DB, _prefect_prepare
+
+    paths = Paths(tmp_path)
+    paths.prefect_home.mkdir()
+    db = paths.prefect_home / "prefect.db"
+    db.write_text("runs of earlier sessions")
+    monkeypatch.delenv(FRESH_PREFECT_DB, raising=False)
+    _prefect_prepare(paths)
+    assert db.read_text() == "runs of earlier sessions"
+
+    monkeypatch.setenv(FRESH_PREFECT_DB, "1")
+    _prefect_prepare(paths)
+    assert not db.exists()
+    assert (paths.prefect_home / "prefect.db.previous").read_text() == "runs of earlier sessions"
