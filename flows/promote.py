@@ -117,7 +117,8 @@ async def promote(
         label_run(app=manifest.app, commit=checkout.commit, release=made.id)
         previous = previous_environment(manifest, environment)
         selected = _selected(manifest, made, services)
-        verify_promotable(made, selected, previous)
+        soak = manifest.environments[environment].soak_seconds
+        verify_promotable(made, selected, previous, environment, soak)
         images = [(s, str(made.image(s))) for s in selected]
         check_image_scans(manifest.image_scan, manifest.app, images)
         docker_host = DockerHost()

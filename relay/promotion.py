@@ -4,6 +4,7 @@ person who approves production sees exactly what changes."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 
 from relay.errors import TerminalError
 from relay.ledger import Record
@@ -35,6 +36,31 @@ def refusals(
         for service in services
         if passed.get(service) is None
     ]
+
+
+def soak_refusal(
+    release: Release,
+    passed: Mapping[str, Record],
+    previous: str,
+    environment: str,
+    soak_seconds: int,
+    now: datetime,
+) -> str | None:
+    """Why `release` may not go to `environment` yet: it has not served `previous` for
+    `soak_seconds` (counted from when the last of its digests there finished deploying);
+    None when it may."""
+    if not soak_seconds or not passed:
+        return None
+    since = max(record.ended_at for record in passed.values())
+    ready = since + timedelta(seconds=soak_seconds)
+    if now >= ready:
+        return None
+    return (
+        f"release {release.short_id} has served {previous} since {since:%Y-%m-%d %H:%M:%S} UTC, "
+        f"{int((now - since).total_seconds())} s of the {soak_seconds} s that "
+        f"environments.{environment}.soak_seconds asks; it may be promoted to {environment} "
+        f"at {ready:%Y-%m-%d %H:%M:%S} UTC (in {int((ready - now).total_seconds()) + 1} s)"
+    )
 
 
 def approval_description(

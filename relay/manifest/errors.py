@@ -25,6 +25,7 @@ from relay.manifest.limits import (
     PROGRESS_DEADLINE_MIN,
     REPLICAS_MAX,
     REPLICAS_MIN,
+    SOAK_MAX,
 )
 from relay.manifest.messages import (
     COMMAND_HINT,
@@ -93,6 +94,7 @@ _EXAMPLES = {
     "max_error_rate_increase": "0.02 (2 points above the stable version's rate)",
     "max_response_ratio": "1.5 (the stable version's mean time x 1.5)",
     "keep_previous_seconds": "30",
+    "soak_seconds": "3600 (an hour in the environment before)",
     "branch": "main",
     "secret_keys": "[DATABASE_URL]",
     "cloudwatch_alarms": "[shop-prod-5xx]",
@@ -159,6 +161,7 @@ _RANGES: dict[str, tuple[int, int | None]] = {
     "max_error_rate_increase": (0, 1),
     "max_response_ratio": (1, None),
     "keep_previous_seconds": (0, KEEP_PREVIOUS_MAX),
+    "soak_seconds": (0, SOAK_MAX),
     "replicas": (REPLICAS_MIN, REPLICAS_MAX),
     "progress_deadline_seconds": (PROGRESS_DEADLINE_MIN, PROGRESS_DEADLINE_MAX),
 }

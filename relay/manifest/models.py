@@ -52,6 +52,7 @@ from relay.manifest.limits import (
     PROGRESS_DEADLINE_MIN,
     REPLICAS_MAX,
     REPLICAS_MIN,
+    SOAK_MAX,
 )
 from relay.manifest.ports import ServicePorts, docker_ports
 
@@ -203,6 +204,9 @@ class Environment(_Model):
     approval: Approval = Field(default_factory=Approval)
     analysis: Analysis = Field(default_factory=Analysis)
     keep_previous_seconds: Annotated[float, Field(ge=0, le=KEEP_PREVIOUS_MAX)] = 30
+    # How long a release must have served the environment before this one, before it may be
+    # promoted here (Kargo's soak time); 0: no wait.
+    soak_seconds: Annotated[int, Field(ge=0, le=SOAK_MAX)] = 0
     smoke_tests: Command | None = None
     # The git branch whose pushes release into this environment (see relay/webhooks.py).
     branch: Annotated[str, Field(min_length=1)] | None = None

@@ -1,7 +1,8 @@
 """Blue/green's instant switch back, on the real stack: after a switch the previous version
 keeps running without traffic for `keep_previous_seconds` while the deploy ends; `relay
 rollback` within that window moves traffic back through HAProxy alone, starting no container,
-under load without a failed request, and the ledger says so."""
+under load without a failed request, and the ledger says so. And a release that has not served
+staging for production's `soak_seconds` is not promoted yet."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from typing import Any
 import docker
 import pytest
 
+from flows.promote import promote
 from flows.release import release
 from flows.rollback import rollback
+from relay.errors import TerminalError
 from relay.ledger import Ledger
 from relay.settings import ledger_path
 from tests.echo import Load
@@ -28,12 +31,14 @@ pytestmark = pytest.mark.stack
 
 OFFSETS = {"dev": 17000, "staging": 17250, "prod": 18000}
 KEEP_SECONDS = 60
+SOAK_SECONDS = 3600
 URL = f"http://127.0.0.1:{8004 + OFFSETS['staging']}/version"
 
 
 def blue_green_staging(manifest: dict[str, Any]) -> None:
     staging = manifest["environments"]["staging"]
     staging.update(strategy="blue_green", keep_previous_seconds=KEEP_SECONDS)
+    manifest["environments"]["prod"]["soak_seconds"] = SOAK_SECONDS
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +94,18 @@ def test_a_rollback_within_the_window_switches_back_without_starting_a_container
     record = Ledger(ledger_path()).current(shop.app, "staging", "payments")
     assert record is not None and record.commit == v1 and record.strategy == "rollback"
     assert "switched back to the kept previous version" in (record.comment or "")
+
+
+def test_a_promotion_before_the_soak_time_is_refused_saying_when_it_may_go(shop: Shop) -> None:
+    staged = Ledger(ledger_path()).current(shop.app, "staging", "payments")
+    assert staged is not None, "the release above serves staging"
+    with pytest.raises(TerminalError) as refused:
+        asyncio.run(promote(str(shop.repo), staged.commit, "prod"))
+    message = str(refused.value)
+    assert "environments.prod.soak_seconds" in message and "nothing was deployed" in message
+    ready = staged.ended_at.timestamp() + SOAK_SECONDS
+    assert (
+        f"may be promoted to prod at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(ready))} UTC"
+        in message
+    )
+    assert Ledger(ledger_path()).current(shop.app, "prod", "payments") is None
