@@ -38,7 +38,7 @@ __all__ = [
     "table_rows",
 ]
 
-_FAILED = {Outcome.FAILED, Outcome.ROLLED_BACK}
+_FAILED = {Outcome.FAILED, Outcome.ROLLED_BACK, Outcome.WATCH_FAILED}
 _DEPLOYED = {Outcome.SUCCEEDED, *_FAILED}
 ROLLBACK = "rollback"  # the strategy of the rollback flow's records
 

@@ -85,6 +85,11 @@ class RolledBack(StageFailed):
     """A new version was taken out again after it started; the previous version serves."""
 
 
+class WatchFailed(RolledBack):
+    """A new version failed while it was watched after taking all traffic (`watch_seconds`),
+    and was taken out again; the previous version serves."""
+
+
 class Cancelled(RelayError):
     """A person cancelled the run (`relay cancel`, the Prefect UI's Cancel): it stops at its
     next step, and a new version that has traffic is taken out again."""

@@ -38,7 +38,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator, model_validator
 
-from relay.errors import NotApproved, RolledBack, TerminalError, TransientError
+from relay.errors import NotApproved, RolledBack, TerminalError, TransientError, WatchFailed
 from relay.releases import Arrival, Release, Via
 from relay.replay import Window
 
@@ -57,6 +57,8 @@ _PINNED = re.compile(r"[^@\s]+@sha256:[0-9a-f]{64}")
 class Outcome(StrEnum):
     SUCCEEDED = "succeeded"
     ROLLED_BACK = "rolled_back"
+    # It took all traffic, then failed while watched (watch_seconds) and was put back.
+    WATCH_FAILED = "watch_failed"
     REJECTED = "rejected"
     FAILED = "failed"
     # A release left the service as it was: it already ran that digest with those settings.
@@ -67,6 +69,8 @@ class Outcome(StrEnum):
 def outcome_of(exc: BaseException) -> Outcome:
     """What an attempt that ended with `exc` is: put back (a canary or a train rolled back),
     rejected (a person, or no answer in time), or failed (anything else)."""
+    if isinstance(exc, WatchFailed):
+        return Outcome.WATCH_FAILED
     if isinstance(exc, RolledBack):
         return Outcome.ROLLED_BACK
     if isinstance(exc, NotApproved):

@@ -75,3 +75,31 @@ def analyze_canary(
         "; ".join(judgement.reasons) or "within limits",
     )
     return judgement
+
+
+@task(name="watch-new-version", cache_policy=NO_CACHE)
+def judge_watch(
+    spec: Spec,
+    seconds: float,
+    before: Readings,
+    after: Readings,
+    analysis: Analysis,
+    alarm_states: dict[str, str] | None = None,
+) -> Judgement:
+    """The new version after the switch, over the watch window: by the absolute limits and the
+    alarms (the previous version has no traffic left to compare with). Too few requests says
+    nothing, and does not fail it."""
+    absolute = analysis.model_copy(
+        update={"max_error_rate_increase": None, "max_response_ratio": None}
+    )
+    judgement = with_alarms(
+        judge(window(before.canary, after.canary), absolute), alarm_states or {}
+    )
+    get_run_logger().info(
+        "%s watched for %s s with all traffic: %s (%s)",
+        spec.service,
+        seconds,
+        judgement.verdict.value,
+        "; ".join(judgement.reasons) or "within limits",
+    )
+    return judgement

@@ -20,7 +20,7 @@ from prefect_docker import DockerHost
 
 from flows.approval import approval
 from relay.analysis import Readings, Verdict, judge_alarms, next_step
-from relay.errors import NotApproved, RolledBack, StageFailed
+from relay.errors import NotApproved, RolledBack, StageFailed, WatchFailed
 from relay.manifest import Environment
 from relay.platforms import AnyRollout, DeployResult, Spec
 from relay.platforms.docker import Rollout, health_ok
@@ -34,8 +34,9 @@ from relay.strategies.steps import (
     StepPlan,
     StopPrevious,
     SwitchActive,
+    Watch,
 )
-from tasks.analysis import analyze_canary
+from tasks.analysis import analyze_canary, judge_watch
 from tasks.deploy import (
     abort_rollout,
     keep_previous_version,
@@ -129,6 +130,8 @@ async def _execute(step: object, run: _Run, smoke: StageSite | None) -> None:
         case SwitchActive():
             switch_traffic(run.docker_host, run.started)
             run.switched = True
+        case Watch(seconds=seconds):
+            await _watch(run, seconds)
         case StopPrevious(after_seconds=after) if after > 0:
             keep_previous_version(run.docker_host, run.started, after)
         case StopPrevious():
@@ -184,6 +187,28 @@ async def _analyze(run: _Run) -> None:
     if health and judgement.verdict != Verdict.FAILED and not health_ok(health):
         await _decide(run, Verdict.FAILED, [f"the canary stopped answering {health}"])
     await _decide(run, judgement.verdict, judgement.reasons)
+
+
+async def _watch(run: _Run, seconds: float) -> None:
+    """Judge the new version with all traffic for `seconds` while the previous one still runs;
+    a failure puts the previous one back (the weights, then the new one removed)."""
+    rollout = run.started
+    alarms = list(run.env.analysis.cloudwatch_alarms)
+    where = f"relay.yaml: environments.{run.spec.environment}.analysis.cloudwatch_alarms"
+    opened = read_slot_counters(rollout)
+    await _pause(seconds)
+    closed = read_slot_counters(rollout)
+    states = read_alarm_states(alarms, where) if alarms else None
+    if opened is None or closed is None:  # kubernetes: no request counters, the alarms alone
+        judgement = judge_alarms(states)
+    else:
+        judgement = judge_watch(run.spec, seconds, opened, closed, run.env.analysis, states)
+    if judgement.verdict == Verdict.FAILED:
+        abort_rollout(run.docker_host, rollout)
+        raise WatchFailed(
+            f"{run.spec.service}: failed while watched with all traffic after the switch "
+            f"({'; '.join(judgement.reasons)}); the previous version serves again"
+        )
 
 
 async def _decide(run: _Run, verdict: Verdict, reasons: list[str]) -> None:

@@ -95,6 +95,7 @@ _EXAMPLES = {
     "max_response_ratio": "1.5 (the stable version's mean time x 1.5)",
     "keep_previous_seconds": "30",
     "soak_seconds": "3600 (an hour in the environment before)",
+    "watch_seconds": "60",
     "branch": "main",
     "secret_keys": "[DATABASE_URL]",
     "cloudwatch_alarms": "[shop-prod-5xx]",
@@ -162,6 +163,7 @@ _RANGES: dict[str, tuple[int, int | None]] = {
     "max_response_ratio": (1, None),
     "keep_previous_seconds": (0, KEEP_PREVIOUS_MAX),
     "soak_seconds": (0, SOAK_MAX),
+    "watch_seconds": (0, KEEP_PREVIOUS_MAX),
     "replicas": (REPLICAS_MIN, REPLICAS_MAX),
     "progress_deadline_seconds": (PROGRESS_DEADLINE_MIN, PROGRESS_DEADLINE_MAX),
 }
@@ -172,6 +174,7 @@ _FRACTIONAL = {
     "max_error_rate_increase",
     "max_response_ratio",
     "keep_previous_seconds",
+    "watch_seconds",
 }
 _INT_ERRORS = {"int_type", "int_parsing", "int_from_float"}
 _FLOAT_ERRORS = {"float_type", "float_parsing"}

@@ -207,6 +207,10 @@ class Environment(_Model):
     # How long a release must have served the environment before this one, before it may be
     # promoted here (Kargo's soak time); 0: no wait.
     soak_seconds: Annotated[int, Field(ge=0, le=SOAK_MAX)] = 0
+    # How long a new version that took all traffic (canary, blue/green) is still judged, by
+    # `analysis`'s absolute limits and alarms, before the previous one stops; a failure then
+    # puts the previous version back (CodeDeploy's alarm rollback); 0: not watched.
+    watch_seconds: Annotated[float, Field(ge=0, le=KEEP_PREVIOUS_MAX)] = 0
     smoke_tests: Command | None = None
     # The git branch whose pushes release into this environment (see relay/webhooks.py).
     branch: Annotated[str, Field(min_length=1)] | None = None

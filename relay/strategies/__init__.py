@@ -20,6 +20,7 @@ from relay.strategies.steps import (
     StepPlan,
     StopPrevious,
     SwitchActive,
+    Watch,
 )
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "StepPlan",
     "StopPrevious",
     "SwitchActive",
+    "Watch",
     "plan_for",
 ]
 

@@ -10,14 +10,15 @@ from relay.strategies.steps import (
     StopPrevious,
     SwitchActive,
     optional_smoke_test,
+    optional_watch,
 )
 
 STRATEGY = "blue_green"
 
 
 def plan(env: Environment, has_previous: bool) -> StepPlan:
-    """Start, smoke test if configured, switch, stop the previous version after
-    `env.keep_previous_seconds`.
+    """Start, smoke test if configured, switch, watch if configured, stop the previous version
+    after `env.keep_previous_seconds`.
 
     A first deployment has nothing to switch back to, so it does not wait before the (no-op)
     stop.
@@ -29,6 +30,7 @@ def plan(env: Environment, has_previous: bool) -> StepPlan:
             StartNew(),
             *optional_smoke_test(env),
             SwitchActive(),
+            *optional_watch(env, has_previous),
             StopPrevious(after_seconds=keep_previous),
         ],
     )

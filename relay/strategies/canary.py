@@ -15,6 +15,7 @@ from relay.strategies.steps import (
     StopPrevious,
     SwitchActive,
     optional_smoke_test,
+    optional_watch,
 )
 
 STRATEGY = "canary"
@@ -23,7 +24,7 @@ STRATEGY = "canary"
 def plan(env: Environment, has_previous: bool) -> StepPlan:
     """Start, smoke test if configured, then for each canary weight below 100: set the weight,
     let the new version serve for `analysis.interval_seconds`, judge it; finally switch all
-    traffic and stop the previous version.
+    traffic, watch it if configured, and stop the previous version.
 
     A first deployment (`has_previous` False) gets the rolling plan instead. With no stable
     version there is nothing to split traffic with: at every weight all requests would still go
@@ -36,7 +37,7 @@ def plan(env: Environment, has_previous: bool) -> StepPlan:
     for weight in env.canary_steps:
         if weight < 100:  # the last weight, 100, is the switch
             steps += _canary_step(weight, env.analysis)
-    steps += [SwitchActive(), StopPrevious()]
+    steps += [SwitchActive(), *optional_watch(env, has_previous), StopPrevious()]
     return StepPlan(strategy=STRATEGY, steps=steps)
 
 

@@ -30,7 +30,9 @@ __all__ = [
     "StepPlan",
     "StopPrevious",
     "SwitchActive",
+    "Watch",
     "optional_smoke_test",
+    "optional_watch",
 ]
 
 
@@ -96,6 +98,20 @@ class SwitchActive(_Step):
         return "all traffic to the new version"
 
 
+class Watch(_Step):
+    """Keep judging the new version, which takes all traffic now, for `seconds`; the previous
+    version still runs, and a failure puts it back."""
+
+    kind: Literal["watch"] = "watch"
+    seconds: Annotated[float, Field(gt=0)]
+
+    def describe(self) -> str:
+        return (
+            f"watch the new version with all traffic for {_seconds(self.seconds)}; "
+            "put the previous version back if it fails"
+        )
+
+
 class StopPrevious(_Step):
     """Stop the previous version, `after_seconds` after this step starts.
 
@@ -115,7 +131,7 @@ class StopPrevious(_Step):
 
 
 Step = Annotated[
-    StartNew | SmokeTest | SetWeight | Pause | Analyze | SwitchActive | StopPrevious,
+    StartNew | SmokeTest | SetWeight | Pause | Analyze | SwitchActive | Watch | StopPrevious,
     Field(discriminator="kind"),
 ]
 
@@ -131,6 +147,12 @@ class StepPlan(BaseModel):
     def describe(self) -> list[str]:
         """One line per step, for people: "10% of traffic to the new version"."""
         return [step.describe() for step in self.steps]
+
+
+def optional_watch(env: Environment, has_previous: bool) -> list[Step]:
+    """`[Watch(...)]` when the environment watches new versions and there is a previous one to
+    put back, else `[]`."""
+    return [Watch(seconds=env.watch_seconds)] if env.watch_seconds and has_previous else []
 
 
 def optional_smoke_test(env: Environment) -> list[Step]:

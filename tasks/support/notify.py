@@ -120,7 +120,7 @@ def notify_rollback(record: Record) -> bool:
     deployed the previous good version (strategy `rollback`)."""
     where = f"{record.app} {record.service} in {record.environment}"
     link = run_url(record.flow_run_id) if record.flow_run_id else ""
-    if record.outcome == Outcome.ROLLED_BACK:
+    if record.outcome in (Outcome.ROLLED_BACK, Outcome.WATCH_FAILED):
         subject = f"Rolled back: {where}"
         body = f"{record.image} (commit {record.commit[:12]}) was rolled back: {record.reason}"
     elif record.strategy == "rollback" and record.outcome == Outcome.SUCCEEDED:

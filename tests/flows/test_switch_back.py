@@ -1,8 +1,9 @@
 """Blue/green's instant switch back, on the real stack: after a switch the previous version
 keeps running without traffic for `keep_previous_seconds` while the deploy ends; `relay
 rollback` within that window moves traffic back through HAProxy alone, starting no container,
-under load without a failed request, and the ledger says so. And a release that has not served
-staging for production's `soak_seconds` is not promoted yet."""
+under load without a failed request, and the ledger says so. A release that has not served
+staging for production's `soak_seconds` is not promoted yet; and a version that starts failing
+while it is watched after its switch (`watch_seconds`) is put back, recorded as such."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ import pytest
 from flows.promote import promote
 from flows.release import release
 from flows.rollback import rollback
-from relay.errors import TerminalError
-from relay.ledger import Ledger
+from relay.errors import RolledBack, TerminalError
+from relay.ledger import Ledger, Outcome
 from relay.settings import ledger_path
 from tests.echo import Load
 from tests.flows.shop import Shop, shop_repository
@@ -109,3 +110,35 @@ def test_a_promotion_before_the_soak_time_is_refused_saying_when_it_may_go(shop:
         in message
     )
     assert Ledger(ledger_path()).current(shop.app, "prod", "payments") is None
+
+
+# Payments that answers /version with 500 from 2 s after it started, in staging only (dev's
+# integration tests pass): it passes its health checks and takes all traffic, then fails.
+FAILS_LATER = """    def version(self, params, raw, request_id):
+        import os, time
+        staging = os.environ.get("RELAY_ENVIRONMENT") == "staging"
+        late = staging and time.monotonic() - self.started > 2
+        return (500 if late else 200), {"service": SERVICE, "version": self.service_version}
+"""
+
+
+def test_a_version_failing_while_watched_after_its_switch_is_put_back(shop: Shop) -> None:
+    before = Ledger(ledger_path()).current(shop.app, "staging", "payments")
+    assert before is not None
+    shop.edit_manifest(lambda m: m["environments"]["staging"].update(watch_seconds=6))
+    app = shop.repo / "services/payments/app.py"
+    started = "        self.started = __import__('time').monotonic()\n"
+    code = app.read_text().replace("    def healthz(", started + "\n    def healthz(", 1)
+    start = code.index("    def version(self, params, raw, request_id):")
+    end = code.index("    def charge(", start)
+    app.write_text(code[:start] + FAILS_LATER + "\n" + code[end:])
+    late = shop.commit("payments that fails a while after it starts")
+
+    with Load(URL) as load, pytest.raises(RolledBack, match="failed while watched") as failed:
+        asyncio.run(release(str(shop.repo), late, base=before.commit, through="staging"))
+    assert "error rate" in str(failed.value)
+    assert version() == before.commit, "the previous version serves again"
+    assert any(v == late for _, v, _ in load.log), "the new version took traffic first"
+    [record] = Ledger(ledger_path()).history(shop.app, "payments", "staging", limit=1)
+    assert record.outcome == Outcome.WATCH_FAILED and record.commit == late
+    assert "failed while watched with all traffic after the switch" in record.reason

@@ -51,6 +51,28 @@ def env(**settings: Any) -> Environment:
             ["start_new", "switch_active", "stop_previous"],
             id="blue-green-first-deployment",
         ),
+        pytest.param(
+            env(strategy="blue_green", watch_seconds=30),
+            True,
+            "blue_green",
+            ["start_new", "switch_active", "watch", "stop_previous"],
+            id="blue-green-watched-while-the-previous-still-runs",
+        ),
+        pytest.param(
+            env(strategy="canary", canary_steps=[50, 100], watch_seconds=30),
+            True,
+            "canary",
+            ["start_new", "set_weight", "pause", "analyze", "switch_active", "watch"]
+            + ["stop_previous"],
+            id="canary-watched-after-its-last-step",
+        ),
+        pytest.param(
+            env(strategy="blue_green", watch_seconds=30),
+            False,
+            "blue_green",
+            ["start_new", "switch_active", "stop_previous"],
+            id="nothing-to-put-back-nothing-watched",
+        ),
     ],
 )
 def test_plan_for_picks_the_environment_strategy(
