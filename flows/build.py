@@ -29,7 +29,13 @@ from tasks.sast import run_sast
 from tasks.scan import check_image_scan
 from tasks.security import audit_image_packages, check_compliance
 from tasks.source import Checkout, checkout_commit, read_manifest, service_tree_hash
-from tasks.stages import compile_service, prepare_stage_image, run_unit_tests, site_of
+from tasks.stages import (
+    compile_service,
+    prepare_stage_image,
+    run_unit_tests,
+    sast_site,
+    site_of,
+)
 from tasks.support.logs import SHIP_LOGS
 from tasks.support.tracing import relay_attributes
 
@@ -143,7 +149,7 @@ def _build_and_push(
             run_sast(
                 docker_host,
                 service,
-                site,
+                sast_site(docker_host, site, commands.sast_by_relay),
                 commands.sast,
                 spec.sast.fail_on,
                 artifact_key(manifest.app, service, "sast"),

@@ -71,7 +71,7 @@ def format_status(rows: Iterable[Record]) -> str:
 def format_history(records: Iterable[Record]) -> str:
     """`relay history SERVICE`: one line per attempt, in the order given (newest first)."""
     headers = ["WHEN (UTC)", "ENVIRONMENT", "OUTCOME", "DIGEST", "COMMIT", "STRATEGY"]
-    headers += ["APPROVER", "CONFIG", "REASON"]
+    headers += ["APPROVER", "CONFIG", "REASON OR COMMENT"]
     cells = [
         (
             _minute(r.ended_at),
@@ -82,7 +82,7 @@ def format_history(records: Iterable[Record]) -> str:
             r.strategy,
             r.approver or "-",
             _short_config(r.config),
-            next(iter(r.reason.splitlines()), ""),
+            next(iter((r.reason or r.comment or "").splitlines()), ""),
         )
         for r in records
     ]

@@ -75,6 +75,31 @@ def prepare_stage_image(
     return prepared
 
 
+# Relay's default SAST for Python, bandit, reads the source and imports nothing from it: it runs
+# in Relay's own image (python:3.11-slim with bandit pinned, built once per engine), so that a
+# service whose image or test stage has no bandit needs nothing for it. A `sast.command` of the
+# service's own runs where its other stages do.
+SAST_BASE = "python:3.11-slim"
+SAST_SETUP = ["pip", "install", "--no-cache-dir", "bandit==1.9.4"]
+
+
+@task(name="prepare-sast-image", cache_policy=NO_CACHE)
+def prepare_sast_image(docker_host: DockerHost) -> StageImage:
+    with docker_host.get_client() as client:
+        _ensure_local(client, SAST_BASE)
+        base_id = str(client.images.get(SAST_BASE).id)
+        tag = setup_tag("relay-stage/relay-sast", base_id, SAST_SETUP, {})
+        return setup_image(client, SAST_BASE, SAST_SETUP, {}, tag)
+
+
+def sast_site(docker_host: DockerHost, site: StageSite, relays: bool) -> StageSite:
+    """Where SAST runs: Relay's SAST image for Relay's default command (unless the service's
+    stages run on the worker), else with the service's other stages."""
+    if not relays or site.image is None:
+        return site
+    return StageSite(site.directory, prepare_sast_image(docker_host).image, site.inside)
+
+
 def _ensure_local(client: docker.DockerClient, image: str) -> None:
     """A stage image named in relay.yaml is pulled once when the engine does not have it."""
     try:

@@ -96,6 +96,8 @@ class StageCommands:
     integration_tests: list[str] | None
     sast: list[str] | None
     skipped: dict[str, str] = field(default_factory=dict)
+    # The SAST command is Relay's default (bandit for Python), not one relay.yaml gives.
+    sast_by_relay: bool = False
 
 
 def stage_commands(service: Service, directory: Path) -> StageCommands:
@@ -103,6 +105,7 @@ def stage_commands(service: Service, directory: Path) -> StageCommands:
     language = language_of(directory)
     chosen: dict[str, list[str] | None] = {}
     skipped: dict[str, str] = {}
+    defaults: set[str] = set()
     for stage in STAGES:
         written, command = _written(service, stage)
         if written:
@@ -113,6 +116,8 @@ def stage_commands(service: Service, directory: Path) -> StageCommands:
         chosen[stage], why = _default(language, stage, directory)
         if why:
             skipped[stage] = why
+        else:
+            defaults.add(stage)
     return StageCommands(
         language=language,
         build=chosen["build"],
@@ -120,6 +125,7 @@ def stage_commands(service: Service, directory: Path) -> StageCommands:
         integration_tests=chosen["integration_tests"],
         sast=chosen["sast"],
         skipped=skipped,
+        sast_by_relay="sast" in defaults,
     )
 
 
