@@ -326,9 +326,14 @@ def cmd_analysis(args: argparse.Namespace) -> int:
     else:
         raise RelayError(f"relay analysis {args.service}: add --env ENV (or --run RUN)")
     if not windows:
+        where = (
+            f"run {args.run_id or args.run!r}"
+            if args.service == "replay" or args.run
+            else f"{args.service} in {args.env}"
+        )
         raise RelayError(
-            "no analysis windows recorded there: a window is recorded for each canary step "
-            "judged by its traffic; `relay history SERVICE` lists the deployments"
+            f"no analysis windows recorded for {where}: a window is recorded for each canary "
+            "step judged by its traffic; `relay history SERVICE` lists the deployments"
         )
     replayed = None
     if args.service == "replay":

@@ -113,7 +113,10 @@ class Replay:
         """One sentence: passed, or where and why it would have stopped."""
         stop = self.stopped_at
         if stop is not None:
-            verb = "fails" if stop.action == "stop" else "waits for a person"
+            verb = {
+                ("stop", Verdict.FAILED): "fails",
+                ("stop", Verdict.INCONCLUSIVE): "stops, inconclusive (on_inconclusive: fail),",
+            }.get((stop.action, stop.judgement.verdict), "waits for a person")
             return (
                 f"with these limits the canary {verb} at step {stop.window.step} "
                 f"({stop.window.weight}%): {'; '.join(stop.judgement.reasons)}"
