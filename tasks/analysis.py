@@ -11,7 +11,15 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from relay.analysis import Judgement, Readings, judge, window, with_alarms
+from relay.analysis import (
+    Judgement,
+    Readings,
+    ServerCounters,
+    Verdict,
+    judge,
+    window,
+    with_alarms,
+)
 from relay.ledger import Ledger
 from relay.manifest import Analysis
 from relay.platforms import Spec
@@ -24,23 +32,27 @@ def analyze_canary(
     spec: Spec,
     weight: int,
     step: tuple[int, int],
-    before: Readings,
-    after: Readings,
+    canary: ServerCounters | None,
+    stable: ServerCounters | None,
     started_at: datetime,
     analysis: Analysis,
     runs: tuple[str, str | None],
     artifact_key: str,
     alarm_states: dict[str, str] | None = None,
+    source: str = "HAProxy",
 ) -> Judgement:
-    """Judge one step (`step`: its number and how many the plan has) and record its window
-    under `runs` (the canary's run id and its deployment's)."""
-    canary = window(before.canary, after.canary)
-    stable = (
-        window(before.stable, after.stable)
-        if before.stable is not None and after.stable is not None
-        else None
-    )
-    judgement = with_alarms(judge(canary, analysis, stable), alarm_states or {})
+    """Judge one step (`step`: its number and how many the plan has) by both versions' traffic
+    in its window, and record the window under `runs` (the canary's run id and its
+    deployment's). No canary traffic at all from `source` (a metric with no data) is
+    inconclusive, saying so."""
+    if canary is None:
+        no_data = f"{source} has no request data for the canary in this window"
+        judgement = with_alarms(
+            Judgement(Verdict.INCONCLUSIVE, 0, 0.0, 0.0, [no_data], stable), alarm_states or {}
+        )
+        canary = ServerCounters()
+    else:
+        judgement = with_alarms(judge(canary, analysis, stable), alarm_states or {})
     recorded = Window(
         app=spec.app,
         environment=spec.environment,

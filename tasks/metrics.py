@@ -1,5 +1,6 @@
 """CloudWatch stage: delivery metrics out after every ledger record, alarm states in for canary
-steps and production approvals (`relay.aws.cloudwatch` does the work)."""
+steps and production approvals, and the versions' request metrics in for canary steps judged by
+CloudWatch (`relay.aws.cloudwatch` does the work)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from blocks.aws import aws_client
-from relay.aws.cloudwatch import alarm_states, put_metrics
+from relay.analysis import ServerCounters
+from relay.aws.cloudwatch import alarm_states, put_metrics, version_traffic
 from relay.dora import attempt_metrics
 from relay.ledger import Ledger, Record
-from relay.manifest import CloudWatch
+from relay.manifest import CloudWatch, CloudWatchMetrics
 from relay.settings import ledger_path
 from tasks.support.retry import on_transient
 
@@ -71,3 +73,20 @@ def read_alarm_states(names: list[str], where: str) -> dict[str, str]:
         "CloudWatch alarms: %s", ", ".join(f"{name} {state}" for name, state in states.items())
     )
     return states
+
+
+@task(name="read-cloudwatch-traffic", cache_policy=NO_CACHE, **on_transient(2, 2))
+def read_version_traffic(
+    metrics: CloudWatchMetrics, service: str, environment: str, start: datetime, end: datetime
+) -> dict[str, ServerCounters | None]:
+    """The canary's and the stable version's requests over one window, from CloudWatch."""
+    found = version_traffic(aws_client("cloudwatch"), metrics, service, environment, start, end)
+    get_run_logger().info(
+        "CloudWatch %s: %s",
+        metrics.namespace,
+        ", ".join(
+            f"{v} {c.requests} requests, {c.errors} errors" if c else f"{v} no data"
+            for v, c in found.items()
+        ),
+    )
+    return found

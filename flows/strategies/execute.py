@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 from prefect_docker import DockerHost
 
 from flows.approval import approval
-from relay.analysis import Readings, Verdict, judge_alarms, next_step
+from relay.analysis import Readings, ServerCounters, Verdict, judge_alarms, next_step, window
 from relay.errors import NotApproved, RolledBack, StageFailed, WatchFailed
 from relay.manifest import Environment
 from relay.platforms import AnyRollout, DeployResult, Spec
@@ -46,7 +46,7 @@ from tasks.deploy import (
     stop_previous_version,
     switch_traffic,
 )
-from tasks.metrics import read_alarm_states
+from tasks.metrics import read_alarm_states, read_version_traffic
 from tasks.record import artifact_key
 from tasks.support.cancellation import raise_if_cancelled
 from tasks.test import run_smoke_tests
@@ -152,9 +152,11 @@ async def _analyze(run: _Run) -> None:
     rollout = run.started
     if not run.weight:
         raise RuntimeError("plan error: Analyze must follow SetWeight")
-    alarms = list(run.env.analysis.cloudwatch_alarms)
+    analysis = run.env.analysis
+    alarms = list(analysis.cloudwatch_alarms)
     where = f"relay.yaml: environments.{run.spec.environment}.analysis.cloudwatch_alarms"
-    if run.opened is None:  # kubernetes: no request counters, only the alarms can judge
+    if analysis.metrics == "haproxy" and run.opened is None:
+        # kubernetes without a metrics source: only the alarms can judge
         judgement = judge_alarms(read_alarm_states(alarms, where) if alarms else None)
         get_run_logger().info(
             "%s canary at %s%% judged by CloudWatch alarms only: %s (%s)",
@@ -165,20 +167,19 @@ async def _analyze(run: _Run) -> None:
         )
         await _decide(run, judgement.verdict, judgement.reasons)
         return
-    closed = read_slot_counters(rollout)
-    if closed is None:
-        raise RuntimeError("the platform gave counters when the window opened, none now")
+    canary, stable, source = _traffic(run)
     judgement = analyze_canary(
         run.spec,
         run.weight,
         (run.step, run.analyses),
-        run.opened,
-        closed,
+        canary,
+        stable,
         run.opened_at,
-        run.env.analysis,
+        analysis,
         (str(flow_run.id), flow_run.parent_flow_run_id),
         artifact_key(run.spec.app, run.spec.service, run.spec.environment, "canary"),
         read_alarm_states(alarms, where) if alarms else None,
+        source,
     )
     # A canary that died early in the window, once HAProxy's checks mark it down, gets no
     # more attempts to fail, so its counters can look clean (or too few to judge); the next
@@ -187,6 +188,26 @@ async def _analyze(run: _Run) -> None:
     if health and judgement.verdict != Verdict.FAILED and not health_ok(health):
         await _decide(run, Verdict.FAILED, [f"the canary stopped answering {health}"])
     await _decide(run, judgement.verdict, judgement.reasons)
+
+
+def _traffic(run: _Run) -> tuple[ServerCounters | None, ServerCounters | None, str]:
+    """Both versions' traffic in the step's window, from the environment's metrics source:
+    CloudWatch metrics, or HAProxy's counters read now against those read when it opened."""
+    metrics = run.env.analysis.cloudwatch_metrics
+    if run.env.analysis.metrics == "cloudwatch" and metrics is not None:
+        found = read_version_traffic(
+            metrics, run.spec.service, run.spec.environment, run.opened_at, datetime.now(UTC)
+        )
+        return found["canary"], found["stable"], f"CloudWatch ({metrics.namespace})"
+    closed = read_slot_counters(run.started)
+    if run.opened is None or closed is None:
+        raise RuntimeError("the platform gave counters when the window opened, none now")
+    stable = (
+        window(run.opened.stable, closed.stable)
+        if run.opened.stable is not None and closed.stable is not None
+        else None
+    )
+    return window(run.opened.canary, closed.canary), stable, "HAProxy"
 
 
 async def _watch(run: _Run, seconds: float) -> None:

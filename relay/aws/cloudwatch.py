@@ -1,4 +1,4 @@
-"""Amazon CloudWatch: delivery metrics out, alarm states in.
+"""Amazon CloudWatch: delivery metrics out, alarm states and request metrics in.
 
 Relay publishes what it knows about deliveries as custom metrics, so a team graphs and alarms on
 them next to its services' own metrics, and reads alarms that the team owns, so a canary step or
@@ -8,18 +8,24 @@ a production approval stops while one of them is in ALARM.
   rules as `relay metrics`) with `PutMetricData`, in chunks the API accepts.
 * `alarm_states` / `alarms_in_alarm` read alarms by name with `DescribeAlarms`; a name that does
   not exist is a configuration error (a typo must not silently disable a safety check).
+* `version_traffic` reads a canary's and its stable version's requests, errors and response
+  time over one window with `GetMetricData` (`analysis.metrics: cloudwatch`); a version with no
+  data is None, for the judge to call inconclusive, never a silent pass.
 
 Every function takes a boto3 CloudWatch client made by the caller.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypedDict
 
+from relay.analysis import ServerCounters
 from relay.aws.errors import call
 from relay.errors import TerminalError
+from relay.manifest import CloudWatchMetrics
 
 __all__ = [
     "ALARM",
@@ -28,6 +34,7 @@ __all__ = [
     "alarm_states",
     "alarms_in_alarm",
     "put_metrics",
+    "version_traffic",
 ]
 
 ALARM = "ALARM"
@@ -117,3 +124,76 @@ def alarms_in_alarm(client: Any, names: Sequence[str], where: str = "relay.yaml"
 
 def _call(method: Any, doing: str, **kwargs: Any) -> Any:
     return call(method, doing, **kwargs)
+
+
+VERSIONS = ("canary", "stable")
+
+
+def version_traffic(
+    client: Any,
+    metrics: CloudWatchMetrics,
+    service: str,
+    environment: str,
+    start: datetime,
+    end: datetime,
+) -> dict[str, ServerCounters | None]:
+    """Each version's traffic between `start` and `end` (one GetMetricData call): requests and
+    errors summed, the response time averaged; None for a version whose requests metric has
+    no data in the window."""
+    period = max(1, math.ceil((end - start).total_seconds()))
+    queries = []
+    for version in VERSIONS:
+        dimensions = [
+            {"Name": name, "Value": _fill(value, service, environment, version)}
+            for name, value in metrics.dimensions.items()
+        ]
+        asked = [("requests", metrics.requests, "Sum"), ("errors", metrics.errors, "Sum")]
+        if metrics.response_time is not None:
+            asked.append(("time", metrics.response_time, "Average"))
+        queries += [
+            {
+                "Id": f"{version}_{what}",
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": metrics.namespace,
+                        "MetricName": name,
+                        "Dimensions": dimensions,
+                    },
+                    "Period": period,
+                    "Stat": stat,
+                },
+            }
+            for what, name, stat in asked
+        ]
+    answer = _call(
+        client.get_metric_data,
+        f"reading {metrics.namespace} metrics of {service} in {environment}",
+        MetricDataQueries=queries,
+        StartTime=start,
+        EndTime=end,
+    )
+    values = {r["Id"]: list(r.get("Values", [])) for r in answer.get("MetricDataResults", [])}
+    scale = 1000.0 if metrics.response_time_unit == "seconds" else 1.0
+    found: dict[str, ServerCounters | None] = {}
+    for version in VERSIONS:
+        requests = values.get(f"{version}_requests", [])
+        if not requests:
+            found[version] = None
+            continue
+        count = int(sum(requests))
+        times = values.get(f"{version}_time", [])
+        mean_ms = sum(times) / len(times) * scale if times else 0.0
+        found[version] = ServerCounters(
+            requests=count,
+            errors=int(sum(values.get(f"{version}_errors", []))),
+            response_ms_total=mean_ms * count,
+        )
+    return found
+
+
+def _fill(template: str, service: str, environment: str, version: str) -> str:
+    return (
+        template.replace("{{service}}", service)
+        .replace("{{environment}}", environment)
+        .replace("{{version}}", version)
+    )

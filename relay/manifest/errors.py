@@ -40,6 +40,7 @@ from relay.manifest.models import (
     Analysis,
     Approval,
     CloudWatch,
+    CloudWatchMetrics,
     Compliance,
     Environment,
     ImageScan,
@@ -61,6 +62,7 @@ _MODELS_BY_SHAPE: dict[tuple[str, ...], type[BaseModel]] = {
     ("environments", "*"): Environment,
     ("environments", "*", "approval"): Approval,
     ("environments", "*", "analysis"): Analysis,
+    ("environments", "*", "analysis", "cloudwatch_metrics"): CloudWatchMetrics,
     ("environments", "*", "kubernetes"): Kubernetes,
     ("environments", "*", "kubernetes", "resources"): Resources,
     ("environments", "*", "kubernetes", "resources", "requests"): ResourceAmounts,
@@ -129,6 +131,9 @@ _MAPPING_EXAMPLES: dict[type[BaseModel], str] = {
     Environment: "{port_offset: 10000}",
     Approval: "{required: true}",
     Analysis: "{max_error_rate: 0.05}",
+    CloudWatchMetrics: "{namespace: AWS/ApplicationELB, dimensions: {TargetGroup: "
+    "'targetgroup/{{service}}-{{version}}'}, requests: RequestCount, errors: "
+    "HTTPCode_Target_5XX_Count}",
     Kubernetes: "{replicas: 2, progress_deadline_seconds: 600}",
     Resources: "{requests: {cpu: 100m, memory: 128Mi}, limits: {cpu: 500m, memory: 256Mi}}",
     ResourceAmounts: "{cpu: 250m, memory: 256Mi}",

@@ -9,7 +9,15 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from relay.errors import TerminalError
 from relay.manifest.fields import (
@@ -107,6 +115,19 @@ class Service(_Model):
         return self.directory(root) / self.dockerfile
 
 
+class CloudWatchMetrics(_Model):
+    """Where each version's requests are counted in CloudWatch (an ALB target group per
+    version, say), read with GetMetricData over each canary window: `dimensions`' values may
+    hold `{{service}}`, `{{environment}}` and `{{version}}` (`canary` or `stable`)."""
+
+    namespace: Annotated[str, Field(min_length=1)]
+    dimensions: dict[str, str] = Field(default_factory=dict)
+    requests: Annotated[str, Field(min_length=1)]  # a count metric, summed (RequestCount)
+    errors: Annotated[str, Field(min_length=1)]  # a count metric, summed (..._5XX_Count)
+    response_time: Annotated[str, Field(min_length=1)] | None = None  # averaged
+    response_time_unit: Literal["seconds", "milliseconds"] = "seconds"
+
+
 class Analysis(_Model):
     """How a canary is judged at each step, from its requests beside the stable version's in
     the same window.
@@ -130,6 +151,20 @@ class Analysis(_Model):
     max_response_ratio: Annotated[float, Field(ge=1)] | None = None
     on_inconclusive: Literal["fail", "pause", "continue"] = "fail"
     cloudwatch_alarms: list[AlarmName] = Field(default_factory=list)
+    # Where the versions' requests are counted: HAProxy's counters (docker), or CloudWatch
+    # metrics (any platform; `cloudwatch_metrics` says which).
+    metrics: Literal["haproxy", "cloudwatch"] = "haproxy"
+    cloudwatch_metrics: CloudWatchMetrics | None = None
+
+    @model_validator(mode="after")
+    def _metrics_named(self) -> Analysis:
+        if self.metrics == "cloudwatch" and self.cloudwatch_metrics is None:
+            raise PydanticCustomError(
+                "relay",
+                "metrics: cloudwatch needs cloudwatch_metrics (namespace, dimensions, requests, "
+                "errors); add them, or write metrics: haproxy",
+            )
+        return self
 
 
 class Approval(_Model):

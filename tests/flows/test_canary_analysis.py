@@ -1,7 +1,9 @@
 """Canary analysis beside the stable version, on the real Docker engine and HAProxy under a
 steady request load: a shared dependency's failures blame neither version, a canary worse than
 the stable one by more than the relative limit is rolled back, every judged window is recorded,
-and `relay analysis replay` judges the recorded windows again with other limits."""
+and `relay analysis replay` judges the recorded windows again with other limits. The same canary
+judged by CloudWatch metrics (GetMetricData on moto, with data the test puts there) is rolled
+back when its metrics are bad, and is inconclusive, saying so, when there are none."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import boto3
 import docker
 import pytest
 from prefect_docker import DockerHost
@@ -184,3 +188,81 @@ def test_replay_with_stricter_limits_says_where_a_passed_canary_would_have_stopp
     assert "with these limits the canary passes all 2 step(s)" in same
     stricter = relay(capsys, "analysis", "replay", run, "--max-error-rate", "0.001")
     assert "the canary fails at step 1 (20%): error rate" in stricter, stricter
+
+
+NAMESPACE = f"Relay/Test/{APP}"
+
+
+def cloudwatch_environment() -> Environment:
+    return environment(
+        metrics="cloudwatch",
+        cloudwatch_metrics={
+            "namespace": NAMESPACE,
+            "dimensions": {"TargetGroup": "{{service}}-{{environment}}-{{version}}"},
+            "requests": "RequestCount",
+            "errors": "HTTPCode_Target_5XX_Count",
+            "response_time": "TargetResponseTime",
+        },
+    )
+
+
+class Feeder:
+    """Puts each version's request metrics into CloudWatch (moto) every half second, as a load
+    balancer would: (requests, 5xx) per version."""
+
+    def __init__(self, per_put: dict[str, tuple[int, int]]) -> None:
+        self.per_put = per_put
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Feeder:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        client = boto3.client("cloudwatch")
+        while not self.stop.wait(0.5):
+            now = datetime.now(UTC)
+            data = []
+            for version, (requests, errors) in self.per_put.items():
+                dimensions = [{"Name": "TargetGroup", "Value": f"echo-test-{version}"}]
+                for name, value in (
+                    ("RequestCount", requests),
+                    ("HTTPCode_Target_5XX_Count", errors),
+                    ("TargetResponseTime", 0.02),
+                ):
+                    data.append(
+                        {
+                            "MetricName": name,
+                            "Dimensions": dimensions,
+                            "Timestamp": now,
+                            "Value": float(value),
+                        }
+                    )
+            client.put_metric_data(Namespace=NAMESPACE, MetricData=data)
+
+
+def test_a_canary_judged_by_cloudwatch_metrics_is_rolled_back_when_they_are_bad(
+    stable: DockerHost, images: dict[str, str]
+) -> None:
+    with (
+        Feeder({"canary": (10, 5), "stable": (40, 0)}),
+        pytest.raises(RolledBack, match="canary analysis failed at 20%") as stopped,
+    ):
+        asyncio.run(canary(stable, spec(images["v2"]), cloudwatch_environment(), True, None))
+    assert "error rate 50.0% is above the 5.0% limit" in str(stopped.value)
+    [window] = Ledger(ledger_path()).windows(APP, "test", "echo")
+    assert window.stable is not None and window.stable.errors == 0 < window.stable.requests
+    assert window.canary.requests >= 10 and window.canary.response_ms_total > 0
+
+
+def test_no_cloudwatch_data_is_inconclusive_and_says_so(
+    stable: DockerHost, images: dict[str, str]
+) -> None:
+    with pytest.raises(RolledBack, match="canary analysis inconclusive at 20%") as stopped:
+        asyncio.run(canary(stable, spec(images["v2"]), cloudwatch_environment(), True, None))
+    assert f"CloudWatch ({NAMESPACE}) has no request data for the canary" in str(stopped.value)
