@@ -203,6 +203,9 @@ def pipeline_policy(manifest: Manifest, account: str, region: str) -> Policy:
                 [f"arn:{partition}:cloudwatch:{region}:{account}:alarm:{name}" for name in alarms],
             )
         )
+    if any(env.analysis.metrics == "cloudwatch" for env in manifest.environments.values()):
+        # GetMetricData has no resource to scope (AWS documents "*" only).
+        statements.append(_statement("ReadCanaryMetrics", ["cloudwatch:GetMetricData"], ["*"]))
     if manifest.cloudwatch.logs:
         groups = [
             f"arn:{partition}:logs:{region}:{account}:log-group:"

@@ -15,7 +15,7 @@ import pytest
 from deployments.cli import main
 from relay.aws.iam import pipeline_policy, runtime_policy, secret_arns
 from relay.errors import TerminalError
-from relay.manifest import Manifest, load_manifest
+from relay.manifest import CloudWatchMetrics, Manifest, load_manifest
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -244,3 +244,21 @@ def test_the_command_prints_the_policy(
     assert "no service named shipping" in capsys.readouterr().err
     assert main(["iam-policy", "orders", "qa", "--file", str(path)]) == 1
     assert "no environment 'qa'" in capsys.readouterr().err
+
+
+def test_canaries_judged_by_cloudwatch_metrics_may_read_them(tmp_path: Path) -> None:
+    manifest = shop(tmp_path, "p")
+    assert "ReadCanaryMetrics" not in statements(pipeline_policy(manifest, ACCOUNT, REGION))
+    prod = manifest.environments["prod"]
+    analysis = prod.analysis.model_copy(
+        update={
+            "metrics": "cloudwatch",
+            "cloudwatch_metrics": CloudWatchMetrics(
+                namespace="AWS/ApplicationELB", requests="RequestCount", errors="5xx"
+            ),
+        }
+    )
+    environments = {**manifest.environments, "prod": prod.model_copy(update={"analysis": analysis})}
+    judged = manifest.model_copy(update={"environments": environments})
+    statement = statements(pipeline_policy(judged, ACCOUNT, REGION))["ReadCanaryMetrics"]
+    assert statement["Action"] == ["cloudwatch:GetMetricData"]
