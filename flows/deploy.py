@@ -234,8 +234,9 @@ def record_unchanged(attempts: list[Attempt]) -> None:
 async def put_back(
     docker_host: DockerHost, manifest: Manifest, attempt: Attempt, result: DeployResult
 ) -> str | None:
-    """Deploy what served before `result` again (rolling); returns its image, or None when
-    there was nothing before (a first deployment stays, for debugging, and is recorded failed)."""
+    """Put what served before `result` back: traffic back to it when blue/green still keeps it,
+    else deployed again (rolling); returns its image, or None when there was nothing before (a
+    first deployment stays, for debugging, and is recorded failed)."""
     if not result.changed or result.previous is None:
         return None
     before = Ledger(ledger_path()).current(attempt.app, attempt.environment, attempt.service)

@@ -37,6 +37,7 @@ __all__ = [
     "Verdict",
     "judge",
     "judge_alarms",
+    "recent_window",
     "window",
     "with_alarms",
 ]
@@ -68,15 +69,15 @@ SLOWER_THAN_STABLE = (
 )
 ERRORS_SHARED = (
     "error rate {rate:.1%} is above the {limit:.1%} limit, but so is the stable version's in the "
-    "same window ({stable:.1%}: {errors} of {requests} requests): errors that hit both versions "
-    "(a shared dependency?) are not blamed on the canary; analysis.max_error_rate_increase "
-    "sets how much worse than the stable version it may be"
+    "same window ({stable:.1%}: {errors} of {requests} requests), and the canary's is within "
+    "{tolerance:.1%} of it: errors that hit both versions (a shared dependency?) are not blamed "
+    "on the canary (analysis.max_error_rate_increase sets how much worse it may be)"
 )
 SLOWNESS_SHARED = (
     "mean response time {mean} ms is above the {limit} ms limit, but so is the stable "
-    "version's in the same window ({stable} ms): slowness that hits both versions is not blamed "
-    "on the canary; analysis.max_response_ratio sets how much slower than the stable version "
-    "it may be"
+    "version's in the same window ({stable} ms), and the canary's is within {tolerance:g} times "
+    "it: slowness that hits both versions is not blamed on the canary "
+    "(analysis.max_response_ratio sets how much slower it may be)"
 )
 TOO_FEW_STABLE = (
     "only {requests} request{s} reached the stable version, fewer than the {minimum} needed to "
@@ -175,6 +176,15 @@ def window(before: ServerCounters, after: ServerCounters) -> ServerCounters:
     )
 
 
+def recent_window(before: ServerCounters, after: ServerCounters) -> ServerCounters:
+    """`window` for a server that has served long (the stable version): its requests and errors
+    between the readings, and the mean response time of its latest requests (HAProxy's `rtime`
+    at the second reading). The difference of two `rtime x requests` products is meaningless
+    once thousands of requests lie behind both."""
+    counted = window(before, after)
+    return replace(counted, response_ms_total=after.mean_response_ms * counted.requests)
+
+
 class Verdict(StrEnum):
     SUCCESSFUL = "successful"
     FAILED = "failed"
@@ -224,12 +234,11 @@ def judge(
         )
         return judgement(Verdict.INCONCLUSIVE, [reason])
     base = stable if stable is not None and stable.requests >= analysis.min_requests else None
-    failed = _error_failures(canary, base, analysis) + _slowness_failures(canary, base, analysis)
-    if failed:
-        return judgement(Verdict.FAILED, failed)
-    shared = _shared(canary, base, analysis)
-    if shared:
-        return judgement(Verdict.INCONCLUSIVE, shared)
+    errors, slowness = _errors(canary, base, analysis), _slowness(canary, base, analysis)
+    if errors.failures or slowness.failures:
+        return judgement(Verdict.FAILED, errors.failures + slowness.failures)
+    if errors.shared or slowness.shared:
+        return judgement(Verdict.INCONCLUSIVE, errors.shared + slowness.shared)
     relative = analysis.max_error_rate_increase is not None or analysis.max_response_ratio
     if relative and base is None:
         seen = stable.requests if stable is not None else 0
@@ -240,87 +249,77 @@ def judge(
     return judgement(Verdict.SUCCESSFUL, [])
 
 
-def _error_failures(
-    canary: ServerCounters, base: ServerCounters | None, analysis: Analysis
-) -> list[str]:
+# Without a relative limit, how much worse than the stable version a canary may be and still
+# share the blame for a limit both exceed: the error-rate limit itself, in points, and twice its
+# mean response time.
+IMPLICIT_RATIO = 2.0
+# HAProxy gives response times in whole milliseconds: a faster stable version reads 0.
+_MEAN_FLOOR_MS = 1.0
+
+
+@dataclass(frozen=True)
+class _Compared:
+    """One measure (errors, or response time) of the canary beside the stable version: the
+    reasons it fails, or why a limit it exceeds is not blamed on it."""
+
+    failures: list[str]
+    shared: list[str]
+
+
+def _errors(canary: ServerCounters, base: ServerCounters | None, analysis: Analysis) -> _Compared:
     rate, increase = _rate(canary), analysis.max_error_rate_increase
-    reasons = []
-    worse = base is not None and increase is not None and rate - _rate(base) > increase
-    if worse and base is not None and increase is not None:
-        reasons.append(
-            ERROR_RATE_ABOVE_STABLE.format(
-                rate=rate, stable=_rate(base), points=rate - _rate(base), limit=increase
-            )
+    failures: list[str] = []
+    gap = rate - _rate(base) if base is not None else None
+    if gap is not None and increase is not None and gap > increase:
+        failures.append(
+            ERROR_RATE_ABOVE_STABLE.format(rate=rate, stable=rate - gap, points=gap, limit=increase)
         )
-    if rate > analysis.max_error_rate and (worse or not _shares_errors(base, analysis)):
-        reasons.append(
-            ERROR_RATE_TOO_HIGH.format(
-                rate=rate,
-                limit=analysis.max_error_rate,
-                errors=canary.errors,
-                requests=canary.requests,
-            )
+    if rate <= analysis.max_error_rate:
+        return _Compared(failures, [])
+    tolerance = increase if increase is not None else analysis.max_error_rate
+    shared_cause = base is not None and _rate(base) > analysis.max_error_rate
+    if base is not None and gap is not None and shared_cause and gap <= tolerance and not failures:
+        shared = ERRORS_SHARED.format(
+            rate=rate,
+            stable=_rate(base),
+            errors=base.errors,
+            requests=base.requests,
+            limit=analysis.max_error_rate,
+            tolerance=tolerance,
         )
-    return reasons
-
-
-def _slowness_failures(
-    canary: ServerCounters, base: ServerCounters | None, analysis: Analysis
-) -> list[str]:
-    mean, ratio = canary.mean_response_ms, analysis.max_response_ratio
-    reasons = []
-    worse = (
-        base is not None
-        and ratio is not None
-        and base.mean_response_ms > 0
-        and mean / base.mean_response_ms > ratio
+        return _Compared([], [shared])
+    failures.append(
+        ERROR_RATE_TOO_HIGH.format(
+            rate=rate, limit=analysis.max_error_rate, errors=canary.errors, requests=canary.requests
+        )
     )
-    if worse and base is not None and ratio is not None:
-        reasons.append(
+    return _Compared(failures, [])
+
+
+def _slowness(canary: ServerCounters, base: ServerCounters | None, analysis: Analysis) -> _Compared:
+    mean, limit = canary.mean_response_ms, analysis.max_response_ratio
+    failures: list[str] = []
+    ratio = mean / max(base.mean_response_ms, _MEAN_FLOOR_MS) if base is not None else None
+    if base is not None and ratio is not None and limit is not None and ratio > limit:
+        failures.append(
             SLOWER_THAN_STABLE.format(
-                mean=_ms(mean),
-                stable=_ms(base.mean_response_ms),
-                ratio=mean / base.mean_response_ms,
-                limit=ratio,
+                mean=_ms(mean), stable=_ms(base.mean_response_ms), ratio=ratio, limit=limit
             )
         )
-    if mean > analysis.max_response_ms and (worse or not _shares_slowness(base, analysis)):
-        reasons.append(TOO_SLOW.format(mean=_ms(mean), limit=analysis.max_response_ms))
-    return reasons
-
-
-def _shares_errors(base: ServerCounters | None, analysis: Analysis) -> bool:
-    return base is not None and _rate(base) > analysis.max_error_rate
-
-
-def _shares_slowness(base: ServerCounters | None, analysis: Analysis) -> bool:
-    return base is not None and base.mean_response_ms > analysis.max_response_ms
-
-
-def _shared(canary: ServerCounters, base: ServerCounters | None, analysis: Analysis) -> list[str]:
-    """Why a canary that exceeds a limit is not blamed: the stable version exceeds it too."""
-    if base is None:
-        return []
-    reasons = []
-    if _rate(canary) > analysis.max_error_rate and _shares_errors(base, analysis):
-        reasons.append(
-            ERRORS_SHARED.format(
-                rate=_rate(canary),
-                stable=_rate(base),
-                errors=base.errors,
-                requests=base.requests,
-                limit=analysis.max_error_rate,
-            )
+    if mean <= analysis.max_response_ms:
+        return _Compared(failures, [])
+    tolerance = limit if limit is not None else IMPLICIT_RATIO
+    slow_too = base is not None and base.mean_response_ms > analysis.max_response_ms
+    if base is not None and ratio is not None and slow_too and ratio <= tolerance and not failures:
+        shared = SLOWNESS_SHARED.format(
+            mean=_ms(mean),
+            stable=_ms(base.mean_response_ms),
+            limit=analysis.max_response_ms,
+            tolerance=tolerance,
         )
-    if canary.mean_response_ms > analysis.max_response_ms and _shares_slowness(base, analysis):
-        reasons.append(
-            SLOWNESS_SHARED.format(
-                mean=_ms(canary.mean_response_ms),
-                stable=_ms(base.mean_response_ms),
-                limit=analysis.max_response_ms,
-            )
-        )
-    return reasons
+        return _Compared([], [shared])
+    failures.append(TOO_SLOW.format(mean=_ms(mean), limit=analysis.max_response_ms))
+    return _Compared(failures, [])
 
 
 def with_alarms(judgement: Judgement, alarm_states: Mapping[str, str]) -> Judgement:

@@ -258,6 +258,25 @@ class Ledger:
         latest = self._first(f"WHERE {_TARGET} AND digest = ?", [app, environment, service, digest])
         return latest if latest is not None and latest.outcome in _GOOD else None
 
+    def serving_since(
+        self, app: str, environment: str, service: str, digest: str
+    ) -> datetime | None:
+        """Since when `digest` has served there without another version between (the soak
+        clock): the first good record of its latest unbroken run of records; another digest's
+        failed attempts do not break it, another digest's success does. None: it does not."""
+        since = None
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT digest, outcome, ended_at FROM records WHERE {_TARGET} ORDER BY id DESC",
+                [app, environment, service],
+            )
+            for row_digest, outcome, ended_at in rows:
+                if row_digest == digest and outcome in _GOOD:
+                    since = datetime.fromisoformat(ended_at)
+                elif outcome == Outcome.SUCCEEDED or row_digest == digest:
+                    break  # another version served before, or this one failed there
+        return since
+
     def previous_good(self, app: str, environment: str, service: str) -> Record | None:
         """The latest SUCCEEDED record whose digest differs from `current`'s: the rollback target.
 

@@ -40,24 +40,24 @@ def refusals(
 
 def soak_refusal(
     release: Release,
-    passed: Mapping[str, Record],
+    since: Mapping[str, datetime],
     previous: str,
     environment: str,
     soak_seconds: int,
     now: datetime,
 ) -> str | None:
     """Why `release` may not go to `environment` yet: it has not served `previous` for
-    `soak_seconds` (counted from when the last of its digests there finished deploying);
-    None when it may."""
-    if not soak_seconds or not passed:
+    `soak_seconds` (`since`: when each of its digests began serving there without another
+    version between, the latest counts); None when it may."""
+    if not soak_seconds or not since:
         return None
-    since = max(record.ended_at for record in passed.values())
-    ready = since + timedelta(seconds=soak_seconds)
+    start = max(since.values())
+    ready = start + timedelta(seconds=soak_seconds)
     if now >= ready:
         return None
     return (
-        f"release {release.short_id} has served {previous} since {since:%Y-%m-%d %H:%M:%S} UTC, "
-        f"{int((now - since).total_seconds())} s of the {soak_seconds} s that "
+        f"release {release.short_id} has served {previous} since {start:%Y-%m-%d %H:%M:%S} UTC, "
+        f"{int((now - start).total_seconds())} s of the {soak_seconds} s that "
         f"environments.{environment}.soak_seconds asks; it may be promoted to {environment} "
         f"at {ready:%Y-%m-%d %H:%M:%S} UTC (in {int((ready - now).total_seconds()) + 1} s)"
     )

@@ -13,13 +13,12 @@ from prefect.logging import get_run_logger
 
 from relay.analysis import (
     Judgement,
-    Readings,
     ServerCounters,
     Verdict,
     judge,
-    window,
     with_alarms,
 )
+from relay.errors import RelayError
 from relay.ledger import Ledger
 from relay.manifest import Analysis
 from relay.platforms import Spec
@@ -72,7 +71,10 @@ def analyze_canary(
         verdict=judgement.verdict,
         reasons=judgement.reasons,
     )
-    Ledger(ledger_path()).add_window(recorded)
+    try:
+        Ledger(ledger_path()).add_window(recorded)
+    except RelayError as exc:  # the verdict stands; only its record for replays is missing
+        get_run_logger().warning("%s: the analysis window was not recorded: %s", spec.service, exc)
     create_table_artifact(
         key=artifact_key,
         table=window_rows([recorded]),
@@ -93,20 +95,17 @@ def analyze_canary(
 def judge_watch(
     spec: Spec,
     seconds: float,
-    before: Readings,
-    after: Readings,
+    traffic: ServerCounters | None,
     analysis: Analysis,
     alarm_states: dict[str, str] | None = None,
 ) -> Judgement:
     """The new version after the switch, over the watch window: by the absolute limits and the
-    alarms (the previous version has no traffic left to compare with). Too few requests says
-    nothing, and does not fail it."""
+    alarms (the previous version has no traffic left to compare with). Too few requests, or no
+    data, says nothing and does not fail it."""
     absolute = analysis.model_copy(
         update={"max_error_rate_increase": None, "max_response_ratio": None}
     )
-    judgement = with_alarms(
-        judge(window(before.canary, after.canary), absolute), alarm_states or {}
-    )
+    judgement = with_alarms(judge(traffic or ServerCounters(), absolute), alarm_states or {})
     get_run_logger().info(
         "%s watched for %s s with all traffic: %s (%s)",
         spec.service,

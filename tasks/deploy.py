@@ -20,6 +20,7 @@ from blocks.aws import aws_client
 from blocks.kubernetes import cluster_client
 from relay.analysis import Readings, ServerCounters
 from relay.aws.secrets import read_values
+from relay.errors import StageFailed
 from relay.platforms import AnyRollout, Current, Platform, Spec
 from relay.platforms.docker import DeployResult, DeploySpec, DockerPlatform, kept_versions
 from relay.platforms.kubernetes import KubernetesPlatform, KubeRollout, KubeSpec
@@ -142,8 +143,9 @@ def keep_previous_version(docker_host: DockerHost, rollout: AnyRollout, seconds:
 
 @task(name="switch-back", cache_policy=NO_CACHE)
 def switch_back(docker_host: DockerHost, spec: Spec) -> DeployResult | None:
-    """Traffic back to the kept previous version when it is `spec.image` and its window is
-    open (no container starts); None when there is no such version."""
+    """Traffic back to the kept previous version when it is `spec.image`, its window is open
+    and it answers its health check (no container starts); None otherwise, for the caller to
+    deploy the image again."""
     if isinstance(spec, KubeSpec):
         return None
     with _platform(docker_host, spec) as platform:
@@ -151,7 +153,11 @@ def switch_back(docker_host: DockerHost, spec: Spec) -> DeployResult | None:
         if kept is None or kept.image != str(spec.image):
             return None
         started = time.perf_counter()
-        result: DeployResult = platform.switch_back(spec, kept)
+        try:
+            result: DeployResult = platform.switch_back(spec, kept)
+        except StageFailed as exc:  # the kept version is unwell: deploy the image again instead
+            get_run_logger().warning("%s; deploying %s again instead", exc, spec.image)
+            return None
     get_run_logger().info(
         "%s: switched back to the kept %s in %.3f s (no container started)",
         spec.service,
@@ -191,8 +197,8 @@ def abort_rollout(docker_host: DockerHost, rollout: AnyRollout) -> None:
 @task(name="read-slot-counters", cache_policy=NO_CACHE)
 def read_slot_counters(rollout: AnyRollout) -> Readings | None:
     """HAProxy's counters of both versions' slots, read at once so that they cover the same
-    seconds; None on kubernetes, where Relay reads no metrics source (the canary is judged by
-    its CloudWatch alarms, see `relay.analysis`)."""
+    seconds; None on kubernetes, which has no router counters (its canaries are judged by
+    CloudWatch metrics, `analysis.metrics: cloudwatch`, or by alarms)."""
     if isinstance(rollout, KubeRollout):
         return None
     rows = _router(rollout.spec).stats(rollout.spec.service)

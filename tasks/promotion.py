@@ -38,10 +38,15 @@ def verify_promotable(
     }
     problems = refusals(release, services, previous, passed)
     verified = {service: record for service, record in passed.items() if record is not None}
-    if not problems:
-        early = soak_refusal(
-            release, verified, previous, environment, soak_seconds, datetime.now(UTC)
-        )
+    if not problems and soak_seconds:
+        since = {
+            service: ledger.serving_since(
+                release.app, previous, service, release.image(service).digest
+            )
+            or record.ended_at
+            for service, record in verified.items()
+        }
+        early = soak_refusal(release, since, previous, environment, soak_seconds, datetime.now(UTC))
         problems = [early] if early else []
     if problems:
         raise TerminalError(

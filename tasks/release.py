@@ -21,7 +21,7 @@ from relay.releases import Release, Via
 from relay.settings import ledger_path
 from tasks.record import artifact_key
 from tasks.support.retry import on_transient
-from tasks.support.runs import flow_runs_under
+from tasks.support.runs import flow_runs_under, task_runs_of
 
 LEDGER_RETRIES = on_transient(2, 1)
 
@@ -126,11 +126,25 @@ RUN_SUMMARY = {
 
 
 def _descendants(client: SyncPrefectClient, root: UUID) -> list[tuple[int, FlowRun]]:
-    """Every flow run under `root` with its depth, in the order they started (their names say
-    the service and environment; a read per level, not per run)."""
-    return sorted(
-        flow_runs_under(client, [root]), key=lambda d: str(d[1].start_time or d[1].created)
-    )
+    """Every flow run under `root` with its depth, each followed by its own, siblings in the
+    order they started (their names say the service and environment): one read per level and
+    one for the task runs that link a subflow to its parent."""
+    found = [run for _, run in flow_runs_under(client, [root])]
+    owner = {t.id: t.flow_run_id for t in task_runs_of(client, [root, *(r.id for r in found)])}
+    children: dict[UUID | None, list[FlowRun]] = {}
+    for run in sorted(found, key=lambda r: str(r.start_time or r.created)):
+        children.setdefault(owner.get(run.parent_task_run_id), []).append(run)
+
+    def walk(parent: UUID, depth: int) -> list[tuple[int, FlowRun]]:
+        return [
+            item
+            for run in children.get(parent, [])
+            for item in [(depth, run), *walk(run.id, depth + 1)]
+        ]
+
+    ordered = walk(root, 0)
+    placed = {run.id for _, run in ordered}
+    return ordered + [(0, run) for run in found if run.id not in placed]  # parent not seen
 
 
 def _summary(title: str, runs: list[tuple[int, FlowRun]]) -> str:

@@ -19,7 +19,15 @@ from prefect.runtime import flow_run
 from prefect_docker import DockerHost
 
 from flows.approval import approval
-from relay.analysis import Readings, ServerCounters, Verdict, judge_alarms, next_step, window
+from relay.analysis import (
+    Readings,
+    ServerCounters,
+    Verdict,
+    judge_alarms,
+    next_step,
+    recent_window,
+    window,
+)
 from relay.errors import NotApproved, RolledBack, StageFailed, WatchFailed
 from relay.manifest import Environment
 from relay.platforms import AnyRollout, DeployResult, Spec
@@ -203,7 +211,7 @@ def _traffic(run: _Run) -> tuple[ServerCounters | None, ServerCounters | None, s
     if run.opened is None or closed is None:
         raise RuntimeError("the platform gave counters when the window opened, none now")
     stable = (
-        window(run.opened.stable, closed.stable)
+        recent_window(run.opened.stable, closed.stable)
         if run.opened.stable is not None and closed.stable is not None
         else None
     )
@@ -211,19 +219,26 @@ def _traffic(run: _Run) -> tuple[ServerCounters | None, ServerCounters | None, s
 
 
 async def _watch(run: _Run, seconds: float) -> None:
-    """Judge the new version with all traffic for `seconds` while the previous one still runs;
-    a failure puts the previous one back (the weights, then the new one removed)."""
+    """Judge the new version with all traffic for `seconds`, from the environment's metrics
+    source, by the absolute limits and alarms; a failure puts the previous version back (on
+    docker it still runs: the weights move back; on kubernetes it is rolled out again). Any
+    other error on the way (a cancellation, an alarm that does not exist) puts it back too."""
     rollout = run.started
-    alarms = list(run.env.analysis.cloudwatch_alarms)
+    analysis = run.env.analysis
+    alarms = list(analysis.cloudwatch_alarms)
     where = f"relay.yaml: environments.{run.spec.environment}.analysis.cloudwatch_alarms"
-    opened = read_slot_counters(rollout)
-    await _pause(seconds)
-    closed = read_slot_counters(rollout)
-    states = read_alarm_states(alarms, where) if alarms else None
-    if opened is None or closed is None:  # kubernetes: no request counters, the alarms alone
-        judgement = judge_alarms(states)
-    else:
-        judgement = judge_watch(run.spec, seconds, opened, closed, run.env.analysis, states)
+    try:
+        run.opened, run.opened_at = read_slot_counters(rollout), datetime.now(UTC)
+        await _pause(seconds)
+        states = read_alarm_states(alarms, where) if alarms else None
+        if analysis.metrics == "haproxy" and run.opened is None:
+            judgement = judge_alarms(states)
+        else:
+            canary, _, _ = _traffic(run)
+            judgement = judge_watch(run.spec, seconds, canary, analysis, states)
+    except BaseException:
+        abort_rollout(run.docker_host, rollout)
+        raise
     if judgement.verdict == Verdict.FAILED:
         abort_rollout(run.docker_host, rollout)
         raise WatchFailed(

@@ -140,7 +140,7 @@ def version_traffic(
     """Each version's traffic between `start` and `end` (one GetMetricData call): requests and
     errors summed, the response time averaged; None for a version whose requests metric has
     no data in the window."""
-    period = max(1, math.ceil((end - start).total_seconds()))
+    period = _period((end - start).total_seconds())
     queries = []
     for version in VERSIONS:
         dimensions = [
@@ -189,6 +189,16 @@ def version_traffic(
             response_ms_total=mean_ms * count,
         )
     return found
+
+
+def _period(seconds: float) -> int:
+    """The shortest period GetMetricData accepts that covers `seconds`: 1, 5, 10 or 30 (of
+    high-resolution metrics), else a multiple of 60. Standard metrics (an ALB's) have one
+    point a minute: canary windows judged by them need `interval_seconds` of 60 or more."""
+    for period in (1, 5, 10, 30):
+        if seconds <= period:
+            return period
+    return 60 * math.ceil(seconds / 60)
 
 
 def _fill(template: str, service: str, environment: str, version: str) -> str:

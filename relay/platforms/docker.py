@@ -133,7 +133,8 @@ class Kept:
     environment: str
     service: str
     slot: str
-    container: str
+    container: str  # its name, for people
+    container_id: str  # what is stopped: a later container in the slot has the same name
     image: str
     until: str  # ISO 8601, UTC
 
@@ -356,6 +357,7 @@ class DockerPlatform:
             service=spec.service,
             slot=rollout.stable.slot,
             container=rollout.stable.name,
+            container_id=rollout.stable.container_id,
             image=rollout.stable.image,
             until=(datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(),
         )
@@ -379,7 +381,7 @@ class DockerPlatform:
         running = [
             r
             for r in self.running(app, environment, service)
-            if r.name == kept.container and r.status == "running" and r.slot == kept.slot
+            if r.container_id == kept.container_id and r.status == "running" and r.slot == kept.slot
         ]
         return kept if running else None
 
@@ -414,10 +416,10 @@ class DockerPlatform:
     def stop_kept(self, kept: Kept) -> bool:
         """Stop a kept version (its window closed), unless it serves again (switched back to):
         either way it is no longer kept. True when a container was removed."""
-        self._forget(kept.app, kept.environment, kept.service)
+        self._forget(kept.app, kept.environment, kept.service, only=kept)
         if self._weights(kept.service).get(kept.slot, 0) > 0:
             return False
-        return self._remove(kept.container)
+        return self._remove(kept.container_id)
 
     def _weights(self, service: str) -> dict[str, int]:
         try:
@@ -430,9 +432,19 @@ class DockerPlatform:
             raise RuntimeError("this platform keeps no previous versions (no home)")
         return self.kept_dir / f"{app}--{environment}--{service}.json"
 
-    def _forget(self, app: str, environment: str, service: str) -> None:
-        if self.kept_dir is not None:
-            self._kept_path(app, environment, service).unlink(missing_ok=True)
+    def _forget(self, app: str, environment: str, service: str, only: Kept | None = None) -> None:
+        """Drop the service's note; with `only`, just when it still names that kept version
+        (a later deploy may have noted another one meanwhile)."""
+        if self.kept_dir is None:
+            return
+        path = self._kept_path(app, environment, service)
+        if only is not None:
+            try:
+                if Kept(**json.loads(path.read_text())) != only:
+                    return
+            except (OSError, ValueError, TypeError):
+                return
+        path.unlink(missing_ok=True)
 
     def _start(self, spec: DeploySpec, slot: str, config_values: Mapping[str, str]) -> Container:
         name = container_name(spec.app, spec.environment, spec.service, slot)

@@ -99,8 +99,9 @@ class SwitchActive(_Step):
 
 
 class Watch(_Step):
-    """Keep judging the new version, which takes all traffic now, for `seconds`; the previous
-    version still runs, and a failure puts it back."""
+    """Keep judging the new version, which takes all traffic now, for `seconds`; a failure puts
+    the previous version back (on docker it still runs and only the traffic moves; on
+    kubernetes it is rolled out again)."""
 
     kind: Literal["watch"] = "watch"
     seconds: Annotated[float, Field(gt=0)]

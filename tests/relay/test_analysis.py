@@ -5,7 +5,16 @@ import io
 
 import pytest
 
-from relay.analysis import Judgement, NextStep, ServerCounters, Verdict, judge, next_step, window
+from relay.analysis import (
+    Judgement,
+    NextStep,
+    ServerCounters,
+    Verdict,
+    judge,
+    next_step,
+    recent_window,
+    window,
+)
 from relay.manifest import Analysis
 
 LIMITS = Analysis()  # 20 requests at least, 5% errors, 1000 ms at most
@@ -406,6 +415,30 @@ RELATIVE = Analysis(max_error_rate=0.5, max_error_rate_increase=0.05, max_respon
             "",
             id="absolute-limits-do-not",
         ),
+        pytest.param(
+            counters(100, errors=100),
+            counters(400, errors=24),
+            LIMITS,
+            Verdict.FAILED,
+            "error rate 100.0% is above the 5.0% limit (100 of 100 requests)",
+            id="a-stable-slightly-over-the-limit-does-not-excuse-a-much-worse-canary",
+        ),
+        pytest.param(
+            counters(100, mean_ms=5000),
+            counters(400, mean_ms=1100),
+            LIMITS,
+            Verdict.FAILED,
+            "mean response time 5000 ms is above the 1000 ms limit",
+            id="nor-a-much-slower-one",
+        ),
+        pytest.param(
+            counters(100, mean_ms=1),
+            counters(400, mean_ms=0),
+            RELATIVE,
+            Verdict.SUCCESSFUL,
+            "",
+            id="a-stable-faster-than-a-millisecond-counts-as-one",
+        ),
     ],
 )
 def test_judge_beside_the_stable_version(
@@ -416,3 +449,12 @@ def test_judge_beside_the_stable_version(
     assert says in "; ".join(judgement.reasons)
     assert judgement.stable == stable
     assert (judgement.reasons == []) == (verdict == Verdict.SUCCESSFUL)
+
+
+def test_a_long_serving_stable_version_is_timed_by_its_latest_requests() -> None:
+    """HAProxy's rtime is a recent average: 50,000 requests at 40 ms, then 50 more at 41 ms,
+    would give 'window' a mean of 1041 ms; the stable version's window takes the latest 41."""
+    before = ServerCounters(50_000, 10, 50_000 * 40.0)
+    after = ServerCounters(50_050, 11, 50_050 * 41.0)
+    assert window(before, after).mean_response_ms > 1000
+    assert recent_window(before, after) == ServerCounters(50, 1, 50 * 41.0)

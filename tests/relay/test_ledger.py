@@ -383,3 +383,17 @@ def test_a_ledger_of_schema_3_gains_releases_and_keeps_its_records(tmp_path: Pat
 )
 def test_what_an_attempt_that_ended_with_an_error_is(error: Exception, outcome: Outcome) -> None:
     assert outcome_of(error) == outcome
+
+
+def test_the_soak_clock_runs_from_the_start_of_a_digests_unbroken_stretch(ledger: Ledger) -> None:
+    def at(version: str, minute: int, outcome: Outcome = Outcome.SUCCEEDED) -> None:
+        ended = T0 + timedelta(minutes=minute)
+        ledger.append(record(version, outcome=outcome, started_at=ended, ended_at=ended))
+
+    at("a", 1)
+    at("b", 2)  # b served
+    at("a", 3)  # a again: its stretch starts here
+    at("c", 4, Outcome.ROLLED_BACK)  # another version tried and put back: a kept serving
+    at("a", 5, Outcome.UNCHANGED)  # a release re-run that kept it
+    assert ledger.serving_since("shop", "dev", "orders", digest("a")) == T0 + timedelta(minutes=3)
+    assert ledger.serving_since("shop", "dev", "orders", digest("d")) is None

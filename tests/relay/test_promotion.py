@@ -98,18 +98,14 @@ def test_every_digest_that_did_not_pass_is_named() -> None:
 
 
 def test_a_release_that_has_not_soaked_long_enough_is_refused_saying_when_it_may_go() -> None:
-    served = {
-        "inventory": record("inventory", "a", "staging"),
-        "payments": record("payments", "c", "staging"),
-    }
-    since = T0 + timedelta(minutes=1)  # when they finished deploying to staging
-    early = soak_refusal(RELEASE, served, "staging", "prod", 600, since + timedelta(seconds=120))
+    since = {"inventory": T0, "payments": T0 + timedelta(minutes=1)}  # the latest counts
+    start = T0 + timedelta(minutes=1)
+    early = soak_refusal(RELEASE, since, "staging", "prod", 600, start + timedelta(seconds=120))
     assert early is not None
     assert "has served staging since 2026-12-06 09:01:00 UTC, 120 s of the 600 s" in early
     assert "environments.prod.soak_seconds" in early
     assert "may be promoted to prod at 2026-12-06 09:11:00 UTC (in 481 s)" in early
     assert (
-        soak_refusal(RELEASE, served, "staging", "prod", 600, since + timedelta(seconds=600))
-        is None
+        soak_refusal(RELEASE, since, "staging", "prod", 600, start + timedelta(seconds=600)) is None
     )
-    assert soak_refusal(RELEASE, served, "staging", "prod", 0, since) is None, "0: no soak"
+    assert soak_refusal(RELEASE, since, "staging", "prod", 0, start) is None, "0: no soak"

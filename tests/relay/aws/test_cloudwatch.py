@@ -186,3 +186,12 @@ def test_put_metrics_with_service_and_environment_dimensions(cloudwatch: Any) ->
         ("App", "Service", "Environment"),
         ("App", "Service", "Environment", "Outcome"),
     }
+
+
+@pytest.mark.parametrize(
+    ("seconds", "period"), [(0.5, 1), (3, 5), (9.2, 10), (11, 30), (30, 30), (31, 60), (61, 120)]
+)
+def test_a_window_is_read_with_a_period_getmetricdata_accepts(seconds: float, period: int) -> None:
+    from relay.aws.cloudwatch import _period
+
+    assert _period(seconds) == period
