@@ -33,5 +33,12 @@ def environment() -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
         "PREFECT_API_URL": PREFECT_API_URL,
+        # The stack's Prefect server keeps its database in SQLite, which answers 503 when two
+        # writers' snapshots conflict (SQLITE_BUSY_SNAPSHOT: no busy timeout helps); clients
+        # retry those with an exponential back-off, 5 times by default (62 s). Several releases
+        # at once on one machine (the test suite's two processes) can outlast that; one more
+        # try doubles the wait (126 s). PostgreSQL, what Prefect recommends beyond one
+        # machine, has no such conflicts.
+        "PREFECT_CLIENT_MAX_RETRIES": "6",
         "RELAY_HOME": str(paths.home),
     }

@@ -16,10 +16,10 @@ from relay.traffic import (
 )
 
 
-def test_every_provider_is_made_from_what_it_needs(tmp_path: Path) -> None:
+def test_every_provider_is_made_from_what_it_needs(short_tmp: Path) -> None:
     pods = Pods(2, scale=lambda track, n: None, replicas=lambda track: 0)
 
-    haproxy = make_router("haproxy", name="shop-dev", home=tmp_path)
+    haproxy = make_router("haproxy", name="shop-dev", home=short_tmp)
     replicas = make_router("replica_ratio", pods=pods)
 
     assert isinstance(haproxy, HAProxyRouter) and haproxy.type == "haproxy"
