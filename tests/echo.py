@@ -17,6 +17,9 @@ from pathlib import Path
 import docker
 
 from relay.images import build_image, push_image
+from relay.platforms.docker import DeploySpec
+from relay.registry import ImageRef
+from relay.traffic import Route
 
 SERVER = """
 import itertools, json, os, sys, urllib.request
@@ -69,6 +72,20 @@ def make_image(
     )
     build_image(client, context, "Dockerfile", f"{repository}:{version}", {}, {})
     return f"{repository}@{push_image(client, repository, version)}"
+
+
+def echo_spec(app: str, route: Route, image: str, health_timeout: float = 20) -> DeploySpec:
+    """The echo service of `app` in its `test` environment, at `image`, behind `route`."""
+    return DeploySpec(
+        app=app,
+        environment="test",
+        service="echo",
+        image=ImageRef.parse(image),
+        commit="c",
+        tree="t",
+        route=route,
+        health_timeout=health_timeout,
+    )
 
 
 @dataclass

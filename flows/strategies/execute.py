@@ -161,11 +161,9 @@ async def _analyze(run: _Run) -> None:
     if not run.weight:
         raise RuntimeError("plan error: Analyze must follow SetWeight")
     analysis = run.env.analysis
-    alarms = list(analysis.cloudwatch_alarms)
-    where = f"relay.yaml: environments.{run.spec.environment}.analysis.cloudwatch_alarms"
     if analysis.metrics == "haproxy" and run.opened is None:
         # kubernetes without a metrics source: only the alarms can judge
-        judgement = judge_alarms(read_alarm_states(alarms, where) if alarms else None)
+        judgement = judge_alarms(_alarm_states(run))
         get_run_logger().info(
             "%s canary at %s%% judged by CloudWatch alarms only: %s (%s)",
             run.spec.service,
@@ -186,7 +184,7 @@ async def _analyze(run: _Run) -> None:
         analysis,
         (str(flow_run.id), flow_run.parent_flow_run_id),
         artifact_key(run.spec.app, run.spec.service, run.spec.environment, "canary"),
-        read_alarm_states(alarms, where) if alarms else None,
+        _alarm_states(run),
         source,
     )
     # A canary that died early in the window, once HAProxy's checks mark it down, gets no
@@ -196,6 +194,13 @@ async def _analyze(run: _Run) -> None:
     if health and judgement.verdict != Verdict.FAILED and not health_ok(health):
         await _decide(run, Verdict.FAILED, [f"the canary stopped answering {health}"])
     await _decide(run, judgement.verdict, judgement.reasons)
+
+
+def _alarm_states(run: _Run) -> dict[str, str] | None:
+    """The environment's analysis alarms' states now; None when it names none."""
+    alarms = list(run.env.analysis.cloudwatch_alarms)
+    where = f"relay.yaml: environments.{run.spec.environment}.analysis.cloudwatch_alarms"
+    return read_alarm_states(alarms, where) if alarms else None
 
 
 def _traffic(run: _Run) -> tuple[ServerCounters | None, ServerCounters | None, str]:
@@ -225,12 +230,10 @@ async def _watch(run: _Run, seconds: float) -> None:
     other error on the way (a cancellation, an alarm that does not exist) puts it back too."""
     rollout = run.started
     analysis = run.env.analysis
-    alarms = list(analysis.cloudwatch_alarms)
-    where = f"relay.yaml: environments.{run.spec.environment}.analysis.cloudwatch_alarms"
     try:
         run.opened, run.opened_at = read_slot_counters(rollout), datetime.now(UTC)
         await _pause(seconds)
-        states = read_alarm_states(alarms, where) if alarms else None
+        states = _alarm_states(run)
         if analysis.metrics == "haproxy" and run.opened is None:
             judgement = judge_alarms(states)
         else:

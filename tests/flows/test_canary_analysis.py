@@ -28,10 +28,9 @@ from relay.errors import RolledBack
 from relay.ledger import Ledger
 from relay.manifest import Analysis, Environment
 from relay.platforms.docker import DeploySpec, DockerPlatform
-from relay.registry import ImageRef
 from relay.settings import ledger_path, relay_home
 from relay.traffic import Route, make_router
-from tests.echo import Load, make_image
+from tests.echo import Load, echo_spec, make_image
 
 pytestmark = pytest.mark.stack
 
@@ -118,16 +117,7 @@ def stable(images: dict[str, str], dependency: Dependency) -> Iterator[DockerHos
 
 
 def spec(image: str) -> DeploySpec:
-    return DeploySpec(
-        app=APP,
-        environment="test",
-        service="echo",
-        image=ImageRef.parse(image),
-        commit="c",
-        tree="t",
-        route=ROUTE,
-        health_timeout=20,
-    )
+    return echo_spec(APP, ROUTE, image)
 
 
 def relay(capsys: pytest.CaptureFixture[str], *argv: str) -> str:

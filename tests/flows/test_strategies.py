@@ -25,10 +25,9 @@ from flows.strategies import blue_green, canary, rolling
 from relay.errors import RolledBack, TerminalError
 from relay.manifest import Analysis, Approval, Environment
 from relay.platforms.docker import DeployResult, DeploySpec, DockerPlatform
-from relay.registry import ImageRef
 from relay.settings import relay_home
 from relay.traffic import Route, make_router
-from tests.echo import Load, make_image
+from tests.echo import Load, echo_spec, make_image
 
 pytestmark = pytest.mark.stack
 
@@ -72,16 +71,7 @@ def stable(images: dict[str, str]) -> Iterator[DockerHost]:
 
 
 def spec(image: str) -> DeploySpec:
-    return DeploySpec(
-        app=APP,
-        environment="test",
-        service="echo",
-        image=ImageRef.parse(image),
-        commit="c",
-        tree="t",
-        route=ROUTE,
-        health_timeout=20,
-    )
+    return echo_spec(APP, ROUTE, image)
 
 
 def running_images() -> list[str]:
