@@ -10,6 +10,10 @@ registry    Debian's ``docker-registry`` (CNCF distribution) on 127.0.0.1:5000 s
 moto        ``moto_server`` on 127.0.0.1:5001 stands in for AWS (Secrets Manager, CloudWatch,
             Logs, the ECR API, STS). boto3 reaches it through ``AWS_ENDPOINT_URL`` with no code
             changes.
+prometheus  Debian's ``prometheus`` on 127.0.0.1:9095, scraping every second the Prometheus
+            exporter of each HAProxy router Relay runs (their scrape targets are files under
+            ``$RELAY_HOME/prometheus/targets``), so canaries can be judged by PromQL
+            (``analysis.metrics: prometheus``). Keeps a day of data.
 prefect     A Prefect server on 127.0.0.1:4200 (SQLite under ``$RELAY_HOME/prefect``) and the
             process work pool ``relay``, which `ensure_work_pool` creates. Started as a
             subprocess; nothing here imports Prefect.
@@ -36,6 +40,8 @@ from devstack.endpoints import (
     MOTO_URL,
     PREFECT_API_URL,
     PREFECT_PORT,
+    PROMETHEUS_PORT,
+    PROMETHEUS_URL,
     REGISTRY_ADDR,
     WORK_POOL,
     environment,
@@ -43,6 +49,7 @@ from devstack.endpoints import (
 from devstack.errors import StackError
 from devstack.paths import Paths
 from devstack.supervisor import LOG_MARKER, Service, programs, require
+from relay.settings import prometheus_targets
 
 _DOCKERD_FLAGS = ("--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false")
 
@@ -131,6 +138,41 @@ def _moto_prepare(p: Paths) -> None:
         )
 
 
+def _prometheus_prepare(p: Paths) -> None:
+    require("prometheus", "run scripts/install-deps (needs Debian's prometheus)")
+    targets = prometheus_targets(p.home)
+    targets.mkdir(parents=True, exist_ok=True)
+    p.prometheus_data.mkdir(parents=True, exist_ok=True)
+    # One-second scrapes: a canary window is a few seconds long, and `increase()` needs two
+    # samples in it. `scope=server`: only the per-server series analysis reads.
+    p.prometheus_config.write_text(
+        "# written by devstack: scrapes every HAProxy router Relay runs on this machine\n"
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+        "scrape_configs:\n"
+        "  - job_name: relay-haproxy\n"
+        "    params:\n      scope: [server]\n"
+        "    file_sd_configs:\n"
+        f"      - files: ['{targets}/*.json']\n"
+        "        refresh_interval: 2s\n"
+    )
+
+
+def _prometheus_argv(p: Paths) -> list[str]:
+    return [
+        "prometheus",
+        "--config.file",
+        str(p.prometheus_config),
+        "--storage.tsdb.path",
+        str(p.prometheus_data),
+        "--storage.tsdb.retention.time",
+        "1d",
+        "--web.listen-address",
+        f"127.0.0.1:{PROMETHEUS_PORT}",
+        "--log.level",
+        "warn",
+    ]
+
+
 def _prefect_env(p: Paths) -> dict[str, str]:
     env = dict(os.environ)
     env["PREFECT_HOME"] = str(p.prefect_home)
@@ -198,6 +240,17 @@ SERVICES: tuple[Service, ...] = (
         port=("127.0.0.1", MOTO_PORT),
         port_env="RELAY_MOTO_PORT",
         prepare=_moto_prepare,
+    ),
+    Service(
+        name="prometheus",
+        address=lambda p: PROMETHEUS_URL,
+        argv=_prometheus_argv,
+        is_ours=lambda a, p: "prometheus" in programs(a) and str(p.prometheus_config) in a,
+        ready=_ok(f"{PROMETHEUS_URL}/-/ready"),
+        timeout=30.0,
+        port=("127.0.0.1", PROMETHEUS_PORT),
+        port_env="RELAY_PROMETHEUS_PORT",
+        prepare=_prometheus_prepare,
     ),
     Service(
         name="prefect",

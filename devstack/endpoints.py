@@ -17,7 +17,11 @@ def _env_port(name: str, default: int) -> int:
 
 MOTO_PORT = _env_port("RELAY_MOTO_PORT", 5001)
 PREFECT_PORT = _env_port("RELAY_PREFECT_PORT", 4200)
+# Not Prometheus' usual 9090: on a Debian machine with systemd, installing the package starts
+# Debian's own Prometheus there.
+PROMETHEUS_PORT = _env_port("RELAY_PROMETHEUS_PORT", 9095)
 MOTO_URL = f"http://127.0.0.1:{MOTO_PORT}"
+PROMETHEUS_URL = f"http://127.0.0.1:{PROMETHEUS_PORT}"
 PREFECT_API_URL = f"http://127.0.0.1:{PREFECT_PORT}/api"
 WORK_POOL = "relay"
 
@@ -33,6 +37,7 @@ def environment() -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
         "PREFECT_API_URL": PREFECT_API_URL,
+        "RELAY_PROMETHEUS_URL": PROMETHEUS_URL,
         # The stack's Prefect server keeps its database in SQLite, which answers 503 when two
         # writers' snapshots conflict (SQLITE_BUSY_SNAPSHOT: no busy timeout helps); clients
         # retry those with an exponential back-off, 5 times by default (62 s). Several releases

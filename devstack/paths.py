@@ -66,6 +66,14 @@ class Paths:
         return self.home / "prefect"
 
     @property
+    def prometheus_config(self) -> Path:
+        return self.home / "prometheus" / "prometheus.yml"
+
+    @property
+    def prometheus_data(self) -> Path:
+        return self.home / "prometheus" / "data"
+
+    @property
     def tmp(self) -> Path:
         return self.home / "tmp"
 

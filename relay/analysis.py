@@ -21,7 +21,7 @@ retried), but that is not a FAILED verdict.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
@@ -29,7 +29,9 @@ from typing import Literal
 from relay.manifest import Analysis
 
 __all__ = [
+    "CheckResult",
     "NextStep",
+    "Traffic",
     "Readings",
     "next_step",
     "Judgement",
@@ -40,6 +42,7 @@ __all__ = [
     "recent_window",
     "window",
     "with_alarms",
+    "with_checks",
 ]
 
 # The response-status fields of a row of HAProxy's `show stat`; together they count every
@@ -337,6 +340,66 @@ def with_alarms(judgement: Judgement, alarm_states: Mapping[str, str]) -> Judgem
     kept = judgement.reasons if judgement.verdict == Verdict.FAILED else []
     reasons = [ALARM_FIRING.format(name=name) for name in firing] + kept
     return replace(judgement, verdict=Verdict.FAILED, reasons=reasons)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One `analysis.prometheus.checks` query's value in a window; None when it had none
+    (`problem` says why: no series, or the query failed)."""
+
+    name: str
+    value: float | None
+    max: float | None = None
+    min: float | None = None
+    problem: str = ""
+
+    def failure(self) -> str:
+        """Why the value breaks a limit; "" when it does not (or there is none)."""
+        if self.value is None:
+            return ""
+        if self.max is not None and self.value > self.max:
+            return f"check {self.name!r}: {self.value:g} is above its max {self.max:g}"
+        if self.min is not None and self.value < self.min:
+            return f"check {self.name!r}: {self.value:g} is below its min {self.min:g}"
+        return ""
+
+
+def with_checks(judgement: Judgement, checks: Sequence[CheckResult]) -> Judgement:
+    """The judgement once the environment's own queries are counted: one over its limit fails
+    the step (its reason first, as an alarm's); one without a value makes a passing step
+    inconclusive, saying which. Like alarms, they can only make a verdict worse."""
+    failed = [f for check in checks if (f := check.failure())]
+    if failed:
+        kept = judgement.reasons if judgement.verdict == Verdict.FAILED else []
+        return replace(judgement, verdict=Verdict.FAILED, reasons=failed + kept)
+    missing = [
+        f"check {c.name!r} has no value ({c.problem or 'the query returned no data'})"
+        for c in checks
+        if c.value is None
+    ]
+    if not missing or judgement.verdict == Verdict.FAILED:
+        return judgement
+    reasons = judgement.reasons if judgement.verdict == Verdict.INCONCLUSIVE else []
+    return replace(judgement, verdict=Verdict.INCONCLUSIVE, reasons=reasons + missing)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Both versions' requests in one window, as a metrics source (`source`, for people) gave
+    them. `canary` is None when the source had nothing for it: `unavailable` says why when the
+    source could not be asked (unreachable, a query refused). `checks`: the environment's own
+    queries, where the source has them (Prometheus)."""
+
+    source: str
+    canary: ServerCounters | None
+    stable: ServerCounters | None = None
+    unavailable: str = ""
+    checks: tuple[CheckResult, ...] = ()
+
+    def missing(self) -> str:
+        """Why there is nothing to judge the canary by."""
+        no_data = f"{self.source} has no request data for the canary in this window"
+        return self.unavailable or no_data
 
 
 NO_COUNTERS = (

@@ -33,3 +33,17 @@ def workdir(repository: str, commit: str) -> Path:
 def ledger_path() -> Path:
     """The deployment ledger (SQLite). Point RELAY_LEDGER at shared storage for several workers."""
     return Path(os.environ.get("RELAY_LEDGER", relay_home() / "ledger.db"))
+
+
+def prometheus_targets(home: Path | None = None) -> Path:
+    """Where each HAProxy router writes its Prometheus scrape target (one JSON file per
+    application environment, Prometheus' `file_sd_configs` format): a Prometheus that reads
+    ``<this>/*.json`` scrapes every router Relay runs on this machine, labelled by app and
+    environment (the local stack's does)."""
+    return (home or relay_home()) / "prometheus" / "targets"
+
+
+def prometheus_url() -> str | None:
+    """The Prometheus a canary's PromQL queries go to when `analysis.prometheus.address` does
+    not say: ``$RELAY_PROMETHEUS_URL`` (the local stack sets it to its own)."""
+    return os.environ.get("RELAY_PROMETHEUS_URL") or None

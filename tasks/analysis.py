@@ -14,9 +14,11 @@ from prefect.logging import get_run_logger
 from relay.analysis import (
     Judgement,
     ServerCounters,
+    Traffic,
     Verdict,
     judge,
     with_alarms,
+    with_checks,
 )
 from relay.errors import RelayError
 from relay.ledger import Ledger
@@ -31,27 +33,24 @@ def analyze_canary(
     spec: Spec,
     weight: int,
     step: tuple[int, int],
-    canary: ServerCounters | None,
-    stable: ServerCounters | None,
+    traffic: Traffic,
     started_at: datetime,
     analysis: Analysis,
     runs: tuple[str, str | None],
     artifact_key: str,
     alarm_states: dict[str, str] | None = None,
-    source: str = "HAProxy",
 ) -> Judgement:
     """Judge one step (`step`: its number and how many the plan has) by both versions' traffic
     in its window, and record the window under `runs` (the canary's run id and its
-    deployment's). No canary traffic at all from `source` (a metric with no data) is
-    inconclusive, saying so."""
+    deployment's). No canary traffic at all (a metric with no data, a source that could not be
+    asked) is inconclusive, saying so and why."""
+    canary, stable = traffic.canary, traffic.stable
     if canary is None:
-        no_data = f"{source} has no request data for the canary in this window"
-        judgement = with_alarms(
-            Judgement(Verdict.INCONCLUSIVE, 0, 0.0, 0.0, [no_data], stable), alarm_states or {}
-        )
+        judgement = Judgement(Verdict.INCONCLUSIVE, 0, 0.0, 0.0, [traffic.missing()], stable)
         canary = ServerCounters()
     else:
-        judgement = with_alarms(judge(canary, analysis, stable), alarm_states or {})
+        judgement = judge(canary, analysis, stable)
+    judgement = with_checks(with_alarms(judgement, alarm_states or {}), traffic.checks)
     recorded = Window(
         app=spec.app,
         environment=spec.environment,
@@ -95,17 +94,18 @@ def analyze_canary(
 def judge_watch(
     spec: Spec,
     seconds: float,
-    traffic: ServerCounters | None,
+    traffic: Traffic,
     analysis: Analysis,
     alarm_states: dict[str, str] | None = None,
 ) -> Judgement:
-    """The new version after the switch, over the watch window: by the absolute limits and the
-    alarms (the previous version has no traffic left to compare with). Too few requests, or no
-    data, says nothing and does not fail it."""
+    """The new version after the switch, over the watch window: by the absolute limits, the
+    alarms and the environment's own checks (the previous version has no traffic left to
+    compare with). Too few requests, or no data, says nothing and does not fail it."""
     absolute = analysis.model_copy(
         update={"max_error_rate_increase": None, "max_response_ratio": None}
     )
-    judgement = with_alarms(judge(traffic or ServerCounters(), absolute), alarm_states or {})
+    judgement = judge(traffic.canary or ServerCounters(), absolute)
+    judgement = with_checks(with_alarms(judgement, alarm_states or {}), traffic.checks)
     get_run_logger().info(
         "%s watched for %s s with all traffic: %s (%s)",
         spec.service,

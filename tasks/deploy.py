@@ -30,7 +30,12 @@ from tasks.support.tracing import platform_span
 
 
 def _router(spec: DeploySpec) -> TrafficRouter:
-    return make_router("haproxy", name=f"{spec.app}-{spec.environment}", home=relay_home())
+    return make_router(
+        "haproxy",
+        name=f"{spec.app}-{spec.environment}",
+        home=relay_home(),
+        labels={"app": spec.app, "environment": spec.environment},
+    )
 
 
 @contextmanager

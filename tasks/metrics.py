@@ -1,21 +1,26 @@
-"""CloudWatch stage: delivery metrics out after every ledger record, alarm states in for canary
-steps and production approvals, and the versions' request metrics in for canary steps judged by
-CloudWatch (`relay.aws.cloudwatch` does the work)."""
+"""Metrics stage: delivery metrics out to CloudWatch after every ledger record, alarm states in
+for canary steps and production approvals, and the versions' request metrics in for canary
+steps judged by CloudWatch or Prometheus (`relay.aws.cloudwatch` and `relay.prometheus` do the
+work)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
+import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from blocks.aws import aws_client
-from relay.analysis import ServerCounters
+from relay.analysis import ServerCounters, Traffic
 from relay.aws.cloudwatch import alarm_states, put_metrics, version_traffic
 from relay.dora import attempt_metrics
 from relay.ledger import Ledger, Record
-from relay.manifest import CloudWatch, CloudWatchMetrics
+from relay.manifest import CloudWatch, CloudWatchMetrics, PrometheusMetrics
+from relay.prometheus import run_checks, shown
+from relay.prometheus import version_traffic as prometheus_traffic
 from relay.settings import ledger_path
 from tasks.support.retry import on_transient
 
@@ -90,3 +95,24 @@ def read_version_traffic(
         ),
     )
     return found
+
+
+@task(name="read-prometheus-traffic", cache_policy=NO_CACHE, **on_transient(2, 2))
+def read_prometheus_traffic(
+    metrics: PrometheusMetrics, address: str, values: Mapping[str, str], end: datetime
+) -> Traffic:
+    """The canary's and the stable version's requests over one window, and the environment's
+    own checks, from Prometheus' answers to the window's PromQL queries."""
+    with httpx.Client() as client:
+        found = prometheus_traffic(client, address, metrics, values, end)
+        checks = run_checks(client, address, metrics, values, end)
+    get_run_logger().info(
+        "Prometheus %s: %s%s",
+        shown(address),
+        ", ".join(
+            f"{v} {c.requests} requests, {c.errors} errors" if c else f"{v} no data"
+            for v, c in found.items()
+        ),
+        "".join(f"; check {c.name} = {c.value}" for c in checks),
+    )
+    return Traffic(f"Prometheus ({shown(address)})", found["canary"], found["stable"], "", checks)

@@ -21,17 +21,19 @@ from prefect_docker import DockerHost
 from flows.approval import approval
 from relay.analysis import (
     Readings,
-    ServerCounters,
+    Traffic,
     Verdict,
     judge_alarms,
     next_step,
     recent_window,
     window,
 )
-from relay.errors import NotApproved, RolledBack, StageFailed, WatchFailed
+from relay.errors import NotApproved, RelayError, RolledBack, StageFailed, WatchFailed
 from relay.manifest import Environment
 from relay.platforms import AnyRollout, DeployResult, Spec
 from relay.platforms.docker import Rollout, health_ok
+from relay.prometheus import placeholders
+from relay.settings import prometheus_url
 from relay.stages.site import StageSite
 from relay.strategies.steps import (
     Analyze,
@@ -54,7 +56,7 @@ from tasks.deploy import (
     stop_previous_version,
     switch_traffic,
 )
-from tasks.metrics import read_alarm_states, read_version_traffic
+from tasks.metrics import read_alarm_states, read_prometheus_traffic, read_version_traffic
 from tasks.record import artifact_key
 from tasks.support.cancellation import raise_if_cancelled
 from tasks.test import run_smoke_tests
@@ -173,19 +175,16 @@ async def _analyze(run: _Run) -> None:
         )
         await _decide(run, judgement.verdict, judgement.reasons)
         return
-    canary, stable, source = _traffic(run)
     judgement = analyze_canary(
         run.spec,
         run.weight,
         (run.step, run.analyses),
-        canary,
-        stable,
+        _traffic(run),
         run.opened_at,
         analysis,
         (str(flow_run.id), flow_run.parent_flow_run_id),
         artifact_key(run.spec.app, run.spec.service, run.spec.environment, "canary"),
         _alarm_states(run),
-        source,
     )
     # A canary that died early in the window, once HAProxy's checks mark it down, gets no
     # more attempts to fail, so its counters can look clean (or too few to judge); the next
@@ -203,15 +202,30 @@ def _alarm_states(run: _Run) -> dict[str, str] | None:
     return read_alarm_states(alarms, where) if alarms else None
 
 
-def _traffic(run: _Run) -> tuple[ServerCounters | None, ServerCounters | None, str]:
+def _traffic(run: _Run) -> Traffic:
     """Both versions' traffic in the step's window, from the environment's metrics source:
-    CloudWatch metrics, or HAProxy's counters read now against those read when it opened."""
-    metrics = run.env.analysis.cloudwatch_metrics
-    if run.env.analysis.metrics == "cloudwatch" and metrics is not None:
-        found = read_version_traffic(
-            metrics, run.spec.service, run.spec.environment, run.opened_at, datetime.now(UTC)
-        )
-        return found["canary"], found["stable"], f"CloudWatch ({metrics.namespace})"
+    CloudWatch metrics, Prometheus, or HAProxy's counters read now against those read when it
+    opened. A source that cannot be read gives no data, saying why (inconclusive, not failed)."""
+    analysis, spec, now = run.env.analysis, run.spec, datetime.now(UTC)
+    if analysis.metrics == "cloudwatch" and analysis.cloudwatch_metrics is not None:
+        source = f"CloudWatch ({analysis.cloudwatch_metrics.namespace})"
+        try:
+            found = read_version_traffic(
+                analysis.cloudwatch_metrics, spec.service, spec.environment, run.opened_at, now
+            )
+        except RelayError as exc:
+            return Traffic(source, None, unavailable=f"{source} could not be read: {exc}")
+        return Traffic(source, found["canary"], found["stable"])
+    if analysis.metrics == "prometheus" and analysis.prometheus is not None:
+        address = analysis.prometheus.address or prometheus_url()
+        if address is None:
+            return Traffic("Prometheus", None, unavailable=NO_PROMETHEUS)
+        seconds = (now - run.opened_at).total_seconds()
+        values = placeholders(spec.app, spec.service, spec.environment, _versions(run), seconds)
+        try:
+            return read_prometheus_traffic(analysis.prometheus, address, values, now)
+        except RelayError as exc:
+            return Traffic("Prometheus", None, unavailable=str(exc))
     closed = read_slot_counters(run.started)
     if run.opened is None or closed is None:
         raise RuntimeError("the platform gave counters when the window opened, none now")
@@ -220,7 +234,26 @@ def _traffic(run: _Run) -> tuple[ServerCounters | None, ServerCounters | None, s
         if run.opened.stable is not None and closed.stable is not None
         else None
     )
-    return window(run.opened.canary, closed.canary), stable, "HAProxy"
+    return Traffic("HAProxy", window(run.opened.canary, closed.canary), stable)
+
+
+NO_PROMETHEUS = (
+    "no Prometheus to ask: set analysis.prometheus.address in relay.yaml, or RELAY_PROMETHEUS_URL "
+    "in the worker's environment"
+)
+
+
+def _versions(run: _Run) -> dict[str, str]:
+    """What the canary and the stable version are called in metrics: their slots (docker,
+    `blue`/`green`) or tracks (kubernetes)."""
+    rollout = run.started
+    stable = rollout.stable
+    if stable is None:
+        return {"canary": rollout.slot, "stable": ""}
+    return {
+        "canary": rollout.slot,
+        "stable": stable.slot if isinstance(rollout, Rollout) else stable.track,
+    }
 
 
 async def _watch(run: _Run, seconds: float) -> None:
@@ -237,8 +270,7 @@ async def _watch(run: _Run, seconds: float) -> None:
         if analysis.metrics == "haproxy" and run.opened is None:
             judgement = judge_alarms(states)
         else:
-            canary, _, _ = _traffic(run)
-            judgement = judge_watch(run.spec, seconds, canary, analysis, states)
+            judgement = judge_watch(run.spec, seconds, _traffic(run), analysis, states)
     except BaseException:
         abort_rollout(run.docker_host, rollout)
         raise

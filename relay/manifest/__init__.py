@@ -27,6 +27,8 @@ from relay.manifest.models import (
     Kubernetes,
     Manifest,
     Packages,
+    PrometheusCheck,
+    PrometheusMetrics,
     ResourceAmounts,
     Resources,
     Sast,
@@ -61,5 +63,7 @@ __all__ = [
     "Compliance",
     "ImageScan",
     "Packages",
+    "PrometheusCheck",
+    "PrometheusMetrics",
     "SkippedCheck",
 ]

@@ -127,6 +127,37 @@ BaseUrl = Annotated[str, AfterValidator(_check_url)]
 """An http(s) URL, kept without a trailing '/'."""
 
 
+# What a PromQL query of `analysis.prometheus` may leave for Relay to fill in at each window.
+PROMQL_PLACEHOLDERS = ("app", "service", "environment", "canary", "stable", "version", "window")
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
+
+
+def promql_placeholders(query: str) -> set[str]:
+    """The `{{name}}` placeholders a query uses."""
+    return set(_PLACEHOLDER.findall(query))
+
+
+def fill_promql(query: str, values: dict[str, str]) -> str:
+    """`query` with each `{{name}}` replaced by its value (names were checked on load)."""
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], query)
+
+
+def _check_promql(value: str) -> str:
+    if not value.strip():
+        raise _custom("a PromQL query may not be empty")
+    unknown = sorted(promql_placeholders(value) - set(PROMQL_PLACEHOLDERS))
+    if unknown:
+        raise _custom(
+            f"{{{{{unknown[0]}}}}} is not a placeholder Relay fills in; use "
+            + ", ".join(f"{{{{{name}}}}}" for name in PROMQL_PLACEHOLDERS)
+        )
+    return value
+
+
+PromQL = Annotated[str, AfterValidator(_check_promql)]
+"""A PromQL query whose `{{placeholders}}` are ones Relay fills in."""
+
+
 def _split_command(value: object) -> object:
     """A string becomes its shell-like split; a list is kept; anything else fails as a list."""
     if isinstance(value, str):

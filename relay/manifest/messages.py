@@ -19,7 +19,7 @@ BAD_VARIABLE = (
 )
 UNKNOWN_SECRET_ENVIRONMENT = "no environment {name!r}; write secrets for one of: {known}"
 HEALTH_NOT_ABSOLUTE = "{value!r} does not start with '/'; write a URL path such as '/healthz'"
-URL_INVALID = "{value!r} is not an http(s) URL; write one such as 'https://pypi.org/pypi'"
+URL_INVALID = "{value!r} is not an http(s) URL; write one such as 'https://example.com:9090/path'"
 REGISTRY_INVALID = (
     "{value!r} is not a registry address; write host:port without a scheme, "
     "such as '127.0.0.1:5000'"

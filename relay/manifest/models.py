@@ -32,6 +32,7 @@ from relay.manifest.fields import (
     Memory,
     Namespace,
     Port,
+    PromQL,
     RegistryAddress,
     SarifPath,
     SecretId,
@@ -39,6 +40,7 @@ from relay.manifest.fields import (
     ServiceName,
     ServicePath,
     SetupPath,
+    promql_placeholders,
 )
 from relay.manifest.limits import (
     ANALYSIS_INTERVAL_MAX,
@@ -128,6 +130,74 @@ class CloudWatchMetrics(_Model):
     response_time_unit: Literal["seconds", "milliseconds"] = "seconds"
 
 
+# HAProxy's Prometheus exporter, as the local stack's Prometheus labels each router it scrapes
+# (app, environment): a server is a slot; `{{version}}` is the canary's or the stable one's.
+_HAPROXY_SERVER = (
+    'app="{{app}}",environment="{{environment}}",proxy="be_{{service}}",server="{{version}}"'
+)
+# What HAProxy's counters count (relay.analysis.ServerCounters.from_haproxy): every response,
+# plus the attempts the server failed without one; errors are the 5xx and those attempts.
+_HAPROXY_FAILED = " + ".join(
+    "sum(increase(haproxy_server_" + counter + "_total{" + _HAPROXY_SERVER + "}[{{window}}]))"
+    for counter in ("response_errors", "connection_errors", "retry_warnings")
+)
+HAPROXY_REQUESTS = (
+    "sum(increase(haproxy_server_http_responses_total{"
+    + _HAPROXY_SERVER
+    + "}[{{window}}])) + "
+    + _HAPROXY_FAILED
+)
+HAPROXY_ERRORS = (
+    "sum(increase(haproxy_server_http_responses_total{"
+    + _HAPROXY_SERVER
+    + ',code="5xx"}[{{window}}])) + '
+    + _HAPROXY_FAILED
+)
+HAPROXY_RESPONSE_MS = (
+    "max(haproxy_server_response_time_average_seconds{" + _HAPROXY_SERVER + "}) * 1000"
+)
+
+
+class PrometheusCheck(_Model):
+    """One more PromQL query judged at every canary step, with limits on its single value: a
+    value above `max` or below `min` fails the step; no value is inconclusive. It may use
+    `{{canary}}` and `{{stable}}` to compare both versions in one query."""
+
+    name: Annotated[str, Field(min_length=1, max_length=80)]
+    query: PromQL
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _limited(self) -> PrometheusCheck:
+        if self.max is None and self.min is None:
+            raise PydanticCustomError(
+                "relay", "a check needs a limit: write max: (fails above) or min: (fails below)"
+            )
+        if "version" in promql_placeholders(self.query):
+            raise PydanticCustomError(
+                "relay",
+                "{{version}} is only for requests, errors and response_ms (read once per "
+                "version); a check names the versions itself: {{canary}}, {{stable}}",
+            )
+        return self
+
+
+class PrometheusMetrics(_Model):
+    """Where each version's requests are counted in Prometheus, read with instant PromQL
+    queries at the end of each canary window. `requests`, `errors` (counts in the window) and
+    `response_ms` (mean milliseconds) are asked once per version, `{{version}}` being the
+    canary's or the stable one's name (a slot, blue or green, on docker; a track on
+    kubernetes); `{{window}}` is the window's length (such as `10s`). The defaults read HAProxy's
+    exporter as the local stack scrapes it. `address` defaults to $RELAY_PROMETHEUS_URL."""
+
+    address: BaseUrl | None = None
+    requests: PromQL = HAPROXY_REQUESTS
+    errors: PromQL = HAPROXY_ERRORS
+    response_ms: PromQL | None = HAPROXY_RESPONSE_MS
+    checks: list[PrometheusCheck] = Field(default_factory=list)
+
+
 class Analysis(_Model):
     """How a canary is judged at each step, from its requests beside the stable version's in
     the same window.
@@ -151,10 +221,12 @@ class Analysis(_Model):
     max_response_ratio: Annotated[float, Field(ge=1)] | None = None
     on_inconclusive: Literal["fail", "pause", "continue"] = "fail"
     cloudwatch_alarms: list[AlarmName] = Field(default_factory=list)
-    # Where the versions' requests are counted: HAProxy's counters (docker), or CloudWatch
-    # metrics (any platform; `cloudwatch_metrics` says which).
-    metrics: Literal["haproxy", "cloudwatch"] = "haproxy"
+    # Where the versions' requests are counted: HAProxy's counters (docker), CloudWatch
+    # metrics (any platform; `cloudwatch_metrics` says which), or Prometheus (any platform;
+    # `prometheus` says where and how, HAProxy's exporter by default).
+    metrics: Literal["haproxy", "cloudwatch", "prometheus"] = "haproxy"
     cloudwatch_metrics: CloudWatchMetrics | None = None
+    prometheus: PrometheusMetrics | None = None
 
     @model_validator(mode="after")
     def _metrics_named(self) -> Analysis:
@@ -164,7 +236,21 @@ class Analysis(_Model):
                 "metrics: cloudwatch needs cloudwatch_metrics (namespace, dimensions, requests, "
                 "errors); add them, or write metrics: haproxy",
             )
+        if self.prometheus is not None and self.metrics != "prometheus":
+            raise PydanticCustomError(
+                "relay",
+                f"prometheus: is set but metrics is {self.metrics}; write metrics: prometheus, "
+                "or remove prometheus:",
+            )
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prometheus_defaults(cls, data: object) -> object:
+        """`metrics: prometheus` alone reads HAProxy's exporter with the default queries."""
+        if isinstance(data, dict) and data.get("metrics") == "prometheus":
+            return {**data, "prometheus": data.get("prometheus") or {}}
+        return data
 
 
 class Approval(_Model):

@@ -66,11 +66,13 @@ def make_router(
     store: RouteStore | None = None,
     route: HttpRoute | None = None,
     pods: Pods | None = None,
+    labels: dict[str, str] | None = None,
 ) -> TrafficRouter:
     """The router of `kind`, from what that provider needs.
 
     - `haproxy`: `name`, the application environment (such as 'shop-dev'), and `home`, where
-      its configuration, socket and state live;
+      its configuration, socket and state live; `labels` (app, environment) for its
+      Prometheus target;
     - `gateway_api`: the `store` holding HTTPRoutes and the service's `route`;
     - `replica_ratio`: the service's `pods`.
 
@@ -80,7 +82,7 @@ def make_router(
     if kind == HAProxyRouter.type:
         if not name or home is None:
             raise ValueError("the haproxy router needs name= (such as 'shop-dev') and home=")
-        return HAProxyRouter(name=name, home=home)
+        return HAProxyRouter(name=name, home=home, labels=labels)
     if kind == GatewayApiRouter.type:
         if store is None or route is None:
             raise ValueError("the gateway_api router needs store= and route=")

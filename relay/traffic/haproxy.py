@@ -5,6 +5,10 @@ public port and balances between two slots, `blue` and `green`, by weight. Weigh
 the runtime API (admin socket), effective at once and without a reload. Adding a service needs a
 new frontend, which needs a reload: the server state is saved first and loaded back
 (`server-state-file`), because a reload otherwise resets weights to the configuration's.
+
+Every process also serves HAProxy's built-in Prometheus exporter on a port of its own
+(127.0.0.1, chosen once and kept), and names it in a scrape-target file
+(`relay.settings.prometheus_targets`), so a Prometheus can judge canaries by PromQL.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from relay.errors import RelayError, TerminalError
+from relay.settings import prometheus_targets
 
 SLOTS = ("blue", "green")
 
@@ -40,7 +45,9 @@ def _backend(service: str) -> str:
     return f"be_{service}"
 
 
-def render_config(routes: list[Route], socket_path: Path, state_file: Path) -> str:
+def render_config(
+    routes: list[Route], socket_path: Path, state_file: Path, metrics_port: int | None = None
+) -> str:
     lines = [
         "global",
         f"    stats socket {socket_path} mode 600 level admin",
@@ -60,6 +67,14 @@ def render_config(routes: list[Route], socket_path: Path, state_file: Path) -> s
         "    retry-on conn-failure empty-response",
         "    load-server-state-from-file global",
     ]
+    if metrics_port is not None:
+        lines += [
+            "frontend relay_metrics",
+            f"    bind 127.0.0.1:{metrics_port}",
+            "    http-request use-service prometheus-exporter if { path /metrics }",
+            "    http-request return status 404",
+            "    no log",
+        ]
     for route in sorted(routes, key=lambda r: r.service):
         lines += [
             f"frontend fe_{route.service}",
@@ -86,8 +101,17 @@ SOCKET_PATH_MAX = 97
 class HAProxyRouter:
     type = "haproxy"
 
-    def __init__(self, name: str, home: Path, haproxy: str = "haproxy") -> None:
+    def __init__(
+        self,
+        name: str,
+        home: Path,
+        haproxy: str = "haproxy",
+        labels: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
+        # Prometheus target labels; `router` (the name) always, `app` and `environment` when
+        # the caller knows them (a name such as 'my-app-dev' cannot be split back).
+        self.labels = {"router": name, **(labels or {})}
         self.dir = home / "haproxy" / name
         self.pidfile = home / "run" / f"haproxy-{name}.pid"
         self.haproxy = haproxy
@@ -101,6 +125,8 @@ class HAProxyRouter:
             )
         self.state_file = self.dir / "server-state"
         self.routes_file = self.dir / "routes.json"
+        self.metrics_port_file = self.dir / "metrics-port"
+        self.target_file = prometheus_targets(home) / f"{name}.json"
 
     # -- routes and the process ---------------------------------------------------------------
 
@@ -131,13 +157,15 @@ class HAProxyRouter:
         with self._locked():
             routes = self.routes()
             pid = self.pid()
-            if routes.get(route.service) == route and pid is not None:
+            if routes.get(route.service) == route and pid is not None and self.target_file.exists():
                 return
             routes[route.service] = route
             self.pidfile.parent.mkdir(parents=True, exist_ok=True)
             candidate = self.config.with_suffix(".new")
             candidate.write_text(
-                render_config(list(routes.values()), self.socket_path, self.state_file)
+                render_config(
+                    list(routes.values()), self.socket_path, self.state_file, self.metrics_port()
+                )
             )
             self._check(candidate)
             previous = self.config.read_text() if self.config.exists() else None
@@ -155,6 +183,29 @@ class HAProxyRouter:
             self.routes_file.write_text(
                 json.dumps({k: asdict(v) for k, v in routes.items()}, indent=2)
             )
+            self._write_target()
+
+    def metrics_port(self) -> int:
+        """The port of this process's Prometheus exporter: chosen free once, then kept, so
+        Prometheus' series of this environment continue across reloads."""
+        try:
+            return int(self.metrics_port_file.read_text())
+        except (OSError, ValueError):
+            pass
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        self.metrics_port_file.write_text(str(port))
+        return port
+
+    def _write_target(self) -> None:
+        """Name this process's exporter to Prometheus (file service discovery); written
+        whole, then renamed, because Prometheus watches the directory and reads at once."""
+        target = [{"targets": [f"127.0.0.1:{self.metrics_port()}"], "labels": self.labels}]
+        self.target_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.target_file.with_suffix(".partial")
+        partial.write_text(json.dumps(target, indent=2))
+        partial.replace(self.target_file)
 
     def pid(self) -> int | None:
         """The running HAProxy's PID, if the pidfile names a live haproxy process."""
@@ -266,5 +317,5 @@ class HAProxyRouter:
     def remove_managed_routes(self) -> None:
         """Stop serving every route of this environment (the process and its files go)."""
         self.stop()
-        for path in (self.routes_file, self.config, self.state_file):
+        for path in (self.target_file, self.routes_file, self.config, self.state_file):
             path.unlink(missing_ok=True)

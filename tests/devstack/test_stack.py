@@ -1,4 +1,5 @@
-"""devstack against the real local stack: dockerd, base image, registry, moto, Prefect server.
+"""devstack against the real local stack: dockerd, base image, registry, moto, Prometheus,
+Prefect server.
 
 The module fixture brings the stack up only if nothing of it is running, and then brings it down
 at the end; a stack that was already up (fully or partly) is left as it was.
@@ -11,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ import devstack
 
 pytestmark = pytest.mark.stack
 
-COMPONENTS = ["dockerd", "base-image", "registry", "moto", "prefect", "worker"]
+COMPONENTS = ["dockerd", "base-image", "registry", "moto", "prometheus", "prefect", "worker"]
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 MANAGED = {devstack.MANAGED_LABEL: "true"}
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -141,6 +143,30 @@ def test_moto_answers_sts_through_aws_endpoint_url(
     sts = boto3.session.Session().client("sts")
     assert sts.meta.endpoint_url == live_stack["AWS_ENDPOINT_URL"]
     assert sts.get_caller_identity()["Account"] == "123456789012"
+
+
+def test_prometheus_scrapes_the_router_targets_relay_writes(live_stack: dict[str, str]) -> None:
+    """A target file appearing under $RELAY_HOME/prometheus/targets is scraped within seconds
+    (file discovery), with its labels: how every HAProxy router reaches Prometheus."""
+    from relay.settings import prometheus_targets
+
+    url = live_stack["RELAY_PROMETHEUS_URL"]
+    port = url.rsplit(":", 1)[1]
+    name = f"selftest-{uuid.uuid4().hex[:6]}"
+    target = prometheus_targets(Path(live_stack["RELAY_HOME"])) / f"{name}.json"
+    # Prometheus scrapes itself here: a target that is surely up.
+    target.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {"router": name}}]))
+    try:
+        query = urllib.parse.quote(f'up{{router="{name}"}}')
+        deadline = time.monotonic() + 20
+        found: list[Any] = []
+        while time.monotonic() < deadline and not found:
+            with _request(f"{url}/api/v1/query?query={query}") as resp:
+                found = json.loads(resp.read())["data"]["result"]
+            time.sleep(0.5)
+        assert found and found[0]["value"][1] == "1", f"{name} was not scraped in 20 s"
+    finally:
+        target.unlink()
 
 
 def test_prefect_health_and_work_pool(live_stack: dict[str, str]) -> None:

@@ -3,13 +3,17 @@ steady request load: a shared dependency's failures blame neither version, a can
 the stable one by more than the relative limit is rolled back, every judged window is recorded,
 and `relay analysis replay` judges the recorded windows again with other limits. The same canary
 judged by CloudWatch metrics (GetMetricData on moto, with data the test puts there) is rolled
-back when its metrics are bad, and is inconclusive, saying so, when there are none."""
+back when its metrics are bad, and is inconclusive, saying so, when there are none. Judged by
+PromQL against the stack's Prometheus (which scrapes HAProxy's own exporter), a bad canary is
+rolled back, a check comparing `{{canary}}` with `{{stable}}` fails a step by its limit, and a
+Prometheus that does not answer is inconclusive, naming it."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
@@ -18,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import docker
+import httpx
 import pytest
 from prefect_docker import DockerHost
 
@@ -256,3 +261,81 @@ def test_no_cloudwatch_data_is_inconclusive_and_says_so(
     with pytest.raises(RolledBack, match="canary analysis inconclusive at 20%") as stopped:
         asyncio.run(canary(stable, spec(images["v2"]), cloudwatch_environment(), True, None))
     assert f"CloudWatch ({NAMESPACE}) has no request data for the canary" in str(stopped.value)
+
+
+PROMETHEUS = os.environ.get("RELAY_PROMETHEUS_URL", "http://127.0.0.1:9095")
+
+
+def prometheus_environment(**settings: object) -> Environment:
+    return environment(metrics="prometheus", prometheus={"address": PROMETHEUS, **settings})
+
+
+def scraped_series(query: str) -> list[dict[str, object]]:
+    answer = httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": query}, timeout=5)
+    return list(answer.json()["data"]["result"])
+
+
+@pytest.fixture
+def scraped(stable: DockerHost) -> DockerHost:
+    """The stable version serving, and its router scraped by Prometheus since it started.
+
+    Each test starts a new router whose target file Prometheus discovers up to ~5 s later (its
+    discovery manager sends updates at most every 5 s); a canary window before that has no
+    data, which is inconclusive (the last test here shows it), not what these tests judge."""
+    started = time.time()
+    query = f'timestamp(up{{router="{APP}-test"}} == 1) > {started:.3f}'
+    deadline = time.monotonic() + 30
+    while not scraped_series(query):
+        assert time.monotonic() < deadline, f"Prometheus did not scrape {APP}-test in 30 s"
+        time.sleep(0.5)
+    return stable
+
+
+def test_a_canary_judged_by_promql_against_the_stacks_prometheus_is_rolled_back(
+    scraped: DockerHost, images: dict[str, str]
+) -> None:
+    with Load(URL), pytest.raises(RolledBack, match="canary analysis failed at 20%") as stopped:
+        asyncio.run(canary(scraped, spec(images["worse"]), prometheus_environment(), True, None))
+    assert "error rate" in str(stopped.value) and "above the 5.0% limit" in str(stopped.value)
+    [window] = Ledger(ledger_path()).windows(APP, "test", "echo")
+    assert window.canary.errors > 0 and window.canary.requests >= 10
+    assert window.stable is not None and window.stable.requests > window.canary.requests
+    # The figures came from Prometheus: it holds this app's HAProxy series, labelled by the
+    # scrape target the router wrote.
+    served = scraped_series(f'haproxy_server_http_responses_total{{app="{APP}",code="5xx"}}')
+    assert {s["metric"]["environment"] for s in served} == {"test"}  # type: ignore[index]
+
+
+def test_a_promql_check_comparing_canary_with_stable_fails_the_step_by_its_limit(
+    scraped: DockerHost, images: dict[str, str]
+) -> None:
+    responses = 'haproxy_server_http_responses_total{app="{{app}}",server="{{%s}}"}'
+    share = (
+        f"sum(increase({responses % 'canary'}[{{{{window}}}}])) / "
+        f"sum(increase({responses % 'stable'}[{{{{window}}}}]))"
+    )
+    check = {"name": "canary-share", "query": share, "max": 0.01}
+    with Load(URL), pytest.raises(RolledBack, match="canary analysis failed at 20%") as stopped:
+        asyncio.run(
+            canary(scraped, spec(images["v2"]), prometheus_environment(checks=[check]), True, None)
+        )
+    reason = str(stopped.value)
+    assert "check 'canary-share': 0." in reason and "is above its max 0.01" in reason, reason
+    assert "error rate" not in reason, "the good version's own requests were within limits"
+
+
+def test_a_prometheus_that_does_not_answer_is_inconclusive_and_named(
+    stable: DockerHost, images: dict[str, str]
+) -> None:
+    nowhere = "http://127.0.0.1:9"  # discard: nothing listens there
+    with pytest.raises(RolledBack, match="canary analysis inconclusive at 20%") as stopped:
+        asyncio.run(
+            canary(
+                stable,
+                spec(images["v2"]),
+                environment(metrics="prometheus", prometheus={"address": nowhere}),
+                True,
+                None,
+            )
+        )
+    assert f"Prometheus at {nowhere} could not be reached" in str(stopped.value)

@@ -6,6 +6,7 @@ import io
 import pytest
 
 from relay.analysis import (
+    CheckResult,
     Judgement,
     NextStep,
     ServerCounters,
@@ -14,6 +15,7 @@ from relay.analysis import (
     next_step,
     recent_window,
     window,
+    with_checks,
 )
 from relay.manifest import Analysis
 
@@ -458,3 +460,47 @@ def test_a_long_serving_stable_version_is_timed_by_its_latest_requests() -> None
     after = ServerCounters(50_050, 11, 50_050 * 41.0)
     assert window(before, after).mean_response_ms > 1000
     assert recent_window(before, after) == ServerCounters(50, 1, 50 * 41.0)
+
+
+PASSED = Judgement(Verdict.SUCCESSFUL, 50, 0.0, 20.0)
+TOO_FEW = Judgement(Verdict.INCONCLUSIVE, 3, 0.0, 20.0, ["only 3 requests"])
+BAD = Judgement(Verdict.FAILED, 50, 0.5, 20.0, ["error rate 50.0% is above the 5.0% limit"])
+OVER = CheckResult("p99", 1.5, max=1.0)
+UNDER = CheckResult("success", 0.9, min=0.99)
+WITHIN = CheckResult("p99", 0.4, max=1.0, min=0.1)
+NO_VALUE = CheckResult("p99", None, max=1.0, problem="Prometheus at x could not be reached")
+
+
+@pytest.mark.parametrize(
+    ("judgement", "checks", "verdict", "reasons"),
+    [
+        (PASSED, [WITHIN], Verdict.SUCCESSFUL, []),
+        (PASSED, [OVER], Verdict.FAILED, ["check 'p99': 1.5 is above its max 1"]),
+        (PASSED, [UNDER], Verdict.FAILED, ["check 'success': 0.9 is below its min 0.99"]),
+        (
+            BAD,
+            [OVER],
+            Verdict.FAILED,
+            ["check 'p99': 1.5 is above its max 1", "error rate 50.0% is above the 5.0% limit"],
+        ),
+        (TOO_FEW, [OVER], Verdict.FAILED, ["check 'p99': 1.5 is above its max 1"]),
+        (
+            PASSED,
+            [NO_VALUE],
+            Verdict.INCONCLUSIVE,
+            ["check 'p99' has no value (Prometheus at x could not be reached)"],
+        ),
+        (
+            TOO_FEW,
+            [CheckResult("p99", None, max=1.0)],
+            Verdict.INCONCLUSIVE,
+            ["only 3 requests", "check 'p99' has no value (the query returned no data)"],
+        ),
+        (BAD, [NO_VALUE], Verdict.FAILED, ["error rate 50.0% is above the 5.0% limit"]),
+    ],
+)
+def test_checks_can_only_make_a_verdict_worse(
+    judgement: Judgement, checks: list[CheckResult], verdict: Verdict, reasons: list[str]
+) -> None:
+    judged = with_checks(judgement, checks)
+    assert (judged.verdict, judged.reasons) == (verdict, reasons)

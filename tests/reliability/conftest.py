@@ -39,8 +39,8 @@ PRIVATE_OFFSETS = {"dev": 15750, "staging": 16750, "prod": 17750}
 def private_stack() -> Iterator[PrivateStack]:
     reuse = os.environ.get("RELAY_RELIABILITY_HOME")
     if reuse:
-        prefect, moto, registry = (int(p) for p in os.environ["RELAY_RELIABILITY_PORTS"].split(","))
-        stack = PrivateStack(Path(reuse), prefect, moto, registry)
+        ports = (int(p) for p in os.environ["RELAY_RELIABILITY_PORTS"].split(","))
+        stack = PrivateStack(Path(reuse), *ports)
         stack.up()
         yield stack
         return

@@ -42,6 +42,8 @@ STACK_VARIABLES = (
     "RELAY_LEDGER",
     "RELAY_PREFECT_PORT",
     "RELAY_MOTO_PORT",
+    "RELAY_PROMETHEUS_PORT",
+    "RELAY_PROMETHEUS_URL",
 )
 UP_TIMEOUT = 240.0
 
@@ -70,6 +72,7 @@ class PrivateStack:
     prefect_port: int
     moto_port: int
     registry_port: int
+    prometheus_port: int = 9299  # RELAY_RELIABILITY_PORTS may name three ports only
     env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -80,6 +83,7 @@ class PrivateStack:
             prefect_port=free_port(4300, 4400),
             moto_port=free_port(5300, 5400),
             registry_port=free_port(5400, 5500),
+            prometheus_port=free_port(9200, 9300),
         )
 
     def base_env(self) -> dict[str, str]:
@@ -88,6 +92,7 @@ class PrivateStack:
             RELAY_HOME=str(self.home),
             RELAY_PREFECT_PORT=str(self.prefect_port),
             RELAY_MOTO_PORT=str(self.moto_port),
+            RELAY_PROMETHEUS_PORT=str(self.prometheus_port),
             RELAY_REGISTRY_ADDR=self.registry,
             PYTHONPATH=str(ROOT),
             PREFECT_LOGGING_LEVEL="WARNING",

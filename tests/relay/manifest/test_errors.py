@@ -214,10 +214,51 @@ def test_security_mistakes_are_all_reported_with_the_fix(tmp_path: Path) -> None
         "security.packages.fail_on: Input should be 'any' or 'never' (got 'high'); "
         "write one of: any, never",
         "security.packages.advisories: 'ftp://mirror' is not an http(s) URL; write one such as "
-        "'https://pypi.org/pypi'",
+        "'https://example.com:9090/path'",
         "security.packages.allow[0].reason: required key is missing; add reason: not reachable "
         "from our code",
         "security.packages.allow[0].until: required key is missing; add until: 2027-01-31",
         "security.compliance.skip[0].reason: required key is missing; add reason: not reachable "
         "from our code",
     ]
+
+
+@pytest.mark.parametrize(
+    ("analysis", "expected"),
+    [
+        pytest.param(
+            "{prometheus: {address: 'http://127.0.0.1:9095'}}",
+            "environments.prod.analysis: prometheus: is set but metrics is haproxy; write "
+            "metrics: prometheus, or remove prometheus:",
+            id="prometheus-without-metrics",
+        ),
+        pytest.param(
+            "{metrics: prometheus, prometheus: {requests: 'sum(x{s=\"{{svc}}\"})'}}",
+            "environments.prod.analysis.prometheus.requests: {{svc}} is not a placeholder Relay "
+            "fills in; use {{app}}, {{service}}, {{environment}}, {{canary}}, {{stable}}, "
+            "{{version}}, {{window}}",
+            id="unknown-placeholder",
+        ),
+        pytest.param(
+            "{metrics: prometheus, prometheus: {checks: [{name: p99, query: 'x'}]}}",
+            "environments.prod.analysis.prometheus.checks[0]: a check needs a limit: write max: "
+            "(fails above) or min: (fails below)",
+            id="check-without-limit",
+        ),
+        pytest.param(
+            "{metrics: prometheus, prometheus: {address: 'prometheus:9090'}}",
+            "environments.prod.analysis.prometheus.address: 'prometheus:9090' is not an http(s) "
+            "URL; write one such as 'https://example.com:9090/path'",
+            id="address-not-a-url",
+        ),
+    ],
+)
+def test_prometheus_analysis_errors(tmp_path: Path, analysis: str, expected: str) -> None:
+    text = with_environments(
+        f"""\
+        environments:
+          prod: {{port_offset: 14000, strategy: canary, analysis: {analysis}}}
+        """
+    )
+
+    assert problems(tmp_path, text) == [expected]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import socket
 import threading
 import urllib.error
@@ -216,3 +217,32 @@ def test_a_request_the_server_never_answered_is_sent_again_only_if_idempotent(
         dropping.stop()
         good.shutdown()
         good.server_close()
+
+
+def test_each_router_serves_its_counters_to_prometheus_and_names_itself_a_target(
+    short_tmp: Path, backends: dict[str, int]
+) -> None:
+    router = HAProxyRouter(
+        name="shop-dev", home=short_tmp, labels={"app": "shop", "environment": "dev"}
+    )
+    try:
+        router.ensure_route(Route("web", BASE, backends))
+        router.mark_healthy("web", "blue")
+        router.set_weight("web", {"blue": 100, "green": 0})
+        hits(BASE, 7)
+        [target] = json.loads(router.target_file.read_text())
+        assert target["labels"] == {"router": "shop-dev", "app": "shop", "environment": "dev"}
+        [address] = target["targets"]
+        url = f"http://{address}/metrics?scope=server"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            exported = response.read().decode()
+        served = 'haproxy_server_http_responses_total{proxy="be_web",server="blue",code="2xx"} 7'
+        assert served in exported
+        # The port is kept: a reload for a new service serves the exporter where it was.
+        router.ensure_route(Route("api", BASE + 10, backends))
+        assert json.loads(router.target_file.read_text()) == [target]
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert 'proxy="be_api"' in response.read().decode()
+    finally:
+        router.remove_managed_routes()
+    assert not router.target_file.exists(), "a removed router is no longer a target"
