@@ -118,9 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_results(results)
     if results:
         where = (
-            f"{results[0].environment} through {args.through}"
+            f"every environment through {results[0].environment}"
             if args.through
-            else "its first environment"
+            else f"{results[0].environment}, its first environment"
         )
         print(f"release {results[0].release[:12]} is in {where}")
     return 0

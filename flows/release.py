@@ -93,7 +93,8 @@ async def release(
     manifest_file: str = "relay.yaml",
 ) -> list[ServiceRelease]:
     """Release `commit`: make its release (every service's digest and settings), deploy it to
-    the first environment, then promote it up to `through` (default: the first only).
+    the first environment, then promote it up to `through` (default: the first only). Returns
+    each service's outcome in the last environment it reached.
 
     `services` limits what this run deploys (the release still holds every service: those are
     built, or reused by their image key). `base` no longer decides anything, since a release
@@ -158,14 +159,15 @@ async def release(
         if set(selected) == set(manifest.services):
             record_arrival(made, first, Via.RELEASE)
 
-        for environment in environments[1 : environments.index(target) + 1]:
-            await promote(
-                repository, checkout.commit, environment, services, manifest_file, made.id
-            )
-        return [
+        results = [
             shipped[s] if s in shipped else _unchanged(manifest, first, made, built[s], s)
             for s in selected
         ]
+        for environment in environments[1 : environments.index(target) + 1]:
+            results = await promote(
+                repository, checkout.commit, environment, services, manifest_file, made.id
+            )
+        return results  # where the release got to: what a person looks at next
 
 
 def _target(manifest: Manifest, through: str | None) -> str:
