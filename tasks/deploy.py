@@ -20,10 +20,19 @@ from blocks.aws import aws_client
 from blocks.kubernetes import cluster_client
 from relay.analysis import Readings, ServerCounters
 from relay.aws.secrets import read_values
-from relay.errors import StageFailed
+from relay.errors import RelayError, StageFailed
 from relay.platforms import AnyRollout, Current, Platform, Spec
-from relay.platforms.docker import DeployResult, DeploySpec, DockerPlatform, kept_versions
-from relay.platforms.kubernetes import KubernetesPlatform, KubeRollout, KubeSpec
+from relay.platforms.docker import DeployResult, DeploySpec, DockerPlatform, Kept, kept_versions
+from relay.platforms.kubernetes import (
+    ClusterAccess,
+    KubeKept,
+    KubernetesPlatform,
+    KubeRollout,
+    KubeSpec,
+    forget_kept,
+    kube_kept_versions,
+    note_kept,
+)
 from relay.settings import relay_home
 from relay.traffic import TrafficRouter, make_router
 from tasks.support.tracing import platform_span
@@ -42,14 +51,21 @@ def _router(spec: DeploySpec) -> TrafficRouter:
 def _platform(docker_host: DockerHost, spec: Spec) -> Iterator[Platform]:
     """The spec's platform, with a client opened for this task only."""
     if isinstance(spec, KubeSpec):
-        api = cluster_client(spec.access)
-        try:
-            yield KubernetesPlatform(api)
-        finally:
-            api.close()
+        with _kubernetes(spec.access) as kubernetes:
+            yield kubernetes
         return
     with docker_host.get_client() as client:
         yield DockerPlatform(client, _router(spec), relay_home())
+
+
+@contextmanager
+def _kubernetes(access: ClusterAccess) -> Iterator[KubernetesPlatform]:
+    """The cluster's platform, with a client opened for this task only."""
+    api = cluster_client(access)
+    try:
+        yield KubernetesPlatform(api)
+    finally:
+        api.close()
 
 
 @contextmanager
@@ -128,14 +144,18 @@ def stop_previous_version(docker_host: DockerHost, rollout: AnyRollout) -> None:
 
 @task(name="keep-previous-version", cache_policy=NO_CACHE)
 def keep_previous_version(docker_host: DockerHost, rollout: AnyRollout, seconds: float) -> None:
-    """Blue/green on docker: the previous version stays up, without traffic, for `seconds`,
-    and the deploy ends; on kubernetes it waits that long, then stops it (as before)."""
+    """Blue/green: the previous version stays up, without traffic, for `seconds`, and the
+    deploy ends (its lock freed); on kubernetes the previous color keeps its pods, marked as
+    kept. Noted under RELAY_HOME for the scheduled stop."""
+    kept: Kept | KubeKept | None
     if isinstance(rollout, KubeRollout):
-        time.sleep(seconds)
-        stop_previous_version.fn(docker_host, rollout)
-        return
-    with _platform(docker_host, rollout.spec) as platform:
-        kept = platform.keep_previous(rollout, seconds)
+        with _kubernetes(rollout.spec.access) as kubernetes:
+            kept = kubernetes.keep_previous(rollout, seconds)
+        if kept is not None:
+            note_kept(relay_home(), kept)
+    else:
+        with _platform(docker_host, rollout.spec) as platform:
+            kept = platform.keep_previous(rollout, seconds)
     if kept is not None:
         get_run_logger().info(
             "%s: the previous version %s keeps running without traffic until %s UTC; "
@@ -149,32 +169,51 @@ def keep_previous_version(docker_host: DockerHost, rollout: AnyRollout, seconds:
 @task(name="switch-back", cache_policy=NO_CACHE)
 def switch_back(docker_host: DockerHost, spec: Spec) -> DeployResult | None:
     """Traffic back to the kept previous version when it is `spec.image`, its window is open
-    and it answers its health check (no container starts); None otherwise, for the caller to
-    deploy the image again."""
+    and it is healthy (docker: its health check; kubernetes: available pods), starting
+    nothing; None otherwise, for the caller to deploy the image again."""
+    started = time.perf_counter()
     if isinstance(spec, KubeSpec):
-        return None
+        result = _switch_back_kubernetes(spec)
+    else:
+        result = _switch_back_docker(docker_host, spec)
+    if result is not None:
+        get_run_logger().info(
+            "%s: switched back to the kept %s in %.3f s (no container started)",
+            spec.service,
+            result.image,
+            time.perf_counter() - started,
+        )
+    return result
+
+
+def _switch_back_docker(docker_host: DockerHost, spec: DeploySpec) -> DeployResult | None:
     with _platform(docker_host, spec) as platform:
         kept = platform.kept(spec.app, spec.environment, spec.service)
         if kept is None or kept.image != str(spec.image):
             return None
-        started = time.perf_counter()
         try:
             result: DeployResult = platform.switch_back(spec, kept)
         except StageFailed as exc:  # the kept version is unwell: deploy the image again instead
             get_run_logger().warning("%s; deploying %s again instead", exc, spec.image)
             return None
-    get_run_logger().info(
-        "%s: switched back to the kept %s in %.3f s (no container started)",
-        spec.service,
-        kept.image,
-        time.perf_counter() - started,
-    )
+    return result
+
+
+def _switch_back_kubernetes(spec: KubeSpec) -> DeployResult | None:
+    with _kubernetes(spec.access) as kubernetes:
+        kept = kubernetes.kept(spec)
+        if kept is None or kept.image != str(spec.image):
+            return None
+        result = kubernetes.switch_back(spec, kept)
+    forget_kept(relay_home(), spec.app, spec.environment, spec.service)
     return result
 
 
 @task(name="stop-expired-versions", cache_policy=NO_CACHE)
 def stop_expired_versions(docker_host: DockerHost) -> list[str]:
-    """Stop every kept previous version whose window has closed; their container names."""
+    """Stop every kept previous version whose window has closed; their container (docker) or
+    Deployment (kubernetes) names. A cluster that cannot be reached keeps its note for the
+    next run."""
     stopped = []
     with docker_host.get_client() as client:
         for kept in kept_versions(relay_home()):
@@ -185,6 +224,23 @@ def stop_expired_versions(docker_host: DockerHost) -> list[str]:
             )
             if DockerPlatform(client, router, relay_home()).stop_kept(kept):
                 stopped.append(kept.container)
+    for note in kube_kept_versions(relay_home()):
+        if not note.expired:
+            continue
+        try:
+            with _kubernetes(note.cluster) as kubernetes:
+                if kubernetes.stop_kept(note):
+                    stopped.append(f"{note.namespace}/{note.service}-{note.track}")
+        except RelayError as exc:
+            get_run_logger().warning(
+                "the kept %s of %s in %s stays noted: %s",
+                note.track,
+                note.service,
+                note.environment,
+                exc,
+            )
+            continue
+        forget_kept(relay_home(), note.app, note.environment, note.service, only=note)
     if stopped:
         get_run_logger().info("stopped the kept previous versions %s", ", ".join(stopped))
     return stopped

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,14 @@ from kubernetes import client
 from prefect_docker import DockerHost
 
 from devstack.controlplane import NEVER_READY
-from flows.strategies import canary, rolling
+from flows.strategies import blue_green, canary, rolling
 from relay.errors import RolledBack
 from relay.manifest import parse_manifest
+from relay.platforms.kubernetes import kube_kept_versions
 from relay.registry import ImageRef
+from relay.settings import relay_home
 from relay.specs import deploy_spec
+from tasks.deploy import switch_back
 
 pytestmark = pytest.mark.stack
 
@@ -112,3 +117,38 @@ def test_a_never_ready_canary_is_rolled_back_by_the_flow(
         assert stable.status.available_replicas == 2
     finally:
         api.close()
+
+
+def test_blue_green_keeps_the_previous_color_and_a_rollback_switches_back_to_it(
+    control_plane: Any, namespace: str
+) -> None:
+    """The deploy ends at the switch (it does not wait out `keep_previous_seconds`), and the
+    rollback's switch-back task points the Service at the kept color, starting no pod."""
+    m = manifest(control_plane.kubeconfig, namespace)
+    env = m.environments["prod"].model_copy(
+        update={"strategy": "blue_green", "keep_previous_seconds": 600}
+    )
+    first = replace(
+        deploy_spec(m, "prod", "orders", ImageRef.parse(image("v1")), "c1", "t1"),
+        strategy="blue_green",
+    )
+    second = replace(first, image=ImageRef.parse(image("v2")), commit="c2", tree="t2")
+    asyncio.run(blue_green(DockerHost(), first, env, False, None))
+    started = time.monotonic()
+    asyncio.run(blue_green(DockerHost(), second, env, True, None))
+    assert time.monotonic() - started < 120, "the deploy waited out the kept window"
+    [note] = [k for k in kube_kept_versions(relay_home()) if k.namespace == namespace]
+    assert (note.track, note.image) == ("blue", image("v1"))
+
+    result = switch_back(DockerHost(), first)
+
+    assert result is not None and (result.image, result.previous) == (image("v1"), image("v2"))
+    api = control_plane.api_client()
+    try:
+        service = client.CoreV1Api(api).read_namespaced_service("orders", namespace)
+        assert service.spec.selector["relay.dev/track"] == "blue"
+        apps = client.AppsV1Api(api)
+        assert apps.read_namespaced_deployment("orders-green", namespace).spec.replicas == 0
+    finally:
+        api.close()
+    assert not [k for k in kube_kept_versions(relay_home()) if k.namespace == namespace]

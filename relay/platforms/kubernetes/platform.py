@@ -7,7 +7,10 @@ How each strategy maps onto the cluster (the *track* is where the new version ru
 - rolling: a rolling update of `<svc>` moves the traffic as new pods get ready; the switch is
   a no-op; stopping the previous version removes its unused Secret.
 - blue_green: the free color, `<svc>-blue` or `<svc>-green`, which `<svc>-preview` selects;
-  the switch points the Service `<svc>` at it; the previous color is scaled to 0 later.
+  the switch points the Service `<svc>` at it; the previous color keeps its pods, marked as
+  kept until a time (`keep_previous`), so a rollback points the Service back at it
+  (`switch_back`) without starting a pod; after that it is scaled to 0 (`stop_kept`, or the
+  next deploy, which reuses the color).
 - canary: `<svc>-canary` takes traffic step by step; the switch updates `<svc>` to the new
   version, then sends all traffic there; `<svc>-canary` is scaled to 0.
 
@@ -21,9 +24,13 @@ image, commit, tree and secret versions, and the Service's selector says which c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 from kubernetes.client import ApiClient
 
@@ -34,8 +41,10 @@ from relay.platforms.kubernetes import objects
 from relay.platforms.kubernetes.cluster import Cluster
 from relay.platforms.kubernetes.objects import (
     COLORS,
+    KEEP_UNTIL,
     MANAGER,
     PREFIX,
+    ClusterAccess,
     KubeSpec,
     Obj,
     deployment_name,
@@ -66,10 +75,16 @@ class Version:
     release: str
     replicas: int
     available: int
+    keep_until: str = ""  # blue/green's kept previous color: kept until then (ISO, UTC)
 
     @property
     def name(self) -> str:
         return self.deployment
+
+    @property
+    def kept(self) -> bool:
+        """Marked as kept, and its window still open."""
+        return bool(self.keep_until) and datetime.fromisoformat(self.keep_until) > datetime.now(UTC)
 
     @property
     def slot(self) -> str:
@@ -122,7 +137,66 @@ def _version(deployment: Obj) -> Version:
         release=notes.get(f"{PREFIX}/release", ""),
         replicas=deployment["spec"].get("replicas", 0),
         available=deployment.get("status", {}).get("availableReplicas", 0) or 0,
+        keep_until=notes.get(KEEP_UNTIL, ""),
     )
+
+
+@dataclass(frozen=True)
+class KubeKept:
+    """A note of a kept previous color, for the scheduled stop (`stop-kept-versions`), which
+    has no manifest: where the cluster is, and the Deployment as it is to be once stopped."""
+
+    app: str
+    environment: str
+    service: str
+    namespace: str
+    track: str
+    image: str
+    until: str  # ISO 8601, UTC: as the Deployment's keep-until annotation says
+    access: dict[str, str | None] = field(default_factory=dict)
+    stopped: dict[str, Any] = field(default_factory=dict)  # the Deployment at 0 replicas
+
+    @property
+    def expired(self) -> bool:
+        return datetime.fromisoformat(self.until) <= datetime.now(UTC)
+
+    @property
+    def cluster(self) -> ClusterAccess:
+        return ClusterAccess(**self.access)
+
+
+def kube_kept_versions(home: Path) -> list[KubeKept]:
+    """Every kept color noted under `home`, expired or not; unreadable notes are skipped."""
+    found = []
+    for path in sorted((home / "kept-kubernetes").glob("*.json")):
+        try:
+            found.append(KubeKept(**json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError):
+            continue
+    return found
+
+
+def note_kept(home: Path, kept: KubeKept) -> None:
+    path = _note_path(home, kept.app, kept.environment, kept.service)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(kept)))
+
+
+def forget_kept(
+    home: Path, app: str, environment: str, service: str, only: KubeKept | None = None
+) -> None:
+    """Drop the service's note; with `only`, just when it still names that kept color (a later
+    deploy may have noted another one meanwhile)."""
+    path = _note_path(home, app, environment, service)
+    try:
+        if only is None or KubeKept(**json.loads(path.read_text())) == only:
+            path.unlink()
+    except (OSError, ValueError, TypeError):
+        return
+
+
+def _note_path(home: Path, app: str, environment: str, service: str) -> Path:
+    return home / "kept-kubernetes" / f"{app}--{environment}--{service}.json"
 
 
 def spec_of(spec: KubeSpec, version: Version) -> KubeSpec:
@@ -303,6 +377,79 @@ class KubernetesPlatform:
             self._undo_start(rollout)
         else:
             self._undo_start(rollout)
+
+    # -- blue/green's kept previous color -------------------------------------------------------
+
+    def keep_previous(self, rollout: KubeRollout, seconds: float) -> KubeKept | None:
+        """Blue/green: leave the previous color with its pods, without traffic, marked as kept
+        for `seconds`, so that `switch_back` moves the Service's selector only; the deploy
+        ends here (no wait, no lock held). None when there is no previous color (it is
+        stopped now, as `stop_previous` would)."""
+        spec, stable = rollout.spec, rollout.stable
+        if stable is None or rollout.track not in COLORS or stable.track not in COLORS:
+            self.stop_previous(rollout)
+            return None
+        until = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+        old = spec_of(spec, stable)
+        self.cluster.apply(objects.deployment(old, stable.track, stable.replicas, until))
+        return KubeKept(
+            app=spec.app,
+            environment=spec.environment,
+            service=spec.service,
+            namespace=spec.namespace,
+            track=stable.track,
+            image=stable.image,
+            until=until,
+            access=asdict(spec.access),
+            stopped=objects.deployment(old, stable.track, 0),
+        )
+
+    def kept(self, spec: KubeSpec) -> Version | None:
+        """The kept previous color: not selected by the Service, its window open, with
+        available pods."""
+        if spec.strategy != "blue_green":
+            return None
+        serving = self._serving_track(spec)
+        for track in COLORS:
+            version = self.version(spec, track) if track != serving else None
+            if version is not None and version.kept and version.available > 0:
+                return version
+        return None
+
+    def switch_back(self, spec: KubeSpec, kept: Version) -> DeployResult:
+        """All traffic back to the kept color: the Service (and `-preview`) select it again,
+        no pod starts; then the color that served is scaled to 0 and the kept one unmarked."""
+        serving = self.active(spec)
+        old = spec_of(spec, kept)
+        self.cluster.apply(objects.service(old, spec.service, kept.track))
+        self.cluster.apply(objects.service(old, f"{spec.service}-preview", kept.track))
+        self.cluster.apply(objects.deployment(old, kept.track, kept.replicas))
+        if serving is not None and serving.track != kept.track:
+            self._apply_version(spec, serving, 0)
+        self._remove_unused_secrets(spec)
+        return DeployResult(
+            kept.track,
+            kept.deployment,
+            kept.image,
+            spec.url,
+            True,
+            serving.image if serving is not None else None,
+        )
+
+    def stop_kept(self, kept: KubeKept) -> bool:
+        """Scale a kept color to 0 once its window closed, unless it is no longer the kept
+        one (switched back to, or reused by a later deploy: its mark differs) or serves.
+        True when it was scaled down."""
+        name = deployment_name(kept.service, kept.track)
+        found = self.cluster.get("apps/v1", "Deployment", kept.namespace, name)
+        if found is None or _version(found).keep_until != kept.until:
+            return False
+        service = self.cluster.get("v1", "Service", kept.namespace, kept.service)
+        selected = (service or {}).get("spec", {}).get("selector", {}).get(f"{PREFIX}/track")
+        if selected == kept.track:
+            return False
+        self.cluster.apply(kept.stopped)
+        return True
 
     def deploy(
         self, spec: KubeSpec, config_values: Mapping[str, str] | None = None

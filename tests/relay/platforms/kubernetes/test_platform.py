@@ -6,9 +6,11 @@ stalled rollout undone."""
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +22,11 @@ from relay.errors import RolledBack
 from relay.platforms.kubernetes import (
     ApplyConflict,
     KubernetesPlatform,
+    KubeRollout,
     KubeSpec,
     Neighbour,
+    kube_kept_versions,
+    note_kept,
 )
 from relay.platforms.kubernetes.objects import PREFIX
 from relay.registry import ImageRef
@@ -227,6 +232,88 @@ def test_blue_green_switches_the_service_selector(api: client.ApiClient, namespa
     green = get(api, "Deployment", namespace, "orders-green")
     assert green["status"]["availableReplicas"] == 2
     assert green["spec"]["template"]["spec"]["containers"][0]["image"] == image("v2")
+
+
+def pods_of(api: client.ApiClient, namespace: str, track: str) -> set[str]:
+    found = client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector=f"{PREFIX}/track={track}"
+    )
+    return {pod.metadata.name for pod in found.items if pod.metadata.deletion_timestamp is None}
+
+
+def blue_then_green(platform: KubernetesPlatform, namespace: str) -> KubeRollout:
+    """v1 serving on blue, then v2 switched to on green (the previous color not stopped)."""
+    first = platform.start_new(make_spec(namespace, "blue_green"), VALUES)
+    platform.switch(first)
+    platform.stop_previous(first)
+    rollout = platform.start_new(make_spec(namespace, "blue_green", "v2"), VALUES)
+    platform.switch(rollout)
+    return rollout
+
+
+def test_blue_green_switches_back_to_the_kept_color_without_starting_a_pod(
+    api: client.ApiClient, namespace: str
+) -> None:
+    platform = KubernetesPlatform(api)
+    rollout = blue_then_green(platform, namespace)
+    kept = platform.keep_previous(rollout, 60)
+    assert kept is not None and (kept.track, kept.image) == ("blue", image("v1"))
+    blue = get(api, "Deployment", namespace, "orders-blue")
+    assert blue["spec"]["replicas"] == 2
+    assert blue["metadata"]["annotations"][f"{PREFIX}/keep-until"] == kept.until
+    serving_pods = pods_of(api, namespace, "blue")
+
+    v1 = make_spec(namespace, "blue_green", "v1")
+    found = platform.kept(v1)
+    assert found is not None and found.track == "blue"
+    result = platform.switch_back(v1, found)
+
+    def selected(name: str) -> str:
+        return get(api, "Service", namespace, name)["spec"]["selector"][f"{PREFIX}/track"]
+
+    assert selected("orders") == "blue" and selected("orders-preview") == "blue"
+    assert (result.image, result.previous) == (image("v1"), image("v2"))
+    assert pods_of(api, namespace, "blue") == serving_pods, "no pod of v1 was started"
+    assert get(api, "Deployment", namespace, "orders-green")["spec"]["replicas"] == 0
+    blue = get(api, "Deployment", namespace, "orders-blue")
+    assert f"{PREFIX}/keep-until" not in blue["metadata"]["annotations"], "no longer kept"
+    assert not platform.stop_kept(kept), "the scheduled stop leaves a color that serves again"
+    assert get(api, "Deployment", namespace, "orders-blue")["spec"]["replicas"] == 2
+
+
+def test_a_kept_color_is_scaled_down_once_its_window_closed(
+    api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    platform = KubernetesPlatform(api)
+    rollout = blue_then_green(platform, namespace)
+    kept = platform.keep_previous(rollout, 0.5)
+    assert kept is not None
+    note_kept(tmp_path, kept)
+    time.sleep(0.6)
+
+    assert platform.kept(make_spec(namespace, "blue_green", "v1")) is None, "its window closed"
+    [note] = kube_kept_versions(tmp_path)
+    assert note == kept and note.expired
+    assert platform.stop_kept(note)
+    assert get(api, "Deployment", namespace, "orders-blue")["spec"]["replicas"] == 0
+    assert get(api, "Service", namespace, "orders")["spec"]["selector"][f"{PREFIX}/track"] == (
+        "green"
+    )
+    assert get(api, "Deployment", namespace, "orders-green")["status"]["availableReplicas"] == 2
+
+
+def test_the_next_deploy_reuses_a_kept_color_and_the_scheduled_stop_leaves_it(
+    api: client.ApiClient, namespace: str
+) -> None:
+    platform = KubernetesPlatform(api)
+    kept = platform.keep_previous(blue_then_green(platform, namespace), 60)
+    assert kept is not None
+    third = platform.start_new(make_spec(namespace, "blue_green", "v3"), VALUES)
+    assert third.track == "blue", "the kept color is the free one"
+    platform.switch(third)
+    assert not platform.stop_kept(kept), "blue runs v3 now, not the kept v1"
+    blue = get(api, "Deployment", namespace, "orders-blue")
+    assert blue["spec"]["template"]["spec"]["containers"][0]["image"] == image("v3")
 
 
 def test_canary_moves_http_route_weights_step_by_step(
