@@ -9,7 +9,9 @@ own part) and until the load sees v1 only (every later answer is v1): the comman
 repetition releases v2 again. Target: <= 1 s from the command to 100 % on the previous version.
 
 Prints medians and maxima and merges the raw numbers into bench/results.json under
-`switch_back`. Run it with `make bench`, or alone: `.venv/bin/python bench/switch_back.py`.
+`switch_back` (`--backend postgresql`: the same against a PostgreSQL-backed Prefect server this
+benchmark starts, bench/postgres.py, under `switch_back_postgresql`). Run it with `make bench`,
+or alone: `.venv/bin/python bench/switch_back.py [--backend postgresql]`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -96,10 +99,27 @@ def one_switch_back(shop: Shop, v1: str, n: int) -> dict[str, Any]:
     }
 
 
+# Set in the child process that runs against the PostgreSQL-backed server.
+ON_POSTGRES = "RELAY_BENCH_ON_POSTGRES"
+
+
+def on_postgres() -> int:
+    """This benchmark again, in a child process whose Prefect is a PostgreSQL-backed server
+    (Prefect binds its API URL at import, so the server must exist before the import)."""
+    from bench.postgres import prefect_on_postgres
+
+    with prefect_on_postgres() as server:
+        env = {**os.environ, "PREFECT_API_URL": server.api_url, ON_POSTGRES: "1"}
+        return subprocess.run([sys.executable, __file__, *sys.argv[1:]], env=env).returncode
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
+    if args.backend == "postgresql" and not os.environ.get(ON_POSTGRES):
+        return on_postgres()
     runs = []
     with (
         tempfile.TemporaryDirectory(prefix="relay-bench-switch-") as tmp,
@@ -115,12 +135,13 @@ def main() -> int:
         for n in range(args.repeat):
             runs.append(one_switch_back(shop, v1, n))
             print(f"  run {n + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in runs[-1].items()))
-    print(f"switch back, {args.repeat} runs (median / max):")
+    print(f"switch back on {args.backend}, {args.repeat} runs (median / max):")
     for key in ("weights_moved_s", "all_traffic_back_s", "command_s"):
         values = [r[key] for r in runs]
         print(f"  {key:20} {statistics.median(values):.3f} / {max(values):.3f} s")
     print(f"  failed requests      {sum(r['failed_requests'] for r in runs)}")
-    path = write_results("switch_back", {"runs": runs})
+    key = "switch_back" if args.backend == "sqlite" else "switch_back_postgresql"
+    path = write_results(key, {"runs": runs, "backend": args.backend})
     print(f"written to {path}")
     return 0
 

@@ -15,13 +15,12 @@ Shared by the service pipeline (dev), promotion (staging, prod) and rollback. Th
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
-from prefect import runtime, task
-from prefect.cache_policies import NO_CACHE
+from prefect import runtime
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.asyncio import concurrency
@@ -44,7 +43,6 @@ from tasks.metrics import publish_delivery_metrics
 from tasks.record import record_deployment
 from tasks.secrets import resolve_config
 from tasks.support.notify import notify_rollback
-from tasks.support.retry import on_transient
 from tasks.support.tracing import relay_attributes
 
 LOCK_WAIT_SECONDS = 3600
@@ -135,12 +133,19 @@ def lock_name(app: str, environment: str, service: str) -> str:
     return f"deploy-{app}-{environment}-{service}"
 
 
-@task(name="ensure-deploy-lock", cache_policy=NO_CACHE, **on_transient(2, 1))
-def ensure_deploy_lock(name: str) -> None:
-    """Create the limit (1 slot) the first time; `strict` use below fails on a missing one."""
-    with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
+async def _ensure_deploy_lock(name: str) -> None:
+    """Create the limit (1 slot) the first time; `strict` use below fails on a missing one.
+
+    A plain API call, not a task: a task run's state, written just before the acquisition,
+    made the SQLite-backed server answer the acquisition 503, which the client retried ~2 s
+    later (a blue/green switch back took 2.1 s instead of 0.3 s, `bench/switch_back.py`)."""
+    async with get_client() as client:
         try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=1)
+            )
+        except ObjectAlreadyExists:
+            return
         except httpx.TransportError as exc:
             raise TransientError(f"the Prefect API did not answer ({exc})") from exc
 
@@ -148,7 +153,7 @@ def ensure_deploy_lock(name: str) -> None:
 @asynccontextmanager
 async def deploy_lock(attempt: Attempt) -> AsyncIterator[None]:
     name = lock_name(attempt.app, attempt.environment, attempt.service)
-    ensure_deploy_lock(name)
+    await _ensure_deploy_lock(name)
     async with concurrency(
         name,
         occupy=1,

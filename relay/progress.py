@@ -22,7 +22,6 @@ FAILED = {"FAILED", "CRASHED"}
 ENDED = {"COMPLETED", "CANCELLED", *FAILED}
 # Steps that only keep books: they are in the Prefect UI, but are not what a service is doing.
 QUIET = {
-    "ensure-deploy-lock",
     "record-deployment",
     "record-unchanged",
     "record-rejection",

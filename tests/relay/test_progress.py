@@ -37,7 +37,7 @@ RELEASE = [
     task("w-c", "canary-0d1e2f3a-aaaa-bbbb-cccc-000000000002", "r", 4),
     task("t-w10", "set-weight-10%", "c", 5),
     task("t-w50", "set-weight-50%", "c", 6, "Running"),
-    task("t-lock", "ensure-deploy-lock-9ab", "c", 4.5),  # bookkeeping: not a stage
+    task("t-lock", "record-deployment-9ab", "c", 4.5),  # bookkeeping: not a stage
 ]
 
 
