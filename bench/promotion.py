@@ -17,7 +17,9 @@ max(critical path, total work / C), where a service's work is its three windows;
 is <= 1.1. Before releases were units, a promotion deployed its services one after the other:
 its makespan was the sum of the work, printed beside it.
 
-Prints a table and merges the numbers into bench/results.json under `promotion`.
+Prints a table and merges the numbers into bench/results.json under `promotion`
+(`--backend postgresql`: the same against a PostgreSQL-backed Prefect server this benchmark
+starts, bench/postgres.py, under `promotion_postgresql`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -167,10 +170,27 @@ def measure(deps: Graph, window: float, concurrency: int) -> dict[str, Any]:
     }
 
 
+# Set in the child process that runs against the PostgreSQL-backed server.
+ON_POSTGRES = "RELAY_BENCH_ON_POSTGRES"
+
+
+def on_postgres() -> int:
+    """This benchmark again, in a child process whose Prefect is a PostgreSQL-backed server
+    (Prefect binds its API URL at import, so the server must exist before the import)."""
+    from bench.postgres import prefect_on_postgres
+
+    with prefect_on_postgres() as server:
+        env = {**os.environ, "PREFECT_API_URL": server.api_url, ON_POSTGRES: "1"}
+        return subprocess.run([sys.executable, __file__, *sys.argv[1:]], env=env).returncode
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--window", type=float, default=2.0, help="seconds per canary step (2)")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
+    if args.backend == "postgresql" and not os.environ.get(ON_POSTGRES):
+        return on_postgres()
     deps = make_dag()
     results = [measure(deps, args.window, c) for c in CONCURRENCIES]
     print(f"promotion of {len(deps)} services, canary {list(STEPS)} with {args.window} s windows")
@@ -188,8 +208,9 @@ def main() -> int:
         )
         print(" ".join(f"{c:>9}" for c in cells))
     path = write_results(
-        "promotion",
+        "promotion" if args.backend == "sqlite" else "promotion_postgresql",
         {
+            "backend": args.backend,
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "services": len(deps),
             "window_s": args.window,

@@ -14,6 +14,7 @@ Shared by the service pipeline (dev), promotion (staging, prod) and rollback. Th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -133,6 +134,9 @@ def lock_name(app: str, environment: str, service: str) -> str:
     return f"deploy-{app}-{environment}-{service}"
 
 
+LOCK_CREATE_ATTEMPTS = 3
+
+
 async def _ensure_deploy_lock(name: str) -> None:
     """Create the limit (1 slot) the first time; `strict` use below fails on a missing one.
 
@@ -140,14 +144,19 @@ async def _ensure_deploy_lock(name: str) -> None:
     made the SQLite-backed server answer the acquisition 503, which the client retried ~2 s
     later (a blue/green switch back took 2.1 s instead of 0.3 s, `bench/switch_back.py`)."""
     async with get_client() as client:
-        try:
-            await client.create_global_concurrency_limit(
-                GlobalConcurrencyLimitCreate(name=name, limit=1)
-            )
-        except ObjectAlreadyExists:
-            return
-        except httpx.TransportError as exc:
-            raise TransientError(f"the Prefect API did not answer ({exc})") from exc
+        for attempt in range(LOCK_CREATE_ATTEMPTS):
+            try:
+                await client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1)
+                )
+            except ObjectAlreadyExists:
+                return
+            except httpx.TransportError as exc:
+                if attempt + 1 == LOCK_CREATE_ATTEMPTS:
+                    raise TransientError(f"the Prefect API did not answer ({exc})") from exc
+                await asyncio.sleep(1)
+            else:
+                return
 
 
 @asynccontextmanager

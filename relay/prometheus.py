@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import httpx
 
@@ -87,7 +88,19 @@ def query_value(client: httpx.Client, address: str, query: str, at: datetime) ->
         raise PrometheusUnavailable(
             f"Prometheus at {where} refused the query {query!r}: {body.get('error', body)}"
         )
-    data = body["data"]
+    try:
+        value = _one_value(body["data"], query)
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise PrometheusUnavailable(
+            f"Prometheus at {where} answered the query {query!r} in a shape Relay does not "
+            "know (not an instant vector or a scalar)"
+        ) from None
+    if value is not None and math.isinf(value):
+        raise PrometheusUnavailable(f"the query {query!r} gives {value}, not a finite number")
+    return value
+
+
+def _one_value(data: dict[str, Any], query: str) -> float | None:
     if data["resultType"] == "scalar":
         raw = data["result"][1]
     elif data["resultType"] == "vector":
@@ -129,18 +142,39 @@ def version_traffic(
             continue
         # increase() extrapolates to the window's edges: counts come back as fractions.
         count = round(requests)
-        errors = query_value(client, address, fill_promql(metrics.errors, filled), at) or 0.0
+        errors = _required(client, address, "errors", metrics.errors, filled, at)
         mean_ms = (
-            query_value(client, address, fill_promql(metrics.response_ms, filled), at)
-            if metrics.response_ms is not None
-            else None
+            _required(client, address, "response_ms", metrics.response_ms, filled, at)
+            if metrics.response_ms is not None and count
+            else 0.0
         )
         found[version] = ServerCounters(
             requests=count,
             errors=min(round(errors), count),
-            response_ms_total=(mean_ms or 0.0) * count,
+            response_ms_total=mean_ms * count,
         )
     return found
+
+
+def _required(
+    client: httpx.Client,
+    address: str,
+    field: str,
+    query: str,
+    values: Mapping[str, str],
+    at: datetime,
+) -> float:
+    """A query that must give a value once the version has requests: none would silently
+    count as 0 errors or 0 ms (a typo in a label would pass every canary)."""
+    filled = fill_promql(query, dict(values))
+    value = query_value(client, address, filled, at)
+    if value is None:
+        raise PrometheusUnavailable(
+            f"analysis.prometheus.{field} gives no value for {values['version']} in this window "
+            f"({filled!r}); check its labels, and end it in `or vector(0)` if its series may "
+            "not exist yet"
+        )
+    return value
 
 
 def run_checks(

@@ -46,4 +46,4 @@ def prometheus_targets(home: Path | None = None) -> Path:
 def prometheus_url() -> str | None:
     """The Prometheus a canary's PromQL queries go to when `analysis.prometheus.address` does
     not say: ``$RELAY_PROMETHEUS_URL`` (the local stack sets it to its own)."""
-    return os.environ.get("RELAY_PROMETHEUS_URL") or None
+    return os.environ.get("RELAY_PROMETHEUS_URL", "").strip().rstrip("/") or None

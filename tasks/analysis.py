@@ -24,6 +24,7 @@ from relay.errors import RelayError
 from relay.ledger import Ledger
 from relay.manifest import Analysis
 from relay.platforms import Spec
+from relay.prometheus import shown
 from relay.replay import Counters, Window, window_rows
 from relay.settings import ledger_path
 
@@ -65,7 +66,7 @@ def analyze_canary(
         ended_at=datetime.now(UTC),
         canary=Counters.of(canary),
         stable=Counters.of(stable) if stable is not None else None,
-        limits=analysis,
+        limits=_recordable(analysis),
         alarms=alarm_states or {},
         verdict=judgement.verdict,
         reasons=judgement.reasons,
@@ -100,11 +101,15 @@ def judge_watch(
 ) -> Judgement:
     """The new version after the switch, over the watch window: by the absolute limits, the
     alarms and the environment's own checks (the previous version has no traffic left to
-    compare with). Too few requests, or no data, says nothing and does not fail it."""
+    compare with). Too few requests, or no data, says nothing and does not fail it; a source
+    that could not be read says why (the caller decides)."""
     absolute = analysis.model_copy(
         update={"max_error_rate_increase": None, "max_response_ratio": None}
     )
-    judgement = judge(traffic.canary or ServerCounters(), absolute)
+    if traffic.canary is None and traffic.unavailable:
+        judgement = Judgement(Verdict.INCONCLUSIVE, 0, 0.0, 0.0, [traffic.unavailable])
+    else:
+        judgement = judge(traffic.canary or ServerCounters(), absolute)
     judgement = with_checks(with_alarms(judgement, alarm_states or {}), traffic.checks)
     get_run_logger().info(
         "%s watched for %s s with all traffic: %s (%s)",
@@ -114,3 +119,14 @@ def judge_watch(
         "; ".join(judgement.reasons) or "within limits",
     )
     return judgement
+
+
+def _recordable(analysis: Analysis) -> Analysis:
+    """The limits as the ledger keeps them: a Prometheus address without its credentials."""
+    prometheus = analysis.prometheus
+    if prometheus is None or prometheus.address is None:
+        return analysis
+    address = shown(prometheus.address)
+    return analysis.model_copy(
+        update={"prometheus": prometheus.model_copy(update={"address": address})}
+    )

@@ -20,7 +20,7 @@ from blocks.aws import aws_client
 from blocks.kubernetes import cluster_client
 from relay.analysis import Readings, ServerCounters
 from relay.aws.secrets import read_values
-from relay.errors import RelayError, StageFailed
+from relay.errors import StageFailed
 from relay.platforms import AnyRollout, Current, Platform, Spec
 from relay.platforms.docker import DeployResult, DeploySpec, DockerPlatform, Kept, kept_versions
 from relay.platforms.kubernetes import (
@@ -231,7 +231,7 @@ def stop_expired_versions(docker_host: DockerHost) -> list[str]:
             with _kubernetes(note.cluster) as kubernetes:
                 if kubernetes.stop_kept(note):
                     stopped.append(f"{note.namespace}/{note.service}-{note.track}")
-        except RelayError as exc:
+        except Exception as exc:  # noqa: BLE001 - an unreachable cluster must not stop the others
             get_run_logger().warning(
                 "the kept %s of %s in %s stays noted: %s",
                 note.track,

@@ -259,10 +259,12 @@ def _versions(run: _Run) -> dict[str, str]:
 async def _watch(run: _Run, seconds: float) -> None:
     """Judge the new version with all traffic for `seconds`, from the environment's metrics
     source, by the absolute limits and alarms; a failure puts the previous version back (on
-    docker it still runs: the weights move back; on kubernetes it is rolled out again). Any
-    other error on the way (a cancellation, an alarm that does not exist) puts it back too."""
+    docker it still runs: the weights move back; on kubernetes it is rolled out again), and
+    so does a source that could not be read under `on_inconclusive: fail`. Any other error
+    on the way (a cancellation, an alarm that does not exist) puts it back too."""
     rollout = run.started
     analysis = run.env.analysis
+    unreadable = False
     try:
         run.opened, run.opened_at = read_slot_counters(rollout), datetime.now(UTC)
         await _pause(seconds)
@@ -270,11 +272,16 @@ async def _watch(run: _Run, seconds: float) -> None:
         if analysis.metrics == "haproxy" and run.opened is None:
             judgement = judge_alarms(states)
         else:
-            judgement = judge_watch(run.spec, seconds, _traffic(run), analysis, states)
+            traffic = _traffic(run)
+            unreadable = bool(traffic.unavailable)
+            judgement = judge_watch(run.spec, seconds, traffic, analysis, states)
     except BaseException:
         abort_rollout(run.docker_host, rollout)
         raise
-    if judgement.verdict == Verdict.FAILED:
+    # Too few requests says nothing; a metrics source that could not be read is blindness,
+    # which `on_inconclusive: fail` does not accept.
+    blind = unreadable and analysis.on_inconclusive == "fail"
+    if judgement.verdict == Verdict.FAILED or (judgement.verdict == Verdict.INCONCLUSIVE and blind):
         abort_rollout(run.docker_host, rollout)
         raise WatchFailed(
             f"{run.spec.service}: failed while watched with all traffic after the switch "

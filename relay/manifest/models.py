@@ -336,6 +336,22 @@ class Environment(_Model):
     # The git branch whose pushes release into this environment (see relay/webhooks.py).
     branch: Annotated[str, Field(min_length=1)] | None = None
 
+    @model_validator(mode="after")
+    def _prometheus_queries_of_the_platform(self) -> Environment:
+        prometheus = self.analysis.prometheus
+        defaults = prometheus is not None and (
+            prometheus.requests == HAPROXY_REQUESTS or prometheus.errors == HAPROXY_ERRORS
+        )
+        if self.platform == "kubernetes" and defaults:
+            raise PydanticCustomError(
+                "relay",
+                "analysis.prometheus: the default requests and errors queries read Relay's "
+                "HAProxy routers, which a kubernetes environment has not; write "
+                "analysis.prometheus.requests and errors for your metrics (with {{version}} "
+                "for the track)",
+            )
+        return self
+
     @property
     def cluster(self) -> Kubernetes:
         """The kubernetes settings, defaults filled in (for a kubernetes environment)."""

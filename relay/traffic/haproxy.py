@@ -94,6 +94,15 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 # HAProxy refuses a `stats socket` path longer than this (sun_path minus its own margin).
 SOCKET_PATH_MAX = 97
 
@@ -164,7 +173,10 @@ class HAProxyRouter:
             candidate = self.config.with_suffix(".new")
             candidate.write_text(
                 render_config(
-                    list(routes.values()), self.socket_path, self.state_file, self.metrics_port()
+                    list(routes.values()),
+                    self.socket_path,
+                    self.state_file,
+                    self.metrics_port(running=pid is not None),
                 )
             )
             self._check(candidate)
@@ -185,13 +197,17 @@ class HAProxyRouter:
             )
             self._write_target()
 
-    def metrics_port(self) -> int:
+    def metrics_port(self, running: bool = True) -> int:
         """The port of this process's Prometheus exporter: chosen free once, then kept, so
-        Prometheus' series of this environment continue across reloads."""
+        Prometheus' series of this environment continue across reloads. When HAProxy is not
+        `running` and something else took the port meanwhile (after a reboot, say), another
+        is chosen (the scrape target follows)."""
         try:
-            return int(self.metrics_port_file.read_text())
+            port = int(self.metrics_port_file.read_text())
         except (OSError, ValueError):
-            pass
+            port = 0
+        if port and (running or _free(port)):
+            return port
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])

@@ -142,3 +142,25 @@ def test_a_version_failing_while_watched_after_its_switch_is_put_back(shop: Shop
     [record] = Ledger(ledger_path()).history(shop.app, "payments", "staging", limit=1)
     assert record.outcome == Outcome.WATCH_FAILED and record.commit == late
     assert "failed while watched with all traffic after the switch" in record.reason
+
+
+def test_a_metrics_source_unreadable_while_watched_puts_the_previous_version_back(
+    shop: Shop,
+) -> None:
+    """`on_inconclusive: fail` (the default): a watch that could not read its metrics saw
+    nothing, and nothing seen is not a pass."""
+    before = Ledger(ledger_path()).current(shop.app, "staging", "payments")
+    assert before is not None
+    nowhere = "http://127.0.0.1:9"  # discard: nothing listens there
+    shop.edit_manifest(
+        lambda m: m["environments"]["staging"].update(
+            watch_seconds=2, analysis={"metrics": "prometheus", "prometheus": {"address": nowhere}}
+        )
+    )
+    shop.edit("services/payments/app.py", '"""', '"""Payments, watched blind.\n')
+    blind = shop.commit("payments watched without metrics")
+
+    with pytest.raises(RolledBack, match="failed while watched") as failed:
+        asyncio.run(release(str(shop.repo), blind, base=before.commit, through="staging"))
+    assert f"Prometheus at {nowhere} could not be reached" in str(failed.value)
+    assert version() == before.commit, "the previous version serves again"

@@ -18,6 +18,7 @@ from relay.prometheus import (
     query_value,
     run_checks,
     shown,
+    version_traffic,
 )
 
 pytestmark = pytest.mark.stack
@@ -97,3 +98,21 @@ def test_checks_fill_in_both_versions_and_keep_why_one_has_no_value(client: http
     assert share.failure() == "check 'share': 0.3 is above its max 0.2"
     assert named.value == 1.0 and named.failure() == ""
     assert broken.value is None and "refused the query 'sum('" in broken.problem
+
+
+@pytest.mark.parametrize(
+    ("queries", "says"),
+    [
+        ({"errors": 'sum(up{job="no-such-job"})'}, "analysis.prometheus.errors gives no value"),
+        ({"errors": "vector(0)", "response_ms": "vector(1) / 0"}, "not a finite number"),
+    ],
+)
+def test_a_version_with_requests_but_no_errors_or_time_value_is_not_judged(
+    client: httpx.Client, queries: dict[str, str], says: str
+) -> None:
+    """A label typo must not count as 0 errors (or 0 ms): that would pass every canary."""
+    metrics = PrometheusMetrics.model_validate({"requests": "vector(50)", **queries})
+    values = placeholders("shop", "web", "dev", {"canary": "green", "stable": ""}, 5)
+    with pytest.raises(PrometheusUnavailable) as refused:
+        version_traffic(client, PROMETHEUS, metrics, values, datetime.now(UTC))
+    assert says in str(refused.value)

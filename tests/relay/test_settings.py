@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.settings import ledger_path, relay_home, workdir
+from relay.settings import ledger_path, prometheus_url, relay_home, workdir
 
 
 @pytest.fixture
@@ -72,3 +72,12 @@ def test_relay_ledger_overrides_the_ledger_path(
     monkeypatch.setenv("RELAY_HOME", "~/r")
     monkeypatch.setenv("RELAY_LEDGER", "/shared/ledger.db")
     assert ledger_path() == Path("/shared/ledger.db")
+
+
+def test_the_prometheus_url_from_the_environment_is_trimmed_like_an_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RELAY_PROMETHEUS_URL", " http://127.0.0.1:9095/ ")
+    assert prometheus_url() == "http://127.0.0.1:9095"
+    monkeypatch.setenv("RELAY_PROMETHEUS_URL", "")
+    assert prometheus_url() is None

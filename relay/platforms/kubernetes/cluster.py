@@ -81,6 +81,27 @@ class Cluster:
             raise _api_error(f"applying {_what(obj)}", exc) from None
         return dict(stored.to_dict())
 
+    def annotate(
+        self, api_version: str, kind: str, namespace: str, name: str, notes: dict[str, str | None]
+    ) -> bool:
+        """Set (or, with None, remove) annotations of an object and touch nothing else: a JSON
+        merge patch by a manager of its own (`relay-notes`), so Relay's applies, which never
+        name these keys, neither conflict with them nor drop them. False when there is no
+        such object."""
+        try:
+            self.resource(api_version, kind).patch(
+                body={"metadata": {"annotations": notes}},
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+                field_manager=f"{MANAGER}-notes",
+            )
+        except NotFoundError:
+            return False
+        except DynamicApiError as exc:
+            raise _api_error(f"annotating {kind} {namespace}/{name}", exc) from None
+        return True
+
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
         try:
             found = self.resource(api_version, kind).get(name=name, namespace=namespace)

@@ -156,19 +156,18 @@ def _meta(name: str, spec: KubeSpec, labels: dict[str, str], **extra: Any) -> Ob
 # -- the objects -------------------------------------------------------------------------------
 
 
+# Marks blue/green's previous color, kept without traffic for a switch back until then (ISO
+# 8601, UTC); set and removed by annotation patches alone (`Cluster.annotate`), never applied.
 KEEP_UNTIL = f"{PREFIX}/keep-until"
 
 
-def deployment(spec: KubeSpec, track: str, replicas: int, keep_until: str = "") -> Obj:
+def deployment(spec: KubeSpec, track: str, replicas: int) -> Obj:
     """The Deployment of `spec`'s version on `track`, with `replicas` pods.
 
     A surge of one and no unavailable pods keeps every old pod serving until a new
     one is ready, so a version that never gets ready leaves the old ReplicaSet whole.
-    `keep_until` (ISO 8601, UTC) marks blue/green's previous color, kept without traffic for
-    a switch back until then; any later apply without it unmarks it.
     """
     pod_labels = _labels(spec, track) | {f"{PREFIX}/version": version_of(str(spec.image))}
-    notes = _version_annotations(spec) | ({KEEP_UNTIL: keep_until} if keep_until else {})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -176,7 +175,7 @@ def deployment(spec: KubeSpec, track: str, replicas: int, keep_until: str = "") 
             deployment_name(spec.service, track),
             spec,
             _labels(spec, track),
-            annotations=notes,
+            annotations=_version_annotations(spec),
         ),
         "spec": {
             "replicas": replicas,

@@ -308,6 +308,8 @@ class KubernetesPlatform:
         else:
             track, traffic = "stable", ROLLING_UPDATE
         self._apply_services(spec, traffic, stable.track if stable else None)
+        if track in COLORS:  # a color kept for a switch back is reused: no longer kept
+            self._mark(spec.namespace, deployment_name(spec.service, track), None)
         rollout = KubeRollout(spec, track, stable, traffic)
         replicas = 1 if track == "canary" else spec.replicas
         stall = self._roll(spec, track, replicas)
@@ -381,17 +383,16 @@ class KubernetesPlatform:
     # -- blue/green's kept previous color -------------------------------------------------------
 
     def keep_previous(self, rollout: KubeRollout, seconds: float) -> KubeKept | None:
-        """Blue/green: leave the previous color with its pods, without traffic, marked as kept
-        for `seconds`, so that `switch_back` moves the Service's selector only; the deploy
-        ends here (no wait, no lock held). None when there is no previous color (it is
-        stopped now, as `stop_previous` would)."""
+        """Blue/green: leave the previous color with its pods, untouched and without traffic,
+        marked as kept for `seconds` (an annotation), so that `switch_back` moves the Service's
+        selector only; the deploy ends here (no wait, no lock held). None when there is no
+        previous color (it is stopped now, as `stop_previous` would)."""
         spec, stable = rollout.spec, rollout.stable
         if stable is None or rollout.track not in COLORS or stable.track not in COLORS:
             self.stop_previous(rollout)
             return None
         until = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
-        old = spec_of(spec, stable)
-        self.cluster.apply(objects.deployment(old, stable.track, stable.replicas, until))
+        self._mark(spec.namespace, stable.deployment, until)
         return KubeKept(
             app=spec.app,
             environment=spec.environment,
@@ -401,29 +402,34 @@ class KubernetesPlatform:
             image=stable.image,
             until=until,
             access=asdict(spec.access),
-            stopped=objects.deployment(old, stable.track, 0),
+            stopped=objects.deployment(spec_of(spec, stable), stable.track, 0),
         )
 
     def kept(self, spec: KubeSpec) -> Version | None:
-        """The kept previous color: not selected by the Service, its window open, with
-        available pods."""
+        """The kept previous color: not selected by the Service, its window open, and all of
+        its pods available (it is about to take all the traffic)."""
         if spec.strategy != "blue_green":
             return None
         serving = self._serving_track(spec)
         for track in COLORS:
             version = self.version(spec, track) if track != serving else None
-            if version is not None and version.kept and version.available > 0:
+            if (
+                version is not None
+                and version.kept
+                and version.available >= max(1, version.replicas)
+            ):
                 return version
         return None
 
     def switch_back(self, spec: KubeSpec, kept: Version) -> DeployResult:
-        """All traffic back to the kept color: the Service (and `-preview`) select it again,
-        no pod starts; then the color that served is scaled to 0 and the kept one unmarked."""
+        """All traffic back to the kept color: the Service (and `-preview`) select it again;
+        its Deployment is only unmarked, so no pod starts or changes; then the color that
+        served is scaled to 0."""
         serving = self.active(spec)
         old = spec_of(spec, kept)
         self.cluster.apply(objects.service(old, spec.service, kept.track))
         self.cluster.apply(objects.service(old, f"{spec.service}-preview", kept.track))
-        self.cluster.apply(objects.deployment(old, kept.track, kept.replicas))
+        self._mark(spec.namespace, kept.deployment, None)
         if serving is not None and serving.track != kept.track:
             self._apply_version(spec, serving, 0)
         self._remove_unused_secrets(spec)
@@ -438,8 +444,8 @@ class KubernetesPlatform:
 
     def stop_kept(self, kept: KubeKept) -> bool:
         """Scale a kept color to 0 once its window closed, unless it is no longer the kept
-        one (switched back to, or reused by a later deploy: its mark differs) or serves.
-        True when it was scaled down."""
+        one (switched back to, or reused by a later deploy: its mark differs or is gone) or
+        serves. True when it was scaled down."""
         name = deployment_name(kept.service, kept.track)
         found = self.cluster.get("apps/v1", "Deployment", kept.namespace, name)
         if found is None or _version(found).keep_until != kept.until:
@@ -449,7 +455,12 @@ class KubernetesPlatform:
         if selected == kept.track:
             return False
         self.cluster.apply(kept.stopped)
+        self._mark(kept.namespace, name, None)
         return True
+
+    def _mark(self, namespace: str, deployment: str, until: str | None) -> None:
+        """Mark a Deployment as kept until `until`, or (None) unmark it."""
+        self.cluster.annotate("apps/v1", "Deployment", namespace, deployment, {KEEP_UNTIL: until})
 
     def deploy(
         self, spec: KubeSpec, config_values: Mapping[str, str] | None = None

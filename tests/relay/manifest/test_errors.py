@@ -262,3 +262,23 @@ def test_prometheus_analysis_errors(tmp_path: Path, analysis: str, expected: str
     )
 
     assert problems(tmp_path, text) == [expected]
+
+
+def test_prometheus_defaults_are_refused_on_kubernetes(tmp_path: Path) -> None:
+    text = with_environments(
+        """\
+        environments:
+          prod:
+            platform: kubernetes
+            namespace: shop-prod
+            strategy: canary
+            analysis: {metrics: prometheus, prometheus: {requests: 'sum(up)'}}
+        """
+    )
+
+    assert problems(tmp_path, text) == [
+        "environments.prod: analysis.prometheus: the default requests and errors queries read "
+        "Relay's HAProxy routers, which a kubernetes environment has not; write "
+        "analysis.prometheus.requests and errors for your metrics (with {{version}} for the "
+        "track)"
+    ]

@@ -246,3 +246,22 @@ def test_each_router_serves_its_counters_to_prometheus_and_names_itself_a_target
     finally:
         router.remove_managed_routes()
     assert not router.target_file.exists(), "a removed router is no longer a target"
+
+
+def test_an_exporter_port_taken_while_haproxy_was_down_is_replaced(
+    short_tmp: Path, backends: dict[str, int]
+) -> None:
+    router = HAProxyRouter(name="shop-dev", home=short_tmp)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        router.metrics_port_file.parent.mkdir(parents=True, exist_ok=True)
+        router.metrics_port_file.write_text(str(taken))  # kept from before, now someone else's
+        try:
+            router.ensure_route(Route("web", BASE, backends))
+            [target] = json.loads(router.target_file.read_text())
+            assert target["targets"] == [f"127.0.0.1:{router.metrics_port()}"]
+            assert router.metrics_port() != taken
+        finally:
+            router.remove_managed_routes()

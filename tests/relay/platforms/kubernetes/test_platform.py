@@ -246,7 +246,9 @@ def blue_then_green(platform: KubernetesPlatform, namespace: str) -> KubeRollout
     first = platform.start_new(make_spec(namespace, "blue_green"), VALUES)
     platform.switch(first)
     platform.stop_previous(first)
-    rollout = platform.start_new(make_spec(namespace, "blue_green", "v2"), VALUES)
+    # v2 also changes a setting: the kept v1 must keep its own pods, not take v2's settings
+    changed = {"INVENTORY_URL": "http://inventory-v2:8001"}
+    rollout = platform.start_new(make_spec(namespace, "blue_green", "v2", env=changed), VALUES)
     platform.switch(rollout)
     return rollout
 
@@ -262,6 +264,7 @@ def test_blue_green_switches_back_to_the_kept_color_without_starting_a_pod(
     assert blue["spec"]["replicas"] == 2
     assert blue["metadata"]["annotations"][f"{PREFIX}/keep-until"] == kept.until
     serving_pods = pods_of(api, namespace, "blue")
+    assert blue["metadata"]["generation"] == 1, "keeping it changed nothing of its pods"
 
     v1 = make_spec(namespace, "blue_green", "v1")
     found = platform.kept(v1)
@@ -277,6 +280,7 @@ def test_blue_green_switches_back_to_the_kept_color_without_starting_a_pod(
     assert get(api, "Deployment", namespace, "orders-green")["spec"]["replicas"] == 0
     blue = get(api, "Deployment", namespace, "orders-blue")
     assert f"{PREFIX}/keep-until" not in blue["metadata"]["annotations"], "no longer kept"
+    assert blue["metadata"]["generation"] == 1, "v1 serves as it was, with its own settings"
     assert not platform.stop_kept(kept), "the scheduled stop leaves a color that serves again"
     assert get(api, "Deployment", namespace, "orders-blue")["spec"]["replicas"] == 2
 
