@@ -15,7 +15,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from relay.analysis import Judgement, ServerCounters, Verdict, judge, next_step, with_alarms
+from relay.analysis import (
+    CheckResult,
+    Judgement,
+    ServerCounters,
+    Verdict,
+    judge,
+    next_step,
+    with_alarms,
+    with_checks,
+)
 from relay.manifest import Analysis
 
 __all__ = [
@@ -59,6 +68,7 @@ class Window(BaseModel):
         deploy_run_id: The deployment run above it, the one its ledger record names.
         step: 1 for the first canary weight, and so on; `steps` of them were planned.
         alarms: The CloudWatch alarms' states read at the end of the window (name -> state).
+        checks: The environment's own Prometheus checks' values, each with its limits.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -78,14 +88,16 @@ class Window(BaseModel):
     stable: Counters | None = None
     limits: Analysis
     alarms: dict[str, str] = {}
+    checks: tuple[CheckResult, ...] = ()
     verdict: Verdict
     reasons: list[str] = []
 
     def judge(self, limits: Analysis | None = None) -> Judgement:
-        """This window judged under `limits` (its own when None), its alarms counted."""
+        """This window judged under `limits` (its own when None), its alarms and checks
+        counted (a check keeps the limits it had)."""
         stable = self.stable.server() if self.stable is not None else None
         judged = judge(self.canary.server(), limits or self.limits, stable)
-        return with_alarms(judged, self.alarms)
+        return with_checks(with_alarms(judged, self.alarms), self.checks)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ def analyze_canary(
         stable=Counters.of(stable) if stable is not None else None,
         limits=_recordable(analysis),
         alarms=alarm_states or {},
+        checks=traffic.checks,
         verdict=judgement.verdict,
         reasons=judgement.reasons,
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.analysis import Verdict
+from relay.analysis import CheckResult, Verdict
 from relay.errors import TerminalError
 from relay.ledger import Ledger
 from relay.manifest import Analysis
@@ -96,6 +96,20 @@ def test_an_alarm_recorded_in_alarm_still_fails_the_step() -> None:
     alarmed = [window(1, (100, 0), alarms={"orders-5xx": "ALARM"})]
     replayed = replay(alarmed, {"max_error_rate": 0.5})
     assert "CloudWatch alarm 'orders-5xx' is in ALARM" in replayed.summary()
+
+
+def test_a_check_recorded_over_its_limit_still_fails_the_step_and_survives_the_ledger(
+    tmp_path: Path,
+) -> None:
+    checked = window(1, (100, 0)).model_copy(
+        update={"checks": (CheckResult("p99-ratio", 2.5, max=1.5),)}
+    )
+    ledger = Ledger(tmp_path / "ledger.db")
+    ledger.add_window(checked)
+    [kept] = ledger.windows_of_run(checked.run_id)
+    assert kept.checks == (CheckResult("p99-ratio", 2.5, max=1.5),)
+    replayed = replay([kept], {"max_error_rate": 0.5})
+    assert "check 'p99-ratio': 2.5 is above its max 1.5" in replayed.summary()
 
 
 def test_a_limit_out_of_range_is_refused_naming_it() -> None:
