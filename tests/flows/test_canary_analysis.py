@@ -277,13 +277,16 @@ def scraped_series(query: str) -> list[dict[str, object]]:
 
 @pytest.fixture
 def scraped(stable: DockerHost) -> DockerHost:
-    """The stable version serving, and its router scraped by Prometheus since it started.
+    """The stable version serving, and its router scraped by Prometheus for good.
 
-    Each test starts a new router whose target file Prometheus discovers up to ~5 s later (its
-    discovery manager sends updates at most every 5 s); a canary window before that has no
-    data, which is inconclusive (the last test here shows it), not what these tests judge."""
-    started = time.time()
-    query = f'timestamp(up{{router="{APP}-test"}} == 1) > {started:.3f}'
+    Each test removes its router's target file and the next one writes it again; Prometheus
+    applies each change up to ~5 s later (its discovery manager sends updates at most every
+    5 s), so the old target may still be scraped for a moment, then dropped, then added back.
+    A sample more than 6 s after the new file was written comes after both changes. A canary
+    window in such a gap has no data, which is inconclusive (the last test here shows it),
+    not what these tests judge."""
+    settled = time.time() + 6
+    query = f'timestamp(up{{router="{APP}-test"}} == 1) > {settled:.3f}'
     deadline = time.monotonic() + 30
     while not scraped_series(query):
         assert time.monotonic() < deadline, f"Prometheus did not scrape {APP}-test in 30 s"
