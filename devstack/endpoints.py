@@ -41,9 +41,10 @@ def environment() -> dict[str, str]:
         # The stack's Prefect server keeps its database in SQLite, which answers 503 when two
         # writers' snapshots conflict (SQLITE_BUSY_SNAPSHOT: no busy timeout helps); clients
         # retry those with an exponential back-off, 5 times by default (62 s). Several releases
-        # at once on one machine (the test suite's two processes) can outlast that; one more
-        # try doubles the wait (126 s). PostgreSQL, what Prefect recommends beyond one
-        # machine, has no such conflicts.
-        "PREFECT_CLIENT_MAX_RETRIES": "6",
+        # at once on one machine (the test suite's two processes) can outlast that, and did
+        # outlast 6 tries (126 s) once in a full run; 8 tries wait up to 510 s in all. The
+        # cure is PostgreSQL, what Prefect recommends beyond one machine: no such conflicts
+        # (bench/switch_back.py and bench/webhooks.py measure both).
+        "PREFECT_CLIENT_MAX_RETRIES": "8",
         "RELAY_HOME": str(paths.home),
     }
