@@ -112,3 +112,16 @@ def prefect_on_postgres() -> Iterator[PrefectServer]:
         subprocess.run([*AS_POSTGRES, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast",
                         "stop"], capture_output=True, timeout=60)  # fmt: skip
         shutil.rmtree(work, ignore_errors=True)
+
+
+# Set in the child `rerun_on_postgres` starts, to the path of its Prefect server's log.
+ON_POSTGRES = "RELAY_BENCH_PREFECT_LOG"
+
+
+def rerun_on_postgres(script: str) -> int:
+    """`script` again, with this process's arguments, in a child whose Prefect is a
+    PostgreSQL-backed server: Prefect binds its API URL at import, so the server must exist
+    before the child imports it. The child finds `ON_POSTGRES` set (to the server's log)."""
+    with prefect_on_postgres() as server:
+        env = {**os.environ, "PREFECT_API_URL": server.api_url, ON_POSTGRES: str(server.log)}
+        return subprocess.run([sys.executable, script, *sys.argv[1:]], env=env).returncode

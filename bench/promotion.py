@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import os
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import devstack  # noqa: E402
+from bench.postgres import ON_POSTGRES, rerun_on_postgres  # noqa: E402
 from bench.results import write_results  # noqa: E402
 
 # Prefect reads its settings at import time: the stack's environment first (as tests/conftest).
@@ -170,27 +170,13 @@ def measure(deps: Graph, window: float, concurrency: int) -> dict[str, Any]:
     }
 
 
-# Set in the child process that runs against the PostgreSQL-backed server.
-ON_POSTGRES = "RELAY_BENCH_ON_POSTGRES"
-
-
-def on_postgres() -> int:
-    """This benchmark again, in a child process whose Prefect is a PostgreSQL-backed server
-    (Prefect binds its API URL at import, so the server must exist before the import)."""
-    from bench.postgres import prefect_on_postgres
-
-    with prefect_on_postgres() as server:
-        env = {**os.environ, "PREFECT_API_URL": server.api_url, ON_POSTGRES: "1"}
-        return subprocess.run([sys.executable, __file__, *sys.argv[1:]], env=env).returncode
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--window", type=float, default=2.0, help="seconds per canary step (2)")
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     if args.backend == "postgresql" and not os.environ.get(ON_POSTGRES):
-        return on_postgres()
+        return rerun_on_postgres(__file__)
     deps = make_dag()
     results = [measure(deps, args.window, c) for c in CONCURRENCIES]
     print(f"promotion of {len(deps)} services, canary {list(STEPS)} with {args.window} s windows")

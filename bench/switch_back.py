@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `tests.*` is not an installed package
 
 import devstack  # noqa: E402
+from bench.postgres import ON_POSTGRES, rerun_on_postgres  # noqa: E402
 from bench.results import write_results  # noqa: E402
 
 for _key, _value in devstack.environment().items():
@@ -99,27 +99,13 @@ def one_switch_back(shop: Shop, v1: str, n: int) -> dict[str, Any]:
     }
 
 
-# Set in the child process that runs against the PostgreSQL-backed server.
-ON_POSTGRES = "RELAY_BENCH_ON_POSTGRES"
-
-
-def on_postgres() -> int:
-    """This benchmark again, in a child process whose Prefect is a PostgreSQL-backed server
-    (Prefect binds its API URL at import, so the server must exist before the import)."""
-    from bench.postgres import prefect_on_postgres
-
-    with prefect_on_postgres() as server:
-        env = {**os.environ, "PREFECT_API_URL": server.api_url, ON_POSTGRES: "1"}
-        return subprocess.run([sys.executable, __file__, *sys.argv[1:]], env=env).returncode
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     if args.backend == "postgresql" and not os.environ.get(ON_POSTGRES):
-        return on_postgres()
+        return rerun_on_postgres(__file__)
     runs = []
     with (
         tempfile.TemporaryDirectory(prefix="relay-bench-switch-") as tmp,

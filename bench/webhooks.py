@@ -77,6 +77,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import devstack  # noqa: E402
+from bench.postgres import ON_POSTGRES, rerun_on_postgres  # noqa: E402
 from bench.results import write_results  # noqa: E402
 
 # Prefect reads its settings at import time: the stack's environment first (as tests/conftest).
@@ -92,7 +93,7 @@ PORTS = range(8800, 8900)
 P99_TARGET_MS = 250.0
 BACKENDS = ("sqlite", "postgresql")
 RESULT_KEYS = {"sqlite": "webhooks", "postgresql": "webhooks_postgresql"}
-SERVER_LOG_ENV = "RELAY_BENCH_PREFECT_LOG"  # set: this process runs against that server
+SERVER_LOG_ENV = ON_POSTGRES  # set: this process runs against that server (its log)
 REPLAYS = 20
 # GitHub gives up on a delivery that is not answered within 10 s (and marks it failed); the
 # benchmark's client does the same.
@@ -1047,16 +1048,6 @@ def print_table(result: dict[str, Any]) -> None:
 # -- main -------------------------------------------------------------------------------------
 
 
-def on_postgres() -> int:
-    """This benchmark again, in a child process whose Prefect is a PostgreSQL-backed server
-    (Prefect binds its API URL at import, so the server must exist before the import)."""
-    from bench.postgres import prefect_on_postgres
-
-    with prefect_on_postgres() as server:
-        env = {**os.environ, "PREFECT_API_URL": server.api_url, SERVER_LOG_ENV: str(server.log)}
-        return subprocess.run([sys.executable, __file__, *sys.argv[1:]], env=env).returncode
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=200, help="sequential pushes")
@@ -1091,7 +1082,7 @@ def main() -> None:
         serve_child(args.serve_child)
         return
     if args.backend == "postgresql" and os.environ.get(SERVER_LOG_ENV) is None:
-        sys.exit(on_postgres())
+        sys.exit(rerun_on_postgres(__file__))
     if not 1 <= args.deliveries <= 5000:
         parser.error("--deliveries must be within 1..5000")
     if not 0 <= args.new_commit_deliveries <= 1000 or not 1 <= args.pings <= 5000:

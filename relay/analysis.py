@@ -403,8 +403,9 @@ class Traffic:
 
 
 NO_COUNTERS = (
-    "no request counters on this platform (kubernetes: Relay reads no metrics source); set "
-    "analysis.cloudwatch_alarms to judge canary steps by alarms"
+    "no request metrics for this canary (kubernetes has no router counters) and no alarms; set "
+    "analysis.metrics to cloudwatch or prometheus (with their queries), or "
+    "analysis.cloudwatch_alarms"
 )
 ALARM_NO_DATA = "CloudWatch alarm {name!r} has insufficient data"
 

@@ -23,7 +23,7 @@ import httpx
 from relay.analysis import CheckResult, ServerCounters
 from relay.errors import RelayError, TransientError
 from relay.manifest import PrometheusMetrics
-from relay.manifest.fields import fill_promql
+from relay.manifest.fields import fill_placeholders
 
 VERSIONS = ("canary", "stable")
 QUERY_TIMEOUT_SECONDS = 5.0
@@ -136,7 +136,7 @@ def version_traffic(
             found[version] = None
             continue
         filled = {**values, "version": values[version]}
-        requests = query_value(client, address, fill_promql(metrics.requests, filled), at)
+        requests = query_value(client, address, fill_placeholders(metrics.requests, filled), at)
         if requests is None:
             found[version] = None
             continue
@@ -166,7 +166,7 @@ def _required(
 ) -> float:
     """A query that must give a value once the version has requests: none would silently
     count as 0 errors or 0 ms (a typo in a label would pass every canary)."""
-    filled = fill_promql(query, dict(values))
+    filled = fill_placeholders(query, values)
     value = query_value(client, address, filled, at)
     if value is None:
         raise PrometheusUnavailable(
@@ -189,7 +189,7 @@ def run_checks(
     results = []
     for check in metrics.checks:
         try:
-            value = query_value(client, address, fill_promql(check.query, dict(values)), at)
+            value = query_value(client, address, fill_placeholders(check.query, values), at)
             problem = ""
         except PrometheusUnavailable as exc:
             value, problem = None, str(exc)

@@ -259,7 +259,7 @@ def abort_rollout(docker_host: DockerHost, rollout: AnyRollout) -> None:
 def read_slot_counters(rollout: AnyRollout) -> Readings | None:
     """HAProxy's counters of both versions' slots, read at once so that they cover the same
     seconds; None on kubernetes, which has no router counters (its canaries are judged by
-    CloudWatch metrics, `analysis.metrics: cloudwatch`, or by alarms)."""
+    CloudWatch or Prometheus metrics, `analysis.metrics`, or by alarms)."""
     if isinstance(rollout, KubeRollout):
         return None
     rows = _router(rollout.spec).stats(rollout.spec.service)

@@ -26,6 +26,7 @@ from relay.analysis import ServerCounters
 from relay.aws.errors import call
 from relay.errors import TerminalError
 from relay.manifest import CloudWatchMetrics
+from relay.manifest.fields import fill_placeholders
 
 __all__ = [
     "ALARM",
@@ -143,8 +144,9 @@ def version_traffic(
     period = _period((end - start).total_seconds())
     queries = []
     for version in VERSIONS:
+        filled = {"service": service, "environment": environment, "version": version}
         dimensions = [
-            {"Name": name, "Value": _fill(value, service, environment, version)}
+            {"Name": name, "Value": fill_placeholders(value, filled)}
             for name, value in metrics.dimensions.items()
         ]
         asked = [("requests", metrics.requests, "Sum"), ("errors", metrics.errors, "Sum")]
@@ -199,11 +201,3 @@ def _period(seconds: float) -> int:
         if seconds <= period:
             return period
     return 60 * math.ceil(seconds / 60)
-
-
-def _fill(template: str, service: str, environment: str, version: str) -> str:
-    return (
-        template.replace("{{service}}", service)
-        .replace("{{environment}}", environment)
-        .replace("{{version}}", version)
-    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 from typing import Annotated
 
@@ -127,35 +127,43 @@ BaseUrl = Annotated[str, AfterValidator(_check_url)]
 """An http(s) URL, kept without a trailing '/'."""
 
 
-# What a PromQL query of `analysis.prometheus` may leave for Relay to fill in at each window.
+# What a metric query may leave for Relay to fill in at each canary window: a PromQL query of
+# `analysis.prometheus`, a dimension value of `analysis.cloudwatch_metrics`.
 PROMQL_PLACEHOLDERS = ("app", "service", "environment", "canary", "stable", "version", "window")
+DIMENSION_PLACEHOLDERS = ("service", "environment", "version")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
 
 
-def promql_placeholders(query: str) -> set[str]:
-    """The `{{name}}` placeholders a query uses."""
-    return set(_PLACEHOLDER.findall(query))
+def placeholders_in(text: str) -> set[str]:
+    """The `{{name}}` placeholders a query or dimension value uses."""
+    return set(_PLACEHOLDER.findall(text))
 
 
-def fill_promql(query: str, values: dict[str, str]) -> str:
-    """`query` with each `{{name}}` replaced by its value (names were checked on load)."""
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], query)
+def fill_placeholders(text: str, values: Mapping[str, str]) -> str:
+    """`text` with each `{{name}}` replaced by its value (the names were checked on load)."""
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
 
-def _check_promql(value: str) -> str:
-    if not value.strip():
-        raise _custom("a PromQL query may not be empty")
-    unknown = sorted(promql_placeholders(value) - set(PROMQL_PLACEHOLDERS))
-    if unknown:
-        raise _custom(
-            f"{{{{{unknown[0]}}}}} is not a placeholder Relay fills in; use "
-            + ", ".join(f"{{{{{name}}}}}" for name in PROMQL_PLACEHOLDERS)
-        )
-    return value
+def _placeholders_known(allowed: tuple[str, ...]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not value.strip():
+            raise _custom("may not be empty")
+        unknown = sorted(placeholders_in(value) - set(allowed))
+        if unknown:
+            raise _custom(
+                f"{{{{{unknown[0]}}}}} is not a placeholder Relay fills in; use "
+                + ", ".join(f"{{{{{name}}}}}" for name in allowed)
+            )
+        return value
+
+    return check
 
 
-PromQL = Annotated[str, AfterValidator(_check_promql)]
+PromQL = Annotated[str, AfterValidator(_placeholders_known(PROMQL_PLACEHOLDERS))]
 """A PromQL query whose `{{placeholders}}` are ones Relay fills in."""
+
+DimensionValue = Annotated[str, AfterValidator(_placeholders_known(DIMENSION_PLACEHOLDERS))]
+"""A CloudWatch dimension value whose `{{placeholders}}` are ones Relay fills in."""
 
 
 def _split_command(value: object) -> object:

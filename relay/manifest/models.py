@@ -26,6 +26,7 @@ from relay.manifest.fields import (
     BaseUrl,
     Command,
     Cpu,
+    DimensionValue,
     DockerfilePath,
     EnvironmentName,
     HealthPath,
@@ -40,7 +41,7 @@ from relay.manifest.fields import (
     ServiceName,
     ServicePath,
     SetupPath,
-    promql_placeholders,
+    placeholders_in,
 )
 from relay.manifest.limits import (
     ANALYSIS_INTERVAL_MAX,
@@ -123,7 +124,7 @@ class CloudWatchMetrics(_Model):
     hold `{{service}}`, `{{environment}}` and `{{version}}` (`canary` or `stable`)."""
 
     namespace: Annotated[str, Field(min_length=1)]
-    dimensions: dict[str, str] = Field(default_factory=dict)
+    dimensions: dict[str, DimensionValue] = Field(default_factory=dict)
     requests: Annotated[str, Field(min_length=1)]  # a count metric, summed (RequestCount)
     errors: Annotated[str, Field(min_length=1)]  # a count metric, summed (..._5XX_Count)
     response_time: Annotated[str, Field(min_length=1)] | None = None  # averaged
@@ -174,7 +175,7 @@ class PrometheusCheck(_Model):
             raise PydanticCustomError(
                 "relay", "a check needs a limit: write max: (fails above) or min: (fails below)"
             )
-        if "version" in promql_placeholders(self.query):
+        if "version" in placeholders_in(self.query):
             raise PydanticCustomError(
                 "relay",
                 "{{version}} is only for requests, errors and response_ms (read once per "

@@ -282,3 +282,24 @@ def test_prometheus_defaults_are_refused_on_kubernetes(tmp_path: Path) -> None:
         "analysis.prometheus.requests and errors for your metrics (with {{version}} for the "
         "track)"
     ]
+
+
+def test_a_cloudwatch_dimension_placeholder_typo_is_refused(tmp_path: Path) -> None:
+    metrics = (
+        "{namespace: AWS/ApplicationELB, dimensions: {TargetGroup: '{{servce}}-{{version}}'}, "
+        "requests: RequestCount, errors: HTTPCode_Target_5XX_Count}"
+    )
+    text = with_environments(
+        f"""\
+        environments:
+          prod:
+            port_offset: 14000
+            strategy: canary
+            analysis: {{metrics: cloudwatch, cloudwatch_metrics: {metrics}}}
+        """
+    )
+
+    assert problems(tmp_path, text) == [
+        "environments.prod.analysis.cloudwatch_metrics.dimensions.TargetGroup: {{servce}} is not "
+        "a placeholder Relay fills in; use {{service}}, {{environment}}, {{version}}"
+    ]
