@@ -68,6 +68,7 @@ class _Watcher(threading.Thread):
         self.stopping = threading.Event()
         self.last: Snapshot | None = None
         self.roots: dict[str, str] = {}
+        self.filed: dict[str, str | None] = {}  # a rolled-back task run: the flow run it ran in
         self.console = Console(file=out)
         self.live: Live | None = None
         if self.console.is_terminal:
@@ -99,7 +100,7 @@ class _Watcher(threading.Thread):
 
     def _beat(self, client: SyncPrefectClient) -> bool:
         try:
-            runs = _runs(client, self.run_name)
+            runs = _runs(client, self.run_name, self.filed)
         except Exception:  # noqa: BLE001 - progress is a view; Prefect busy or restarting
             return False
         for run in runs:
@@ -151,14 +152,30 @@ def _answer(waiting: Waiting) -> str:
     )
 
 
-def _runs(client: SyncPrefectClient, name: str) -> list[RunView]:
+def _runs(client: SyncPrefectClient, name: str, filed: dict[str, str | None]) -> list[RunView]:
     """The run named `name`, every flow run under it and the task runs of them all."""
     roots = client.read_flow_runs(
         flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
     )
     flows = roots + [run for _, run in flow_runs_under(client, [r.id for r in roots])]
     tasks = task_runs_of(client, [r.id for r in flows])
-    return [_flow_view(r) for r in flows] + [_task_view(r) for r in tasks]
+    views = [_task_view(r, _ran_in(client, r, filed)) for r in tasks]
+    return [_flow_view(r) for r in flows] + views
+
+
+def _ran_in(client: SyncPrefectClient, run: TaskRun, filed: dict[str, str | None]) -> str | None:
+    """The flow run a task run ran in. When a transaction rolls back, Prefect records the
+    `RolledBack` state of every task in it from the flow that owns the transaction, and files
+    the task run under that flow (a service's `abort-rollout` would show as the release's own
+    step): the flow run of its first state is where it ran. Asked once per rolled-back run."""
+    if run.state_name != "RolledBack":
+        return str(run.flow_run_id) if run.flow_run_id else None
+    key = str(run.id)
+    if key not in filed:
+        states = sorted(client.read_task_run_states(run.id), key=lambda s: s.timestamp)
+        first = states[0].state_details.flow_run_id if states else run.flow_run_id
+        filed[key] = str(first) if first else None
+    return filed[key]
 
 
 def _flow_view(run: FlowRun) -> RunView:
@@ -175,12 +192,12 @@ def _flow_view(run: FlowRun) -> RunView:
     )
 
 
-def _task_view(run: TaskRun) -> RunView:
+def _task_view(run: TaskRun, parent: str | None) -> RunView:
     return RunView(
         id=str(run.id),
         kind="task",
         name=run.name,
-        parent=str(run.flow_run_id) if run.flow_run_id else None,
+        parent=parent,
         state=run.state_name or "",
         state_type=run.state_type.value if run.state_type else "",
         started=run.start_time,

@@ -128,9 +128,13 @@ def wait_healthy(service: Spawned, deadline_s: float = 10.0) -> None:
 
 
 @pytest.fixture
-def closed_url() -> str:
-    """A loopback URL where nothing listens: calls to it are refused."""
-    return f"http://127.0.0.1:{free_port()}"
+def closed_url():
+    """A loopback URL where nothing listens: calls to it are refused. Its port stays bound
+    (never listening) until the test ends, so no other process can take it meanwhile: a
+    released port was once given to the service under test itself."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @dataclass
