@@ -1,20 +1,15 @@
 """A Prefect server on PostgreSQL, for benchmarks that compare it with the stack's SQLite one.
 
-Debian's `postgresql` (installed by scripts/install-deps): a throwaway cluster (initdb/pg_ctl
-as the `postgres` user, trust auth, listening on 127.0.0.1 only, a free port) and a Prefect
-server on it, both under a temporary directory, both stopped by PID at the end and the
-directory removed. Nothing of the stack is touched.
+A throwaway cluster (`devstack.postgres`) and a Prefect server on it, both under a temporary
+directory, both stopped at the end and the directory removed. Nothing of the stack is touched.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,25 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-AS_POSTGRES = ["runuser", "-u", "postgres", "--"]
+from devstack import postgres
+from devstack.postgres import free_port
 
 
 @dataclass(frozen=True)
 class PrefectServer:
     api_url: str
     log: Path  # the server's output, for its database errors
-
-
-def free_port(start: int) -> int:
-    for port in range(start, start + 100):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port from {start}")
 
 
 def wait_http(url: str, timeout: float) -> None:
@@ -70,48 +54,30 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 @contextmanager
 def prefect_on_postgres() -> Iterator[PrefectServer]:
     """A PostgreSQL cluster and a Prefect server on it, both ours, for the `with` block."""
-    if not (PG_BIN / "initdb").exists():
-        raise RuntimeError(
-            "PostgreSQL is not installed: apt-get install postgresql (Debian's package)"
-        )
-    work = Path(tempfile.mkdtemp(prefix="relay-pg-"))
-    shutil.chown(work, "postgres", "postgres")
-    data, pg_port = work / "data", free_port(55432)
-    subprocess.run([*AS_POSTGRES, str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U",
-                    "postgres"], check=True, capture_output=True, timeout=120)  # fmt: skip
-    opts = f"-p {pg_port} -k {work} -c listen_addresses=127.0.0.1"
-    subprocess.run([*AS_POSTGRES, str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
-                    str(work / "pg.log"), "-w", "start"], check=True, capture_output=True,
-                   timeout=120)  # fmt: skip
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        subprocess.run([*AS_POSTGRES, "createdb", "-h", "127.0.0.1", "-p", str(pg_port),
-                        "prefect"], check=True, capture_output=True, timeout=60)  # fmt: skip
-        port = free_port(4480)
-        env = {
-            **os.environ,
-            "PREFECT_HOME": str(work / "prefect"),
-            "PREFECT_API_DATABASE_CONNECTION_URL": (
-                f"postgresql+asyncpg://postgres@127.0.0.1:{pg_port}/prefect"
-            ),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        }
-        env.pop("PREFECT_API_URL", None)
-        log_path = work / "prefect.log"
-        with log_path.open("wb") as log:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                 "--port", str(port)],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        wait_http(f"http://127.0.0.1:{port}/api/health", 180)
-        yield PrefectServer(f"http://127.0.0.1:{port}/api", log_path)
-    finally:
-        if server is not None:
-            stop(server)
-        subprocess.run([*AS_POSTGRES, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast",
-                        "stop"], capture_output=True, timeout=60)  # fmt: skip
-        shutil.rmtree(work, ignore_errors=True)
+    with postgres.cluster() as pg:
+        pg.create_database("prefect")
+        server: subprocess.Popen[bytes] | None = None
+        try:
+            port = free_port(4480)
+            env = {
+                **os.environ,
+                "PREFECT_HOME": str(pg.work / "prefect"),
+                "PREFECT_API_DATABASE_CONNECTION_URL": pg.url("prefect", "postgresql+asyncpg"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            }
+            env.pop("PREFECT_API_URL", None)
+            log_path = pg.work / "prefect.log"
+            with log_path.open("wb") as log:
+                server = subprocess.Popen(
+                    [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                     "--port", str(port)],
+                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+            wait_http(f"http://127.0.0.1:{port}/api/health", 180)
+            yield PrefectServer(f"http://127.0.0.1:{port}/api", log_path)
+        finally:
+            if server is not None:
+                stop(server)
 
 
 # Set in the child `rerun_on_postgres` starts, to the path of its Prefect server's log.

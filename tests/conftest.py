@@ -18,11 +18,13 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from devstack import postgres as postgres_cluster  # noqa: E402
 from devstack.controlplane import ControlPlane  # noqa: E402
 
 
@@ -103,3 +105,21 @@ def control_plane(
                     f"{cp.server} (logs: {cp.logs})"
                 )
         yield cp
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[postgres_cluster.Cluster]:
+    """One throwaway PostgreSQL cluster per test session (per xdist worker): Debian's
+    postgresql, installed by scripts/install-deps, on a free loopback port; stopped at the end.
+    Tests make a database of their own in it (`fresh_database`)."""
+    with postgres_cluster.cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres: postgres_cluster.Cluster) -> str:
+    """A new, empty database in the session's cluster: a SQLAlchemy URL (psycopg driver)."""
+    return postgres.create_database(f"t{uuid.uuid4().hex[:12]}")
