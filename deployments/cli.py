@@ -44,7 +44,7 @@ import devstack
 from deployments import runlog
 from relay.errors import ManifestError, RelayError
 from relay.manifest import load_manifest
-from relay.settings import relay_home
+from relay.settings import relay_database, relay_home
 
 APPROVAL_TOKEN_ENV = "RELAY_APPROVAL_TOKEN"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop"
@@ -280,11 +280,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from relay.ledger import Ledger
-    from relay.settings import ledger_path
     from relay.status import format_history
 
     app = _app(args)
-    records = Ledger(ledger_path()).history(app, args.service, args.env, limit=args.limit)
+    records = Ledger(relay_database()).history(app, args.service, args.env, limit=args.limit)
     where = f" in {args.env}" if args.env else ""
     print(format_history(records) if records else f"no deployments of {app}/{args.service}{where}")
     return 0
@@ -307,10 +306,9 @@ def cmd_analysis(args: argparse.Namespace) -> int:
 
     from relay.ledger import Ledger
     from relay.replay import replay, replay_rows, window_rows
-    from relay.settings import ledger_path
     from relay.tables import table
 
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     if args.service == "replay":
         if not args.run_id:
             raise RelayError(
@@ -438,7 +436,6 @@ def cmd_render(args: argparse.Namespace) -> int:
     from relay.aws.secrets import resolve
     from relay.ledger import Ledger
     from relay.platforms.kubernetes.objects import render
-    from relay.settings import ledger_path
     from relay.specs import kubernetes_spec
 
     manifest = load_manifest(args.file, check_files=False)  # no sources needed to render
@@ -452,7 +449,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         )
     image = args.image
     if image is None:
-        current = Ledger(ledger_path()).current(manifest.app, args.env, args.service)
+        current = Ledger(relay_database()).current(manifest.app, args.env, args.service)
         if current is None:
             raise RelayError(
                 f"no image of {args.service} deployed to {args.env} yet; pass --image "

@@ -18,11 +18,11 @@ from relay.releases import (
     format_releases,
     release_statuses,
 )
-from relay.settings import ledger_path, workdir
+from relay.settings import relay_database, workdir
 
 
 def releases_report(app: str, environment: str | None = None, limit: int = 20) -> str:
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     statuses = release_statuses(
         ledger.releases(app, limit), ledger.arrivals(app), _running(ledger, app)
     )
@@ -47,7 +47,7 @@ def diff_report(
 ) -> str:
     """`before` and `after` are each an environment, a release (id prefix or alias), or a
     commit of `repository` (a branch, tag or SHA: the release it made)."""
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     known = {env for env, _ in ledger.environments(app)}
     settings_in = environment or next((name for name in (after, before) if name in known), None)
     a = _resolve(ledger, app, before, known, settings_in, repository)

@@ -7,13 +7,13 @@ from prefect_docker import DockerHost
 
 from relay.ledger import Ledger, Record
 from relay.platforms.docker import DockerPlatform
-from relay.settings import ledger_path, relay_home
+from relay.settings import relay_database, relay_home
 from relay.status import drift, format_status
 from relay.traffic import make_router
 
 
 def status_report(app: str) -> tuple[str, list[str]]:
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     pairs = ledger.environments(app)
     current: dict[tuple[str, str], Record] = {}
     for environment, service in pairs:

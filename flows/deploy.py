@@ -36,7 +36,7 @@ from relay.platforms import Spec
 from relay.platforms.docker import DeployResult
 from relay.registry import ImageRef
 from relay.releases import Release
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from relay.specs import deploy_spec
 from relay.stages.site import StageSite
 from tasks.deploy import current_version, serving_already, switch_back
@@ -201,7 +201,7 @@ async def roll_out(
     spec = spec_of(manifest, attempt)
     serving = serving_already(docker_host, spec)
     if serving is not None:
-        known = Ledger(ledger_path()).current(attempt.app, attempt.environment, attempt.service)
+        known = Ledger(relay_database()).current(attempt.app, attempt.environment, attempt.service)
         # Served but never recorded (a re-run after failed tests, a crash before the record):
         # this attempt's verification is what the ledger is missing.
         attempt.unchanged = known is not None and known.image == str(attempt.image)
@@ -223,7 +223,7 @@ def differing(
     """The services of `release` (of `services`, in their order) whose digest, run settings or
     secret versions differ from what serves in `environment`, or that the ledger does not know
     to serve there: those are deployed; the others are left as they are."""
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     changed = []
     for service in services:
         entry = release.services[service]
@@ -253,7 +253,7 @@ async def put_back(
     first deployment stays, for debugging, and is recorded failed)."""
     if not result.changed or result.previous is None:
         return None
-    before = Ledger(ledger_path()).current(attempt.app, attempt.environment, attempt.service)
+    before = Ledger(relay_database()).current(attempt.app, attempt.environment, attempt.service)
     commit, tree, release = ("", "", "")
     if before is not None and before.image == result.previous:
         commit, tree, release = before.commit, before.tree, before.release or ""

@@ -15,7 +15,7 @@ from relay.errors import StageFailed
 from relay.ledger import Ledger
 from relay.manifest import Manifest
 from relay.releases import Release
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from relay.stages.site import StageSite
 from tasks.record import artifact_key
 from tasks.source import checkout_commit, read_manifest
@@ -54,7 +54,7 @@ async def nightly_e2e(
         urls = service_urls(manifest, smoke_environment)
         smoke = manifest.environments[smoke_environment].smoke_tests
         docker_host = DockerHost()
-        made = Ledger(ledger_path()).release_of_commit(manifest.app, checkout.commit)
+        made = Ledger(relay_database()).release_of_commit(manifest.app, checkout.commit)
         for name, service in manifest.services.items():
             url = urls[url_variable(name)]
             rows.append(

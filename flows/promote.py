@@ -51,7 +51,7 @@ from relay.manifest import Manifest
 from relay.platforms.docker import DeployResult
 from relay.promotion import approval_description, previous_environment
 from relay.releases import Release, Via
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from relay.stages.site import StageSite
 from tasks.promotion import verify_promotable
 from tasks.record import artifact_key
@@ -266,7 +266,7 @@ async def _approve(
     attempts: dict[str, Attempt],
 ) -> Decision:
     """One decision for the whole promotion; the form shows current -> new per service."""
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     selected = list(attempts)
     current = {s: ledger.current(manifest.app, environment, s) for s in selected}
     passed = {
@@ -309,7 +309,7 @@ def _result(
 
 def _serves_whole(made: Release, environment: str) -> bool:
     """Whether every service of the release now serves its digest there, by the ledger."""
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     for service, entry in made.services.items():
         current = ledger.current(made.app, environment, service)
         if current is None or current.image != str(entry.image):

@@ -16,7 +16,7 @@ from relay.ledger import Ledger
 from relay.platforms.docker import DeployResult
 from relay.registry import ImageRef
 from relay.rollbacks import service_target
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from tasks.source import checkout_commit, read_manifest
 from tasks.support.logs import SHIP_LOGS
 from tasks.support.notify import NOTIFY_ON_FAILURE, with_hooks
@@ -39,7 +39,7 @@ async def rollback(
         checkout = checkout_commit(repository, ref)
         manifest = read_manifest(checkout, manifest_file)
         manifest.check_environment(environment)
-        ledger = Ledger(ledger_path())
+        ledger = Ledger(relay_database())
         target = service_target(
             service,
             environment,

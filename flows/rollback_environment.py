@@ -20,7 +20,7 @@ from relay.manifest import Manifest
 from relay.platforms.docker import DeployResult
 from relay.releases import Release, Via
 from relay.rollbacks import previous_release
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from tasks.release import record_arrival
 from tasks.source import checkout_commit, read_manifest
 from tasks.support.logs import SHIP_LOGS
@@ -39,7 +39,7 @@ async def rollback_environment(
     with one_client_for_tasks():  # the tasks share one client (flows/client.py)
         manifest = read_manifest(checkout_commit(repository, ref), manifest_file)
         manifest.check_environment(environment)
-        ledger = Ledger(ledger_path())
+        ledger = Ledger(relay_database())
         target = previous_release(ledger.arrivals(manifest.app, environment), environment)
         made = ledger.find_release(manifest.app, target.release)
         then = read_manifest(checkout_commit(repository, made.commit), manifest_file)

@@ -20,6 +20,7 @@ TRUNCATE on PostgreSQL). Deliveries are a work queue, and change state.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -301,6 +302,10 @@ def guarded(url: str) -> Iterator[None]:
         raise TerminalError(_explained(url, text)) from exc
     except DBAPIError as exc:
         raise TerminalError(_explained(url, str(exc.orig).strip())) from exc
+    except sqlite3.DatabaseError as exc:  # from the driver's own connection (migrations)
+        if "locked" in str(exc):
+            raise TransientError(f"{shown(url)}: {exc}; retry") from exc
+        raise TerminalError(_explained(url, str(exc))) from exc
 
 
 def _explained(url: str, text: str) -> str:
@@ -405,8 +410,6 @@ def _use_wal(raw: object) -> None:
     The switch needs an exclusive lock, and SQLite asks for it without waiting through the busy
     timeout: when several processes open a new file at once, the losers retry here.
     """
-    import sqlite3
-
     deadline = time.monotonic() + _TIMEOUT_S
     while True:
         try:

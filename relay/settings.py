@@ -31,8 +31,16 @@ def workdir(repository: str, commit: str) -> Path:
 
 
 def ledger_path() -> Path:
-    """The deployment ledger (SQLite). Point RELAY_LEDGER at shared storage for several workers."""
+    """The embedded ledger's SQLite file: ``$RELAY_LEDGER``, default ``$RELAY_HOME/ledger.db``."""
     return Path(os.environ.get("RELAY_LEDGER", relay_home() / "ledger.db"))
+
+
+def relay_database() -> str | Path:
+    """Relay's database (the ledger, the webhook deliveries): ``$RELAY_DATABASE_URL`` when set,
+    the database every worker and receiver of a fleet shares (PostgreSQL,
+    ``postgresql+psycopg://relay@db.internal:5432/relay``); else the SQLite file of
+    `ledger_path`, which only processes of one machine may share."""
+    return os.environ.get("RELAY_DATABASE_URL", "").strip() or ledger_path()
 
 
 def prometheus_targets(home: Path | None = None) -> Path:

@@ -26,7 +26,7 @@ from relay.manifest import Analysis
 from relay.platforms import Spec
 from relay.prometheus import shown
 from relay.replay import Counters, Window, window_rows
-from relay.settings import ledger_path
+from relay.settings import relay_database
 
 
 @task(name="analyze-canary", task_run_name="analyze-{weight}%", cache_policy=NO_CACHE)
@@ -73,7 +73,7 @@ def analyze_canary(
         reasons=judgement.reasons,
     )
     try:
-        Ledger(ledger_path()).add_window(recorded)
+        Ledger(relay_database()).add_window(recorded)
     except RelayError as exc:  # the verdict stands; only its record for replays is missing
         get_run_logger().warning("%s: the analysis window was not recorded: %s", spec.service, exc)
     create_table_artifact(

@@ -14,7 +14,7 @@ from blocks.aws import aws_client
 from relay.aws.cloudwatch import put_metrics
 from relay.dora import DeliveryMetrics, delivery_metrics, metric_data, table_rows
 from relay.ledger import Ledger
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from tasks.record import artifact_key
 
 # Every record of an app in any realistic window (the ledger keeps them all).
@@ -23,7 +23,7 @@ RECORDS_LIMIT = 100_000
 
 def read_delivery_metrics(app: str, environment: str | None, days: int) -> list[DeliveryMetrics]:
     """The DORA measures of `app` (one environment, if given) over the last `days` days."""
-    records = Ledger(ledger_path()).history(app, environment=environment, limit=RECORDS_LIMIT)
+    records = Ledger(relay_database()).history(app, environment=environment, limit=RECORDS_LIMIT)
     return delivery_metrics(records, datetime.now(UTC), days)
 
 

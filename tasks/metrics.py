@@ -21,7 +21,7 @@ from relay.ledger import Ledger, Record
 from relay.manifest import CloudWatch, CloudWatchMetrics, PrometheusMetrics
 from relay.prometheus import run_checks, shown
 from relay.prometheus import version_traffic as prometheus_traffic
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from tasks.support.retry import on_transient
 
 # Enough earlier attempts to find the start of any realistic run of failures.
@@ -41,7 +41,7 @@ def publish_delivery_metrics(
     if not settings.metrics:
         return 0
     try:
-        history = Ledger(ledger_path()).history(
+        history = Ledger(relay_database()).history(
             record.app, record.service, record.environment, limit=HISTORY_LIMIT
         )
         data = attempt_metrics(record, history, commit_time)

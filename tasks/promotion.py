@@ -13,7 +13,7 @@ from relay.errors import TerminalError
 from relay.ledger import Ledger, Record
 from relay.promotion import refusals, soak_refusal
 from relay.releases import Release
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from tasks.support.retry import on_transient
 
 
@@ -31,7 +31,7 @@ def verify_promotable(
 ) -> dict[str, Record]:
     """The record that verified each service's digest in `previous`; a release that has not
     served there for `environment`'s `soak_seconds` yet is refused, saying when it may go."""
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     passed = {
         service: ledger.verified_in(release.app, previous, service, release.image(service).digest)
         for service in services

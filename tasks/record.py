@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from relay.ledger import Ledger, Record
-from relay.settings import ledger_path
+from relay.settings import relay_database
 
 
 def artifact_key(*parts: str) -> str:
@@ -85,7 +85,7 @@ def _seconds(value: float | None) -> str:
 @task(name="record-deployment", cache_policy=NO_CACHE)
 def record_deployment(record: Record) -> Record:
     """Append the attempt to the ledger and show the service's recent history in the UI."""
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     saved = ledger.append(record)
     recent = ledger.history(record.app, record.service, record.environment, limit=20)
     create_table_artifact(

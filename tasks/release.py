@@ -18,7 +18,7 @@ from prefect.settings import PREFECT_UI_URL
 from relay.errors import TerminalError
 from relay.ledger import Ledger
 from relay.releases import Release, Via
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from tasks.record import artifact_key
 from tasks.support.retry import on_transient
 from tasks.support.runs import flow_runs_under, task_runs_of
@@ -30,7 +30,7 @@ LEDGER_RETRIES = on_transient(2, 1)
 def record_release(release: Release, repository: str, built: dict[str, bool]) -> Release:
     """Store the release (the same content from another commit keeps its id) and publish its
     table: per service the digest, the commit its image was built from, built or reused."""
-    Ledger(ledger_path()).add_release(release, repository)
+    Ledger(relay_database()).add_release(release, repository)
     create_table_artifact(
         key=artifact_key(release.app, "release", release.short_id),
         table=[
@@ -62,14 +62,14 @@ def record_arrival(release: Release, environment: str, via: Via) -> None:
     """`release` now serves `environment` as a whole: what `relay releases` and an environment
     rollback read."""
     run = str(runtime.flow_run.id) if runtime.flow_run.id else None
-    Ledger(ledger_path()).arrive(release.app, environment, release.id, via, run)
+    Ledger(relay_database()).arrive(release.app, environment, release.id, via, run)
     get_run_logger().info("release %s serves %s", release.short_id, environment)
 
 
 @task(name="find-release", cache_policy=NO_CACHE, **LEDGER_RETRIES)
 def find_release(app: str, commit: str, release: str | None) -> Release:
     """The release named (an id prefix or alias), else the one `commit` made."""
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     if release:
         return ledger.find_release(app, release)
     found = ledger.release_of_commit(app, commit)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.settings import ledger_path, prometheus_url, relay_home, workdir
+from relay.settings import ledger_path, prometheus_url, relay_database, relay_home, workdir
 
 
 @pytest.fixture
@@ -72,6 +72,16 @@ def test_relay_ledger_overrides_the_ledger_path(
     monkeypatch.setenv("RELAY_HOME", "~/r")
     monkeypatch.setenv("RELAY_LEDGER", "/shared/ledger.db")
     assert ledger_path() == Path("/shared/ledger.db")
+
+
+def test_a_database_url_takes_relays_database_off_the_sqlite_file(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELAY_LEDGER", "/local/ledger.db")
+    monkeypatch.setenv("RELAY_DATABASE_URL", " ")
+    assert relay_database() == Path("/local/ledger.db"), "an empty URL counts as unset"
+    monkeypatch.setenv("RELAY_DATABASE_URL", " postgresql+psycopg://relay@db:5432/relay ")
+    assert relay_database() == "postgresql+psycopg://relay@db:5432/relay"
 
 
 def test_the_prometheus_url_from_the_environment_is_trimmed_like_an_address(
