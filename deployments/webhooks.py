@@ -53,13 +53,17 @@ commit is released twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import random
+import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -73,19 +77,23 @@ from fastapi.responses import JSONResponse
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from relay import git
-from relay.errors import ManifestError, RelayError, TerminalError
-from relay.manifest import load_manifest
+from relay.database import shown, url_of
+from relay.errors import ManifestError, RelayError, TerminalError, TransientError
+from relay.manifest import Manifest, load_manifest
 from relay.settings import relay_home
 from relay.webhooks import (
     Deliveries,
+    Delivery,
     Ignored,
     Trigger,
     environment_for_branch,
     parse_github,
     parse_gitlab,
+    trigger_from_json,
+    trigger_to_json,
     verify_github,
     verify_gitlab,
 )
@@ -103,10 +111,15 @@ ENV_BLOCK_SUFFIX = "_BLOCK"
 FORM = "application/x-www-form-urlencoded"
 # Forges send UUIDs (36 characters); anything much longer is not a delivery id.
 MAX_DELIVERY_ID = 200
-# Creating a run is retried quickly on these (the idempotency key makes it safe), for at most
-# CREATE_RUN_SECONDS: under GitHub's 10 s delivery timeout.
+# Creating a run is retried on these (the idempotency key makes it safe): quickly for at most
+# CREATE_RUN_SECONDS within one attempt, which a 503 of a busy SQLite server usually outlasts,
+# then by putting the delivery back in the queue with a growing delay.
 RETRIED_STATUSES = frozenset({429, 502, 503})
-CREATE_RUN_SECONDS = 6.0
+CREATE_RUN_SECONDS = 3.0
+ENV_DATABASE_URL = "RELAY_DATABASE_URL"
+# Manifests read at a commit, kept by (url, commit, file): a commit's relay.yaml never changes,
+# and a burst of deliveries usually names a handful of commits.
+MANIFEST_CACHE = 128
 
 
 class RepositoryTarget(BaseModel):
@@ -154,8 +167,49 @@ class WebhookSettings(BaseModel):
     )
     state_dir: Path = Field(
         default_factory=_default_state_dir,
-        description="Holds the deliveries database and the checkouts that relay.yaml is read from.",
+        description="Holds the checkouts that relay.yaml is read from (and the default database).",
     )
+    database: str = Field(
+        default="",
+        repr=False,  # a URL may hold a password; logs show it through relay.database.shown
+        description="Where the delivery queue is: a SQLite path or a database URL "
+        "(postgresql+psycopg://...), shared by every receiver that serves the same forges. "
+        "Default: $RELAY_DATABASE_URL, else deliveries.db in state_dir.",
+    )
+    dispatch_attempts: int = Field(
+        default=16,
+        gt=0,
+        description="Tries of a delivery (fetching its commit, creating its run) before it fails; "
+        "with the default back-off, about ten minutes in all.",
+    )
+    dispatch_backoff_seconds: float = Field(
+        default=1.0, gt=0, description="The delay before the second try; it doubles each time."
+    )
+    dispatch_backoff_max_seconds: float = Field(
+        default=60.0, gt=0, description="The longest delay between two tries."
+    )
+    dispatch_concurrency: int = Field(
+        default=8, gt=0, description="Deliveries one receiver works on at once."
+    )
+    lease_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a claimed delivery is kept from other receivers; a receiver that "
+        "dies holding one delays it this long. Longer than one try takes.",
+    )
+    poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often the dispatcher looks for deliveries that other receivers "
+        "stored, or that a dead receiver's lease let go of.",
+    )
+
+    @model_validator(mode="after")
+    def _default_database(self) -> WebhookSettings:
+        if not self.database.strip():
+            env = os.environ.get(ENV_DATABASE_URL, "").strip()
+            self.database = env or str(self.state_dir / "deliveries.db")
+        return self
 
     @classmethod
     def load(
@@ -297,63 +351,221 @@ def _required_header(request: Request, *names: str) -> str:
 # --- the receiver ----------------------------------------------------------------------------
 
 
+class _Ignore(Exception):
+    """The delivery asks for nothing (relay.yaml at its commit says so): final."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Retry(Exception):
+    """This try failed for a reason time may fix (Prefect busy, commit not fetched yet)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Fail(Exception):
+    """This try failed for a reason no retry fixes (Prefect refused the run's parameters)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class _Receiver:
-    """From a parsed delivery to a release run; owns the deliveries database and checkouts."""
+    """Stores deliveries (the request's side) and turns them into release runs (the
+    dispatcher's side); owns the delivery queue, the checkouts and one Prefect client."""
 
     def __init__(self, settings: WebhookSettings) -> None:
         self.settings = settings
-        self.deliveries = Deliveries(settings.state_dir / "deliveries.db")
+        self.deliveries = Deliveries(settings.database)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._checkout_locks: dict[Path, asyncio.Lock] = {}
+        self._manifests: OrderedDict[tuple[str, str, str], Manifest] = OrderedDict()
         # Forges treat owner/name case-insensitively, and so does the lookup.
         self._targets = {name.lower(): t for name, t in settings.repositories.items()}
         self._client: Any = None
         self._deployment_id: Any = None
+        self._wake: asyncio.Event | None = None
 
-    async def release(self, forge: Forge, decision: Trigger | Ignored) -> dict[str, Any]:
+    # -- the request's side: cheap checks, then store --------------------------------------------
+
+    async def enqueue(self, forge: Forge, decision: Trigger | Ignored) -> dict[str, Any]:
+        """Store a delivery that may release something; the forge is answered 202 after this,
+        so nothing here waits on git or Prefect."""
         if isinstance(decision, Ignored):
             raise _ignored(decision.reason)
         trigger = decision
-        target = self._targets.get(trigger.repository.lower())
-        if target is None:
+        if self._targets.get(trigger.repository.lower()) is None:
             raise _ignored(
                 f"repository {trigger.repository!r} is not served by this relay; "
                 "add it under repositories in the webhook configuration"
             )
         key = f"{forge}:{trigger.delivery}"
-        if await anyio.to_thread.run_sync(self.deliveries.seen_before, key):
-            raise _ignored("duplicate delivery", delivery=trigger.delivery)
         try:
-            environment = await self._environment(trigger, target)
-            run_id = await self._start_run(trigger, target, environment, key)
-        except _Reply as reply:
-            if reply.status >= 500:  # a retry may succeed: let the redelivery through
-                await anyio.to_thread.run_sync(self.deliveries.forget, key)
-            raise
-        except BaseException:
-            await anyio.to_thread.run_sync(self.deliveries.forget, key)
-            raise
+            stored = await anyio.to_thread.run_sync(
+                self.deliveries.enqueue, key, trigger_to_json(trigger)
+            )
+        except TransientError as exc:
+            logger.error("cannot store delivery %s: %s", key, exc)
+            raise _rejected(503, "the delivery could not be stored; redeliver later") from None
+        if not stored:
+            raise _ignored("duplicate delivery", delivery=trigger.delivery)
+        if self._wake is not None:
+            self._wake.set()
         return {
-            "status": "accepted",
-            "flow_run_id": run_id,
-            "environment": environment,
+            "status": "queued",
+            "delivery": trigger.delivery,
+            "status_url": f"/deliveries/{forge}/{trigger.delivery}",
             "commit": trigger.after,
             "branch": trigger.branch,
-            "delivery": trigger.delivery,
         }
+
+    async def status(self, forge: Forge, delivery: str) -> Delivery | None:
+        return await anyio.to_thread.run_sync(self.deliveries.status, f"{forge}:{delivery}")
+
+    # -- the dispatcher's side -------------------------------------------------------------------
+
+    async def dispatch_forever(self) -> None:
+        """Claim queued deliveries and work on up to `dispatch_concurrency` at once, until
+        cancelled. Woken at once by this receiver's enqueues; polls for the rest (deliveries
+        other receivers stored, claims whose lease lapsed, retries whose delay is over)."""
+        self._wake = asyncio.Event()
+        active: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self._wake.clear()
+                room = self.settings.dispatch_concurrency - len(active)
+                claimed = await self._claim(room) if room > 0 else []
+                for delivery in claimed:
+                    task = asyncio.create_task(self._dispatch(delivery))
+                    active.add(task)
+                    task.add_done_callback(self._done(active))
+                if claimed and len(claimed) == room:
+                    continue  # the queue may hold more than there was room for
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+        finally:
+            await self._drain(active)
+
+    def _done(self, active: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            active.discard(task)
+            if self._wake is not None:
+                self._wake.set()  # room for another
+
+        return done
+
+    @staticmethod
+    async def _drain(active: set[asyncio.Task[None]]) -> None:
+        """Let deliveries being worked on finish for a few seconds, then cancel them: their
+        claims lapse with their lease, and any receiver (this one, restarted) retries them."""
+        if active:
+            await asyncio.wait(active, timeout=5)
+        for task in active:
+            task.cancel()
+
+    async def _claim(self, room: int) -> list[Delivery]:
+        try:
+            return await anyio.to_thread.run_sync(
+                self.deliveries.claim, self.worker, self.settings.lease_seconds, room
+            )
+        except Exception as exc:  # noqa: BLE001 - the database may come back; keep polling
+            logger.warning("cannot claim deliveries: %s", exc)
+            return []
+
+    async def _dispatch(self, delivery: Delivery) -> None:
+        """One try of a claimed delivery, and its outcome recorded."""
+        try:
+            trigger = trigger_from_json(delivery.trigger)
+            environment, run_id = await self._release(delivery.id, trigger)
+        except _Ignore as ignore:
+            await self._record(self.deliveries.ignored, delivery.id, ignore.reason)
+            logger.info("delivery %s: ignored: %s", delivery.id, ignore.reason)
+        except _Fail as fail:
+            await self._record(self.deliveries.failed, delivery.id, fail.reason)
+            logger.error("delivery %s: failed: %s", delivery.id, fail.reason)
+        except _Retry as retry:
+            await self._retry(delivery, retry.reason)
+        except Exception as exc:  # noqa: BLE001 - a bug: counted, so it cannot loop forever
+            logger.exception("delivery %s: unexpected error", delivery.id)
+            await self._retry(delivery, f"internal error ({type(exc).__name__}); see the logs")
+        else:
+            await self._record(self.deliveries.started, delivery.id, run_id, environment)
+            logger.info(
+                "delivery %s: %s %s@%s -> run %s through %s",
+                delivery.id,
+                trigger.repository,
+                trigger.branch,
+                trigger.after[:12],
+                run_id,
+                environment,
+            )
+
+    async def _record(self, method: Callable[..., None], *args: str) -> None:
+        """An outcome written; when the database is down the claim lapses and the delivery is
+        tried again (the run's idempotency key hands back the same run)."""
+        try:
+            await anyio.to_thread.run_sync(method, *args)
+        except Exception as exc:  # noqa: BLE001
+            logger.error("cannot record the outcome of delivery %s: %s", args[0], exc)
+
+    async def _retry(self, delivery: Delivery, reason: str) -> None:
+        """Back in the queue after a growing delay, or failed once the attempts are spent."""
+        attempts = delivery.attempts + 1
+        if attempts >= self.settings.dispatch_attempts:
+            final = f"{reason} (gave up after {attempts} attempts; redeliver to try again)"
+            await self._record(self.deliveries.failed, delivery.id, final)
+            logger.error("delivery %s: failed: %s", delivery.id, final)
+            return
+        delay = min(
+            self.settings.dispatch_backoff_seconds * 2**delivery.attempts,
+            self.settings.dispatch_backoff_max_seconds,
+        )
+        delay *= 0.75 + random.random() / 2  # noqa: S311 - jitter, so receivers spread out
+        logger.warning("delivery %s: attempt %d: %s; again in %.1f s", delivery.id, attempts,
+                       reason, delay)  # fmt: skip
+        try:
+            await anyio.to_thread.run_sync(self.deliveries.retry_later, delivery.id, reason, delay)
+        except Exception as exc:  # noqa: BLE001 - the lease lapses instead
+            logger.error("cannot put delivery %s back: %s", delivery.id, exc)
+
+    async def _release(self, key: str, trigger: Trigger) -> tuple[str, str]:
+        """(environment, flow run id) of the run created for `trigger`."""
+        target = self._targets.get(trigger.repository.lower())
+        if target is None:  # the configuration changed since it was stored
+            raise _Ignore(f"repository {trigger.repository!r} is no longer served by this relay")
+        environment = await self._environment(trigger, target)
+        run_id = await self._start_run(trigger, target, environment, key)
+        return environment, run_id
 
     async def _environment(self, trigger: Trigger, target: RepositoryTarget) -> str:
         """The environment `trigger.branch` releases into, per relay.yaml at `trigger.after`."""
-        dest = self._checkout_dir(target.url)
-        lock = self._checkout_locks.setdefault(dest, asyncio.Lock())
-        async with lock:
-            manifest = await anyio.to_thread.run_sync(self._read_manifest, target, trigger, dest)
+        manifest = await self._manifest(target, trigger.after)
         environment = environment_for_branch(manifest, trigger.branch)
         if environment is None:
-            raise _ignored(
+            raise _Ignore(
                 f"no environment in {target.manifest_file} at {trigger.after[:12]} listens to "
                 f"branch {trigger.branch!r}; set `branch: {trigger.branch}` on one to release it"
             )
         return environment
+
+    async def _manifest(self, target: RepositoryTarget, sha: str) -> Manifest:
+        key = (target.url, sha, target.manifest_file)
+        if key in self._manifests:
+            self._manifests.move_to_end(key)
+            return self._manifests[key]
+        dest = self._checkout_dir(target.url)
+        lock = self._checkout_locks.setdefault(dest, asyncio.Lock())
+        async with lock:
+            manifest = await anyio.to_thread.run_sync(self._read_manifest, target, sha, dest)
+        self._manifests[key] = manifest
+        while len(self._manifests) > MANIFEST_CACHE:
+            self._manifests.popitem(last=False)
+        return manifest
 
     def _checkout_dir(self, url: str) -> Path:
         name = Path(url.rstrip("/")).name.removesuffix(".git") or "repo"
@@ -361,18 +573,16 @@ class _Receiver:
         return self.settings.state_dir / "checkouts" / f"{name}-{key}"
 
     @staticmethod
-    def _read_manifest(target: RepositoryTarget, trigger: Trigger, dest: Path) -> Any:
-        sha = trigger.after
+    def _read_manifest(target: RepositoryTarget, sha: str, dest: Path) -> Manifest:
         try:
             git.checkout(target.url, sha, dest)
         except RelayError as exc:
             # Includes a commit the repository does not have: a mirror that Relay clones from
-            # may lag behind the forge, so this is worth a redelivery, not a final answer.
+            # may lag behind the forge, so this is tried again later, not final.
             logger.warning("fetching %s from %s failed: %s", sha, git.redact(target.url), exc)
-            raise _rejected(
-                502,
+            raise _Retry(
                 f"cannot fetch commit {sha[:12]}: it is not (yet) in the repository Relay "
-                "clones from, or that repository is unreachable; redeliver once it is there",
+                "clones from, or that repository is unreachable"
             ) from None
         try:
             return load_manifest(dest / target.manifest_file)
@@ -380,10 +590,9 @@ class _Receiver:
             prefix = f"{dest / target.manifest_file}: "
             problems = [p.removeprefix(prefix) for p in exc.problems]
             count = len(problems)
-            raise _ignored(
+            raise _Ignore(
                 f"{target.manifest_file} at {sha[:12]} is invalid "
-                f"({count} problem{'' if count == 1 else 's'}): {problems[0]}",
-                problems=problems,
+                f"({count} problem{'' if count == 1 else 's'}): {'; '.join(problems)}"
             ) from None
 
     async def open(self) -> None:
@@ -397,13 +606,8 @@ class _Receiver:
             self._client = None
 
     async def _create_run(self, parameters: dict[str, Any], key: str, tags: list[str]) -> Any:
-        """Create the run from the deployment (its id looked up once).
-
-        A Prefect server on SQLite answers 503 to concurrent writes, and the client's own
-        retries back off 2, 4, 8... s: far past GitHub's 10 s delivery timeout. The idempotency
-        key makes a retry safe, so this retries quickly instead, for a few seconds at most.
-        """
-        if self._client is None:  # served without the app's lifespan: a client of its own
+        """Create the run from the deployment (its id looked up once)."""
+        if self._client is None:  # used without the app's lifespan: a client of its own
             async with get_client() as client:
                 return await self._create_with(client, parameters, key, tags)
         return await self._create_with(self._client, parameters, key, tags)
@@ -411,6 +615,9 @@ class _Receiver:
     async def _create_with(
         self, client: Any, parameters: dict[str, Any], key: str, tags: list[str]
     ) -> Any:
+        """A Prefect server on SQLite answers 503 to concurrent writes, and the client's own
+        retries back off 2, 4, 8... s. The idempotency key makes a retry safe, so this retries
+        quickly for a few seconds; past that the delivery goes back in the queue (`_Retry`)."""
         deadline = time.monotonic() + CREATE_RUN_SECONDS
         delay = 0.05
         while True:
@@ -446,22 +653,38 @@ class _Receiver:
         try:
             run = await self._create_run(parameters, key, ["webhook", f"branch:{trigger.branch}"])
         except ObjectNotFound:
-            logger.error("deployment %r does not exist", self.settings.deployment)
-            raise _rejected(
-                503,
+            raise _Retry(
                 f"deployment {self.settings.deployment!r} does not exist on the Prefect server; "
-                "register it (relay deploy)",
+                "register it (relay deploy)"
             ) from None
-        except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
-            logger.error("the Prefect API refused or failed: %s", exc)
-            raise _rejected(
-                503, "the Prefect API could not create the run; redeliver later"
-            ) from None
+        except PrefectHTTPStatusError as exc:
+            code = exc.response.status_code
+            if code in RETRIED_STATUSES or code >= 500:
+                raise _Retry(f"the Prefect API answered {code}") from None
+            raise _Fail(f"the Prefect API refused the run ({code}): {exc}") from None
+        except httpx.HTTPError as exc:
+            raise _Retry(f"the Prefect API could not be reached ({type(exc).__name__})") from None
         return str(run.id)
 
 
+def _status_body(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "delivery": delivery.id.split(":", 1)[1],
+        "state": delivery.state,
+        "environment": delivery.environment,
+        "flow_run_id": delivery.flow_run_id,
+        "reason": delivery.reason,
+        "attempts": delivery.attempts,
+    }
+
+
 def create_app(settings: WebhookSettings) -> FastAPI:
-    """The receiver as an ASGI app: `POST /github`, `POST /gitlab`, `GET /healthz`.
+    """The receiver as an ASGI app: `POST /github`, `POST /gitlab`,
+    `GET /deliveries/{forge}/{delivery id}`, `GET /healthz`. Its lifespan runs the dispatcher:
+    served without it, deliveries are stored and wait for a receiver that has one.
+
+    Raises:
+        TerminalError, TransientError: the delivery database cannot be opened.
 
     Example:
         >>> settings = WebhookSettings(github_secret=SecretStr("..."), repositories={
@@ -474,9 +697,13 @@ def create_app(settings: WebhookSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await receiver.open()
+        dispatcher = asyncio.create_task(receiver.dispatch_forever())
         try:
             yield
         finally:
+            dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dispatcher
             await receiver.close()
 
     app = FastAPI(
@@ -503,16 +730,14 @@ def create_app(settings: WebhookSettings) -> FastAPI:
                 decision = parse(event, payload, delivery=delivery)
             except ValueError as exc:  # UnsupportedEvent included: both are the sender's fault
                 raise _rejected(400, str(exc)) from None
-            status, reply = 202, await receiver.release(forge, decision)
+            status, reply = 202, await receiver.enqueue(forge, decision)
             logger.info(
-                "%s delivery %s: %s %s@%s -> run %s through %s",
+                "%s delivery %s: queued %s %s@%s",
                 forge,
                 delivery,
                 getattr(decision, "repository", "-"),
                 reply["branch"],
                 reply["commit"][:12],
-                reply["flow_run_id"],
-                reply["environment"],
             )
         except _Reply as early:
             status, reply = early.status, early.body
@@ -530,6 +755,15 @@ def create_app(settings: WebhookSettings) -> FastAPI:
     @app.post("/gitlab")
     async def gitlab(request: Request) -> JSONResponse:
         return await answer("gitlab", request)
+
+    @app.get("/deliveries/{forge}/{delivery_id}")
+    async def delivery_status(forge: str, delivery_id: str) -> JSONResponse:
+        if forge not in ("github", "gitlab"):
+            return JSONResponse({"reason": f"unknown forge {forge[:20]!r}"}, status_code=404)
+        found = await receiver.status(cast(Forge, forge), delivery_id)
+        if found is None:
+            return JSONResponse({"reason": "no such delivery"}, status_code=404)
+        return JSONResponse(_status_body(found))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -569,4 +803,5 @@ def serve(settings: WebhookSettings, host: str = "127.0.0.1", port: int = 8787) 
     if not settings.repositories:
         logger.warning("no repositories are configured; every push will be ignored")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logger.info("the delivery queue is in %s", shown(url_of(settings.database)))
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

@@ -10,8 +10,9 @@ HTTP side). It does no network I/O and never imports Prefect.
   lacks a key, or has one of the wrong type, raises `ValueError`, which lists every problem
   found. An event Relay does not handle raises `UnsupportedEvent`, a `ValueError` that names
   the events to subscribe to.
-* `Deliveries` is a durable set of the delivery ids already acted on. A redelivery, even one
-  after a restart, starts nothing.
+* `Deliveries` is the durable queue of deliveries in Relay's database (SQLite or PostgreSQL):
+  stored before the forge is answered, claimed under a lease by one receiver's dispatcher,
+  then started, ignored or failed. A redelivery to any receiver sharing it is a duplicate.
 * `environment_for_branch` finds the environment that a branch releases into, from the
   `branch:` keys of a `relay.yaml`.
 
@@ -38,28 +39,41 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
-import sqlite3
 import time
-from collections.abc import Mapping
-from contextlib import closing
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from relay.database import guarded, open_database, shown, url_of, webhook_deliveries
 from relay.manifest import Manifest
 
 __all__ = [
     "GITHUB_EVENTS",
     "GITLAB_EVENTS",
     "ZERO_SHA",
+    "FAILED",
+    "IGNORED",
+    "QUEUED",
+    "STARTED",
     "Deliveries",
+    "Delivery",
+    "DeliveryState",
     "Ignored",
     "Trigger",
     "UnsupportedEvent",
     "environment_for_branch",
     "parse_github",
     "parse_gitlab",
+    "trigger_from_json",
+    "trigger_to_json",
     "verify_github",
     "verify_gitlab",
 ]
@@ -406,54 +420,234 @@ def environment_for_branch(manifest: Manifest, branch: str) -> str | None:
 
 # --- deliveries ------------------------------------------------------------------------------
 
-_TIMEOUT_S = 30.0
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS deliveries (
-    id TEXT PRIMARY KEY,
-    first_seen REAL NOT NULL
-)
-"""
+QUEUED: Final = "queued"
+STARTED: Final = "started"
+IGNORED: Final = "ignored"
+FAILED: Final = "failed"
+DeliveryState = Literal["queued", "started", "ignored", "failed"]
+
+
+def trigger_to_json(trigger: Trigger) -> str:
+    """The trigger as the queue stores it: what the dispatcher needs to act on it later."""
+    return json.dumps(asdict(trigger), sort_keys=True)
+
+
+def trigger_from_json(text: str) -> Trigger:
+    """The trigger `trigger_to_json` stored."""
+    return Trigger(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One row of the queue: a delivery and what became of it.
+
+    Attributes:
+        id: `<forge>:<delivery id>`, also the idempotency key of the run it creates.
+        state: queued (waiting, or being worked on under a lease), started (its run exists),
+            ignored (nothing to release; `reason` says why) or failed (gave up; `reason`).
+        trigger: The stored `Trigger` as JSON (`trigger_from_json`).
+        attempts: How many tries were put off for later (`retry_later`) since it was queued.
+        environment: The environment its run releases through, once started.
+        flow_run_id: The run it created, once started.
+        reason: Why it was ignored or failed, or why the last try was put off.
+    """
+
+    id: str
+    state: DeliveryState
+    trigger: str
+    attempts: int
+    environment: str | None
+    flow_run_id: str | None
+    reason: str | None
+    received_at: float
 
 
 class Deliveries:
-    """A durable set of the webhook delivery ids already acted on, in a SQLite file.
+    """The durable queue of webhook deliveries, in Relay's database (`webhook_deliveries`).
 
-    `seen_before` checks and records in one statement (`INSERT OR IGNORE`), so two deliveries
-    of the same id that arrive at once cannot both pass. Each call opens its own connection,
-    so one instance is safe to share between threads. The file survives restarts, so a forge's
-    redelivery days later still starts nothing.
+    A receiver stores a delivery (`enqueue`) before it answers the forge, so an answer of 202
+    means the delivery survives the receiver and a busy Prefect server. Dispatchers, one per
+    receiver, `claim` queued deliveries under a lease and record the outcome. Every receiver
+    pointed at the same database (a PostgreSQL URL) shares the queue: a redelivery to any of
+    them is a duplicate, a delivery is claimed by one of them at a time, and the claim of a
+    receiver that died lapses with its lease.
+
+    Each method is one short transaction on the engine's own connections, so one instance is
+    safe to share between threads; run it in a thread from async code.
 
     Example:
         >>> deliveries = Deliveries(Path("/tmp/deliveries.db"))  # doctest: +SKIP
-        >>> deliveries.seen_before("github:72d3162e")  # doctest: +SKIP
-        False
-        >>> deliveries.seen_before("github:72d3162e")  # doctest: +SKIP
+        >>> deliveries.enqueue("github:72d3162e", trigger_to_json(trigger))  # doctest: +SKIP
         True
+        >>> deliveries.enqueue("github:72d3162e", trigger_to_json(trigger))  # doctest: +SKIP
+        False
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
+    def __init__(self, where: Path | str, clock: Callable[[], float] = time.time) -> None:
+        """Open (and migrate) the database at `where`: a SQLite path or a database URL.
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=_TIMEOUT_S, isolation_level=None)
+        Raises:
+            TerminalError: `where` is not a database Relay can use.
+            TransientError: The database did not answer.
+        """
+        self.url = url_of(where)
+        self.engine = open_database(where)
+        self._clock = clock
 
-    def seen_before(self, delivery_id: str) -> bool:
-        """Whether `delivery_id` was recorded already; records it when it was not."""
+    def __repr__(self) -> str:
+        return f"Deliveries({shown(self.url)!r})"
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with guarded(self.url), self.engine.begin() as conn:
+            yield conn
+
+    def enqueue(self, delivery_id: str, trigger_json: str) -> bool:
+        """Store a delivery as queued; False when its id was stored before (a duplicate).
+
+        A delivery that failed is queued again by its redelivery (its attempts start over): a
+        forge's "Redeliver" button is how a person retries it. One statement decides either
+        way, so of two copies arriving at once only one is queued.
+        """
         if not delivery_id:
             raise ValueError("a delivery id is empty; pass the forge's delivery header")
-        with closing(self._connect()) as conn:
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO deliveries (id, first_seen) VALUES (?, ?)",
-                (delivery_id, time.time()),
+        now = self._clock()
+        row = {
+            "id": delivery_id,
+            "received_at": now,
+            "state": QUEUED,
+            "trigger": trigger_json,
+            "attempts": 0,
+            "updated_at": now,
+        }
+        insert = _insert_new(self.engine.dialect.name, row)
+        with self._transaction() as conn:
+            if conn.execute(insert).first() is not None:
+                return True
+            requeued = conn.execute(
+                _deliveries.update()
+                .where(_deliveries.c.id == delivery_id, _deliveries.c.state == FAILED)
+                .values(
+                    state=QUEUED,
+                    trigger=trigger_json,
+                    attempts=0,
+                    claimed_by=None,
+                    claimed_until=None,
+                    reason=None,
+                    updated_at=now,
+                )
             )
-            return cursor.rowcount == 0
+            return requeued.rowcount == 1
 
-    def forget(self, delivery_id: str) -> None:
-        """Drop `delivery_id`, so that a redelivery is acted on: for a delivery that failed
-        for a reason a retry can fix (the Prefect API or the repository was unreachable)."""
-        with closing(self._connect()) as conn:
-            conn.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+    def claim(self, worker: str, lease_seconds: float, limit: int) -> list[Delivery]:
+        """Up to `limit` queued deliveries that no live lease holds, now leased to `worker`.
+
+        Each is taken by a conditional UPDATE of its own row (still queued, lease lapsed); the
+        database applies those one at a time, so when two workers race for a row only one
+        UPDATE changes it, and only that worker gets it. Oldest first.
+        """
+        now = self._clock()
+        free = sa.and_(
+            _deliveries.c.state == QUEUED,
+            sa.or_(_deliveries.c.claimed_until.is_(None), _deliveries.c.claimed_until < now),
+        )
+        with self._transaction() as conn:
+            candidates = conn.execute(
+                sa.select(_deliveries.c.id)
+                .where(free)
+                .order_by(_deliveries.c.received_at)
+                .limit(limit)
+            ).scalars()
+            ids = list(candidates)
+        claimed: list[Delivery] = []
+        for delivery_id in ids:
+            with self._transaction() as conn:
+                taken = conn.execute(
+                    _deliveries.update()
+                    .where(_deliveries.c.id == delivery_id, free)
+                    .values(claimed_by=worker, claimed_until=now + lease_seconds, updated_at=now)
+                )
+                if taken.rowcount == 1:
+                    row = conn.execute(
+                        sa.select(_deliveries).where(_deliveries.c.id == delivery_id)
+                    ).one()
+                    claimed.append(_delivery(row))
+        return claimed
+
+    def started(self, delivery_id: str, flow_run_id: str, environment: str) -> None:
+        """The delivery's run exists: a final state."""
+        self._finish(delivery_id, STARTED, flow_run_id=flow_run_id, environment=environment)
+
+    def ignored(self, delivery_id: str, reason: str) -> None:
+        """The delivery asks for nothing (relay.yaml at its commit says so): a final state."""
+        self._finish(delivery_id, IGNORED, reason=reason)
+
+    def failed(self, delivery_id: str, reason: str) -> None:
+        """Given up on; a redelivery by the forge queues it again."""
+        self._finish(delivery_id, FAILED, reason=reason)
+
+    def _finish(self, delivery_id: str, state: DeliveryState, **values: str) -> None:
+        now = self._clock()
+        with self._transaction() as conn:
+            conn.execute(
+                _deliveries.update()
+                .where(_deliveries.c.id == delivery_id, _deliveries.c.state == QUEUED)
+                .values(state=state, claimed_until=None, updated_at=now, **values)
+            )
+
+    def retry_later(self, delivery_id: str, reason: str, delay: float) -> None:
+        """Put the delivery back in the queue, out of every worker's reach for `delay` seconds
+        (the lease doubles as the back-off), counting the attempt and keeping its cause."""
+        now = self._clock()
+        with self._transaction() as conn:
+            conn.execute(
+                _deliveries.update()
+                .where(_deliveries.c.id == delivery_id, _deliveries.c.state == QUEUED)
+                .values(
+                    claimed_by=None,
+                    claimed_until=now + delay,
+                    attempts=_deliveries.c.attempts + 1,
+                    reason=reason,
+                    updated_at=now,
+                )
+            )
+
+    def status(self, delivery_id: str) -> Delivery | None:
+        """The delivery, or None when it was never stored."""
+        with self._transaction() as conn:
+            row = conn.execute(
+                sa.select(_deliveries).where(_deliveries.c.id == delivery_id)
+            ).one_or_none()
+        return None if row is None else _delivery(row)
+
+
+_deliveries = webhook_deliveries
+
+
+def _insert_new(dialect: str, row: dict[str, Any]) -> sa.Executable:
+    """INSERT that does nothing when the id exists, on either engine, and returns the id when
+    it inserted (psycopg's rowcount is -1 here, so RETURNING says it). No error is raised, so
+    PostgreSQL logs none for every duplicate."""
+    if dialect == "postgresql":
+        return (
+            postgresql.insert(_deliveries)
+            .values(row)
+            .on_conflict_do_nothing()
+            .returning(_deliveries.c.id)
+        )
+    return (
+        sqlite.insert(_deliveries).values(row).on_conflict_do_nothing().returning(_deliveries.c.id)
+    )
+
+
+def _delivery(row: sa.Row[Any]) -> Delivery:
+    return Delivery(
+        id=row.id,
+        state=row.state,
+        trigger=row.trigger,
+        attempts=row.attempts,
+        environment=row.environment,
+        flow_run_id=row.flow_run_id,
+        reason=row.reason,
+        received_at=row.received_at,
+    )

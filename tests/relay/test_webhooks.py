@@ -17,6 +17,9 @@ import yaml
 from relay.errors import ManifestError
 from relay.manifest import parse_manifest
 from relay.webhooks import (
+    IGNORED,
+    QUEUED,
+    STARTED,
     ZERO_SHA,
     Deliveries,
     Ignored,
@@ -25,6 +28,8 @@ from relay.webhooks import (
     environment_for_branch,
     parse_github,
     parse_gitlab,
+    trigger_from_json,
+    trigger_to_json,
     verify_github,
     verify_gitlab,
 )
@@ -389,51 +394,180 @@ def test_gitlab_unsupported_event_and_malformed_payload() -> None:
     assert "checkout_sha: should be text, got a whole number 5" in text
 
 
-# --- deliveries --------------------------------------------------------------------------------
+# --- deliveries ------------------------------------------------------------------------------
+
+TRIGGER = Trigger("acme/shop", "https://git.example/acme/shop.git", "main", "a" * 40, "b" * 40)
 
 
-def test_deliveries_are_remembered_across_instances(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "deliveries.db"
+class Clock:
+    """A clock the test moves, so leases and delays lapse without sleeping."""
 
-    first = Deliveries(path)
-    assert first.seen_before("github:72d3162e") is False
-    assert first.seen_before("github:72d3162e") is True
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
 
-    restarted = Deliveries(path)
-    assert restarted.seen_before("github:72d3162e") is True
-    assert restarted.seen_before("gitlab:72d3162e") is False
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_a_forgotten_delivery_is_acted_on_again(tmp_path: Path) -> None:
-    deliveries = Deliveries(tmp_path / "deliveries.db")
-    deliveries.seen_before("github:1")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the queue is: a SQLite file, or a fresh database in the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state" / "deliveries.db")
+    return str(request.getfixturevalue("postgres_url"))
 
-    deliveries.forget("github:1")
 
-    assert Deliveries(tmp_path / "deliveries.db").seen_before("github:1") is False
+def test_a_delivery_is_queued_once_and_survives_a_restart(database: str) -> None:
+    first = Deliveries(database)
+    assert first.enqueue("github:72d3162e", trigger_to_json(TRIGGER)) is True
+    assert first.enqueue("github:72d3162e", trigger_to_json(TRIGGER)) is False
+
+    restarted = Deliveries(database)
+    assert restarted.enqueue("github:72d3162e", "{}") is False
+    assert restarted.enqueue("gitlab:72d3162e", "{}") is True
+    stored = restarted.status("github:72d3162e")
+    assert stored is not None and stored.state == QUEUED and stored.attempts == 0
+    assert trigger_from_json(stored.trigger) == TRIGGER
+    assert restarted.status("github:never-sent") is None
 
 
-def test_only_one_of_simultaneous_duplicates_passes(tmp_path: Path) -> None:
-    deliveries = Deliveries(tmp_path / "deliveries.db")
+def test_a_claimed_delivery_records_its_run(database: str) -> None:
+    deliveries = Deliveries(database)
+    deliveries.enqueue("github:1", trigger_to_json(TRIGGER))
+
+    [claimed] = deliveries.claim("a", lease_seconds=60, limit=10)
+    deliveries.started("github:1", "run-1", "prod")
+
+    assert claimed.id == "github:1" and claimed.state == QUEUED
+    done = deliveries.status("github:1")
+    assert done is not None
+    assert (done.state, done.flow_run_id, done.environment) == (STARTED, "run-1", "prod")
+    assert deliveries.claim("b", lease_seconds=60, limit=10) == []  # started is final
+    assert deliveries.enqueue("github:1", "{}") is False  # and its redelivery a duplicate
+
+
+def test_a_failed_delivery_is_queued_again_by_its_redelivery(database: str) -> None:
+    deliveries = Deliveries(database)
+    deliveries.enqueue("github:1", "{}")
+    deliveries.enqueue("github:2", "{}")
+    deliveries.claim("a", 60, 10)
+    deliveries.retry_later("github:1", "Prefect answered 503", delay=0)
+    deliveries.failed("github:1", "gave up")
+    deliveries.ignored("github:2", "no environment listens")
+
+    assert deliveries.enqueue("github:1", trigger_to_json(TRIGGER)) is True
+    assert deliveries.enqueue("github:2", "{}") is False  # ignored is final: same commit
+
+    again = deliveries.status("github:1")
+    assert again is not None
+    assert (again.state, again.attempts, again.reason) == (QUEUED, 0, None)
+    assert [d.id for d in deliveries.claim("b", 60, 10)] == ["github:1"]
+    ignored = deliveries.status("github:2")
+    assert ignored is not None and ignored.state == IGNORED
+    assert ignored.reason == "no environment listens"
+
+
+def test_a_lapsed_lease_lets_another_worker_claim(database: str) -> None:
+    clock = Clock()
+    deliveries = Deliveries(database, clock=clock)
+    deliveries.enqueue("github:1", "{}")
+
+    assert len(deliveries.claim("a", lease_seconds=30, limit=10)) == 1
+    clock.now += 29
+    assert deliveries.claim("b", lease_seconds=30, limit=10) == []  # a's lease holds
+    clock.now += 2  # a died: its lease lapses
+    [taken] = deliveries.claim("b", lease_seconds=30, limit=10)
+
+    assert taken.id == "github:1"
+
+
+def test_retry_later_counts_the_attempt_and_waits_out_the_delay(database: str) -> None:
+    clock = Clock()
+    deliveries = Deliveries(database, clock=clock)
+    deliveries.enqueue("github:1", "{}")
+    deliveries.claim("a", 60, 10)
+
+    deliveries.retry_later("github:1", "cannot fetch commit", delay=10)
+
+    assert deliveries.claim("a", 60, 10) == []
+    clock.now += 11
+    [again] = deliveries.claim("b", 60, 10)
+    assert (again.attempts, again.reason) == (1, "cannot fetch commit")
+
+
+def test_claims_are_oldest_first_and_limited(database: str) -> None:
+    clock = Clock()
+    deliveries = Deliveries(database, clock=clock)
+    for n in range(5):
+        clock.now += 1
+        deliveries.enqueue(f"github:{n}", "{}")
+
+    first = deliveries.claim("a", 60, limit=2)
+    rest = deliveries.claim("a", 60, limit=10)
+
+    assert [d.id for d in first] == ["github:0", "github:1"]
+    assert [d.id for d in rest] == ["github:2", "github:3", "github:4"]
+
+
+def test_workers_racing_never_claim_one_delivery_twice(database: str) -> None:
+    """Three workers in threads, each on connections of its own (SQLite: a connection per
+    call; PostgreSQL: the engine's pool), claim until the queue is empty: every delivery is
+    claimed exactly once."""
+    Deliveries(database)
+    ids = [f"github:{n}" for n in range(60)]
+    for delivery_id in ids:
+        Deliveries(database).enqueue(delivery_id, "{}")
+    claims: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    barrier = threading.Barrier(len(claims))
+
+    def work(worker: str) -> None:
+        deliveries = Deliveries(database)
+        barrier.wait()
+        while True:
+            taken = deliveries.claim(worker, lease_seconds=60, limit=3)
+            if not taken:
+                return
+            claims[worker].extend(d.id for d in taken)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in claims]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    everything = [i for taken in claims.values() for i in taken]
+    assert sorted(everything) == sorted(ids)  # each claimed once, none lost
+
+
+def test_simultaneous_duplicates_queue_one(database: str) -> None:
+    Deliveries(database)
     results: list[bool] = []
     barrier = threading.Barrier(16)
 
     def deliver() -> None:
+        deliveries = Deliveries(database)
         barrier.wait()
-        results.append(Deliveries(deliveries.path).seen_before("github:same"))
+        results.append(deliveries.enqueue("github:same", "{}"))
 
     threads = [threading.Thread(target=deliver) for _ in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=60)
 
-    assert sorted(results) == [False] + [True] * 15
+    assert sorted(results) == [False] * 15 + [True]
 
 
 def test_an_empty_delivery_id_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="delivery id is empty"):
-        Deliveries(tmp_path / "deliveries.db").seen_before("")
+        Deliveries(tmp_path / "deliveries.db").enqueue("", "{}")
+
+
+def test_a_database_url_is_shown_without_its_password() -> None:
+    deliveries = Deliveries.__new__(Deliveries)
+    deliveries.url = "postgresql+psycopg://relay:hunter2@db.internal:5432/relay"
+
+    assert "hunter2" not in repr(deliveries)
 
 
 # --- branches ----------------------------------------------------------------------------------
