@@ -217,6 +217,7 @@ _STEPS: tuple[tuple[ExecutableDDLElement, ...], ...] = (_created(webhook_deliver
 SCHEMA_VERSION = len(_SQLITE_HISTORY) + len(_STEPS)
 
 _TIMEOUT_S = 30  # how long a SQLite writer waits for another one's lock
+_CONNECT_TIMEOUT_S = 10  # a PostgreSQL server that does not answer: a retry, not a hang
 _PG_LOCK = 0x52454C4159  # "RELAY": the advisory lock migrations take on PostgreSQL
 
 _PG_GUARD = """
@@ -282,7 +283,13 @@ def _engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        return sa.create_engine(
+            parsed,
+            pool_pre_ping=True,  # a server restarted under a long-lived worker is found out
+            pool_size=5,
+            max_overflow=10,
+            connect_args={"connect_timeout": _CONNECT_TIMEOUT_S},
+        )
     raise TerminalError(
         f"{shown(url)}: Relay's database is SQLite or PostgreSQL; write a SQLite path or "
         "postgresql+psycopg://USER@HOST:5432/DATABASE"
