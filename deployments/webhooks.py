@@ -2,29 +2,56 @@
 
     POST /github   X-Hub-Signature-256, X-GitHub-Event, X-GitHub-Delivery
     POST /gitlab   X-Gitlab-Token, X-Gitlab-Event, Idempotency-Key (or X-Gitlab-Event-UUID)
+    GET  /deliveries/{github|gitlab}/{delivery id}
     GET  /healthz
 
-Each delivery goes through these checks in order, and the first that decides answers:
+A delivery is answered as soon as it is stored: GitHub gives up after 10 s and does not
+redeliver on its own, and a Prefect server on SQLite can be busy for longer than that. Before
+the answer only cheap checks run, in this order, and the first that decides answers:
 
     413  the body is larger than `max_body_bytes` (by Content-Length, or by the bytes read)
     401  the signature (GitHub) or token (GitLab) is missing or wrong; nothing is parsed first
     400  the event header is missing or names an event Relay does not handle, the delivery id
          is missing, the body is not JSON, or the payload lacks what its event always has
     200  {"status": "ignored", "reason": ...}: ping, tag pushes, deletions, pull requests
-         other than a merge, repositories not in `repositories`, a delivery seen before
-         (remembered on disk across restarts), a commit whose relay.yaml is invalid or has no
-         environment with `branch:` set to the pushed branch
-    202  {"status": "accepted", "flow_run_id": ..., "environment": ...}: a run of
-         `deployment` was created with the parameters of `flows/release.py:release`:
-         repository, commit, through (the branch's environment), base (None for a new
-         branch), manifest_file
-    502  the commit could not be fetched from the repository Relay clones (unreachable, or a
-         mirror that does not have the commit yet); 503: the Prefect API could not create the
-         run. The delivery is forgotten, so the forge's redelivery tries again.
+         other than a merge, repositories not in `repositories`, a delivery stored before
+         ("duplicate delivery", by any receiver sharing the database)
+    202  {"status": "queued", "delivery": ..., "status_url": "/deliveries/<forge>/<id>"}:
+         stored in the delivery queue (`database`); no git and no Prefect call yet
+    503  the delivery could not be stored (the database did not answer): redeliver it
 
-Two guards stop a delivery from releasing twice. The first is the deliveries database in
-`state_dir`. The second is the run's idempotency key, `<forge>:<delivery id>`: when the
-database is lost, Prefect hands back the run it created the first time.
+Then a dispatcher (an asyncio task in the app's lifespan, one per receiver) claims it under a
+lease, checks out the commit, reads relay.yaml there and creates a run of `deployment` with
+the parameters of `flows/release.py:release` (repository, commit, through = the branch's
+environment, base = None for a new branch, manifest_file). The status URL shows what came of
+it: {"delivery", "state", "environment", "flow_run_id", "reason", "attempts"}, where state is
+
+    queued   waiting, being worked on, or waiting to be tried again (`reason`: the last cause)
+    started  the run exists: `flow_run_id`, `environment`
+    ignored  relay.yaml at the commit is invalid (every problem in `reason`) or no
+             environment has `branch:` set to the pushed branch
+    failed   `dispatch_attempts` tries failed (the commit could not be fetched: a mirror that
+             lags behind the forge; Prefect answered 429/502/503 or was unreachable; the
+             deployment does not exist), with a delay doubling from `dispatch_backoff_seconds`
+             up to `dispatch_backoff_max_seconds` (about ten minutes in all by default); the
+             forge's "Redeliver" queues it again
+
+The status endpoint asks for no secret, like /healthz: a delivery id is a random UUID that
+only the forge and the receiver know, and the answer shows no more than the forge's own
+delivery log would (the environment, the run's id, why nothing was started); it never shows
+server paths or settings. Put it behind the same proxy as the rest.
+
+Several receivers (behind a load balancer, or a standby) share one queue when `database` (or
+`RELAY_DATABASE_URL`) names the same PostgreSQL database: a redelivery that reaches another
+receiver is a duplicate, each delivery is claimed by one dispatcher at a time (a conditional
+UPDATE), and a delivery held by a receiver that died is taken over when its lease
+(`lease_seconds`) lapses. The default database is a SQLite file in `state_dir`, for one
+receiver.
+
+Two guards stop a delivery from releasing twice. The first is the queue: its id,
+`<forge>:<delivery id>`, is stored once. The second is the run's idempotency key, the same id:
+when the database is lost, or two dispatchers work on one delivery (a lease that lapsed while
+the first was still at it), Prefect hands back the run it created the first time.
 
 Where the relay clones from comes from its own configuration, never from the payload. Secrets
 come from environment variables or Prefect Secret blocks, never from a file:
@@ -41,9 +68,16 @@ repositories:                      # full name on the forge -> where Relay clone
     manifest_file: relay.yaml      # default
 deployment: release/release        # default: the release deployment of prefect.yaml
 max_body_bytes: 1000000            # default
-state_dir: /var/lib/relay/webhooks # default: $RELAY_HOME/webhooks
+state_dir: /var/lib/relay/webhooks # default: $RELAY_HOME/webhooks (checkouts)
+database: postgresql+psycopg://relay@db.internal:5432/relay  # default: $RELAY_DATABASE_URL,
+                                   # else state_dir/deliveries.db (SQLite, one receiver)
+dispatch_attempts: 16              # default; then dispatch_backoff_seconds: 1.0,
+                                   # dispatch_backoff_max_seconds: 60, lease_seconds: 120
 github_secret_block: github-webhook-secret   # optional; the env variables win
 ```
+
+Write a database password in `RELAY_DATABASE_URL` rather than in this file; logs show the URL
+without it.
 
 A GitHub merge sends both a `push` to the base branch and a `pull_request` (closed, merged)
 for the same commit, with different delivery ids: subscribe a webhook to one of them, or the
