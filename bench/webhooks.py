@@ -11,15 +11,21 @@ repository (Codertocat/Hello-World) to it, and GitHub's real push sample
 a commit of that copy, signed with HMAC-SHA256. Every request opens a new connection and gives
 up after 10 s, as GitHub's deliveries do.
 
+The receiver answers 202 once a delivery is stored in its queue (a SQLite file in its state
+directory); its dispatcher then reads relay.yaml at the commit and creates the run. So each
+series measures two things: the latency to the 202, and the time from the 202 to the run's
+creation on the server (its `created`, target: p99 <= 30 s), after which the deployment's runs
+are matched to the deliveries by idempotency key (`github:<delivery id>`): a delivery answered
+202 without a run within RUN_WAIT_S is lost, one with two runs doubled. Each delivery's state
+is also read from the receiver's status endpoint (started / queued / ignored / failed).
+
 1. Latency, one delivery at a time (`--deliveries`, default 200), each with its own
    X-GitHub-Delivery id, so each creates a flow run: the time from sending the request to
-   reading the 202 (the run exists by then: `run_deployment(timeout=0)`); every returned
-   flow_run_id is then looked up among the deployment's runs on the server (and its
-   idempotency key checked). Two more series put it in context: GitHub's `ping`
-   (authenticated, parsed, answered "pong" without git, SQLite or Prefect) and pushes that each
-   name a *new* commit, committed to the repository just before it is sent
-   (`--new-commit-deliveries`, default 50), so the receiver's checkout must fetch and move its
-   working tree. The headline series reuses one commit: its checkout is the "already there" path.
+   reading the 202; then every delivery's run is looked up on the server. Two more series put
+   it in context: GitHub's `ping` (authenticated, parsed, answered "pong" without git, SQLite
+   or Prefect) and pushes that each name a *new* commit, committed to the repository just
+   before it is sent (`--new-commit-deliveries`, default 50), so the dispatcher's checkout must
+   fetch and move its working tree. The headline series reuses one commit.
 2. Sustained rate: `--rate` deliveries per second (default 20) for `--seconds` (default 15),
    each due at i / rate and sent by the next free one of `--threads` client threads (default
    16; when all of them wait on slow answers, sends fall behind and the lag is reported), to a
@@ -30,14 +36,12 @@ up after 10 s, as GitHub's deliveries do.
    must create nothing.
 
 Where the time goes: the child process wraps, in its own memory only (the receiver's source is
-not changed), what a delivery passes through (the deliveries database, `git.checkout` and each
-git command, `load_manifest`, the Prefect client's calls in `arun_deployment` and every HTTP
-attempt it makes, retries included, and the whole ASGI request) and logs the durations per
-delivery; the tables show medians per series, how many deliveries met a Prefect 503 (the
-client retries those after 2 s, 4 s, 8 s, ...), and the receiver's time without such a retry.
+not changed), what a request passes through (the queue's enqueue and the whole ASGI request)
+and logs the durations per delivery; the tables show medians per series.
 The Prefect server's log is read for its "database is locked" errors during each series.
-`--reaped` adds both parts again with each run checked and deleted right after its 202, so
-no run lives long enough to turn Late (the server's late-runs service writes then).
+`--reaped` adds both parts again with each run checked and deleted as soon as the status
+endpoint shows it started, so no run lives long enough to turn Late (the server's late-runs
+service writes then).
 
 Prints the tables and merges the numbers into bench/results.json under the `webhooks` key
 (other keys are left alone). Everything it creates (flow runs, deployments, work pool, the
@@ -110,15 +114,15 @@ SERIES = (
     "sustained",
     "sustained_reaped",
 )
+# Every queued delivery must have its run within this many seconds of its 202 (p99).
+QUEUE_TO_RUN_TARGET_S = 30.0
+# How long the benchmark waits, after a series' last 202, for the runs of its deliveries.
+RUN_WAIT_S = 90.0
 PHASES = (
     "request",  # the whole ASGI request, until the response starts
-    "dedupe",  # Deliveries.seen_before (SQLite INSERT OR IGNORE, own connection)
-    "environment",  # _Receiver._environment: checkout lock wait + thread hop + the next two
-    "checkout",  # relay.git.checkout (git subprocesses)
-    "manifest",  # load_manifest of relay.yaml
-    "start_run",  # _Receiver._start_run: get_client + arun_deployment + client close
-    "read_deployment",  # GET /deployments/name/...
-    "create_run",  # POST /deployments/{id}/create_flow_run
+    "enqueue",  # Deliveries.enqueue (INSERT ... ON CONFLICT DO NOTHING in the queue)
+    # The dispatcher's work (checkout, relay.yaml, creating the run) happens after the answer,
+    # outside any request, so it is measured from the outside: 202 -> run created on the server.
 )
 
 
@@ -212,10 +216,7 @@ def serve_child(config_path: Path) -> None:
     relay_git._git = git_logged
     relay_git.checkout = timed_sync("checkout", relay_git.checkout)
     receiver_module.load_manifest = timed_sync("manifest", receiver_module.load_manifest)
-    Deliveries.seen_before = timed_sync("dedupe", Deliveries.seen_before)
-    receiver = receiver_module._Receiver
-    receiver._environment = timed_async("environment", receiver._environment)
-    receiver._start_run = timed_async("start_run", receiver._start_run)
+    Deliveries.enqueue = timed_sync("enqueue", Deliveries.enqueue)
     PrefectClient.read_deployment_by_name = timed_async(
         "read_deployment", PrefectClient.read_deployment_by_name
     )
@@ -552,7 +553,8 @@ class Reaper:
     the API answer 503 to the receiver. With the reaper, no run of the series lives long enough
     to turn Late, which is what a worker that picks runs up promptly would also achieve."""
 
-    def __init__(self, prefect: Prefect, deployment: str) -> None:
+    def __init__(self, prefect: Prefect, deployment: str, port: int) -> None:
+        self.port = port
         self.deployment_id = prefect.deployments[deployment.split("/", 1)[1]]
         self.queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self.verified = 0
@@ -561,8 +563,8 @@ class Reaper:
         self.thread.start()
 
     def add(self, answer: dict[str, Any]) -> None:
-        if answer.get("status") == 202 and answer.get("flow_run_id"):
-            self.queue.put((answer["flow_run_id"], answer["delivery"]))
+        if answer.get("status") == 202:
+            self.queue.put(("", answer["delivery"]))
 
     def _loop(self, prefect: Prefect) -> None:
         with prefect._get_client(sync_client=True) as client:
@@ -570,7 +572,11 @@ class Reaper:
                 item = self.queue.get()
                 if item is None:
                     return
-                run_id, delivery = item
+                _, delivery = item
+                run_id = started_run(self.port, delivery)
+                if run_id is None:
+                    self.problems.append(f"{delivery}: no run within {RUN_WAIT_S:g} s")
+                    continue
                 try:
                     run = client.read_flow_run(uuid.UUID(run_id))
                     if run.deployment_id != self.deployment_id:
@@ -720,7 +726,15 @@ def sequential(
         body = json.dumps(make_body(i)).encode()
         delivery = str(uuid.uuid4())
         elapsed, status, answer = deliver(port, event, body, delivery, series)
-        answers.append({**answer, "delivery": delivery, "status": status, "latency": elapsed})
+        answers.append(
+            {
+                **answer,
+                "delivery": delivery,
+                "status": status,
+                "latency": elapsed,
+                "answered_at": time.time(),
+            }
+        )
         if on_answer is not None:
             on_answer(answers[-1])
     return summarize_answers(answers)
@@ -734,14 +748,89 @@ def summarize_answers(answers: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def delivery_status(port: int, delivery: str) -> dict[str, Any]:
+    """The receiver's status of a delivery (GET /deliveries/github/<id>)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=GITHUB_TIMEOUT_S)
+    try:
+        conn.request("GET", f"/deliveries/github/{delivery}")
+        response = conn.getresponse()
+        body: dict[str, Any] = json.loads(response.read())
+        return body if response.status == 200 else {"state": f"http {response.status}"}
+    except (OSError, ValueError) as exc:
+        return {"state": f"error {type(exc).__name__}"}
+    finally:
+        conn.close()
+
+
+def started_run(port: int, delivery: str, limit_s: float = RUN_WAIT_S) -> str | None:
+    """The delivery's flow run id once its status says started; None if it does not within
+    `limit_s` (or it was ignored or failed)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        status = delivery_status(port, delivery)
+        if status.get("state") == "started":
+            return str(status["flow_run_id"])
+        if status.get("state") in ("ignored", "failed"):
+            return None
+        time.sleep(0.2)
+    return None
+
+
+def await_runs(
+    prefect: Prefect, deployment: str, answers: list[dict[str, Any]], port: int
+) -> dict[str, Any]:
+    """Wait (at most RUN_WAIT_S) until every delivery answered 202 has its run on the server,
+    matched by idempotency key; set each answer's flow_run_id; then how long 202 -> run took
+    (the run's `created` on the server minus the moment the client read the 202), how many
+    were lost (no run) or doubled (two runs), and the states the status endpoint reports."""
+    accepted = [a for a in answers if a["status"] == 202]
+    wanted = {f"github:{a['delivery']}" for a in accepted}
+    started = time.monotonic()
+    deadline = started + RUN_WAIT_S
+    while True:
+        runs = prefect.runs(deployment)
+        by_key: dict[str, list[Any]] = {}
+        for run in runs:
+            by_key.setdefault(run.idempotency_key or "", []).append(run)
+        if wanted <= set(by_key) or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    waits: list[float] = []
+    for a in accepted:
+        found = by_key.get(f"github:{a['delivery']}")
+        if found:
+            first = min(found, key=lambda r: r.created)
+            a["flow_run_id"] = str(first.id)
+            waits.append(max(0.0, first.created.timestamp() - a["answered_at"]))
+    lost = sum(1 for key in wanted if key not in by_key)
+    doubled = sum(1 for key in wanted if len(by_key.get(key, [])) > 1)
+    to_run = stats_ms(waits)
+    return {
+        "accepted": len(accepted),
+        "with_run": len(accepted) - lost,
+        "lost": lost,
+        "doubled": doubled,
+        "queue_to_run_ms": to_run,
+        "target_p99_s": QUEUE_TO_RUN_TARGET_S,
+        "met": bool(
+            lost == 0
+            and doubled == 0
+            and (not to_run or to_run["p99"] <= QUEUE_TO_RUN_TARGET_S * 1e3)
+        ),
+        "waited_s": round(time.monotonic() - started, 1),
+        "states": count([delivery_status(port, a["delivery"]).get("state") for a in accepted]),
+    }
+
+
 def check_runs(
     prefect: Prefect, deployment: str, answers: list[dict[str, Any]], server_202: int
 ) -> dict[str, Any]:
-    """The deployment's runs on the server against what the deliveries were told."""
+    """The deployment's runs on the server against what the deliveries were told; each
+    accepted delivery's run is the one with its idempotency key (`await_runs` sets it)."""
     runs = prefect.runs(deployment)
     on_server = {str(r.id): r for r in runs}
     accepted = [a for a in answers if a["status"] == 202]
-    returned = [a["flow_run_id"] for a in accepted]
+    returned = [a.get("flow_run_id") for a in accepted]
     keys = [r.idempotency_key for r in runs]
     sent_keys = {f"github:{a['delivery']}" for a in answers}
     missing = [i for i in returned if i not in on_server]
@@ -810,7 +899,7 @@ def sustained(
             results[i] = {
                 "delivery": delivery,
                 "status": status,
-                "flow_run_id": answer.get("flow_run_id"),
+                "answered_at": time.time(),
                 "reason": answer.get("reason") or answer.get("error"),
                 "lag": max(0.0, sent - due),
                 "sent": sent - start,
@@ -955,6 +1044,25 @@ def print_table(result: dict[str, Any]) -> None:
     )
     print(_row("   same, receiver time w/o Prefect retry", quiet("sustained"), "server side"))
     print(_row("   how late sends were", sus["schedule_lag_ms"], "client threads all waiting"))
+    print()
+    print("| series: ms from the 202 to the run created | n | p50 | p95 | p99 | max | notes |")
+    print("|---|---|---|---|---|---|---|")
+    for label, part in (
+        ("1. push, one commit, one at a time", same),
+        ("   push, a new commit each", new or {}),
+        ("2. push at the sustained rate", sus),
+    ):
+        r = part.get("runs")
+        if r:
+            verdict_run = "meets" if r["met"] else "MISSES"
+            print(
+                _row(
+                    label,
+                    r["queue_to_run_ms"],
+                    f"{verdict_run} p99 <= {r['target_p99_s']:g} s; lost {r['lost']}, "
+                    f"doubled {r['doubled']} of {r['accepted']}; states {r['states']}",
+                )
+            )
     sr = result.get("sustained_reaped")
     if sr:
         print(
@@ -1065,7 +1173,7 @@ def main() -> None:
         "--reaped",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="also run parts 1 and 2 with each run checked and deleted right after its 202 "
+        help="also run parts 1 and 2 with each run checked and deleted once its delivery started "
         "(shows whether runs left SCHEDULED, which turn Late, cause the 503s)",
     )
     parser.add_argument(
@@ -1124,12 +1232,15 @@ def main() -> None:
     written = write_results(key, result)
     print(f"\nruntime {runtime:.1f} s; results merged into {written} under {key!r}")
     checks = [result["latency"]["same_commit"]["check"], result["sustained"]["check"]]
+    runs = [result["latency"]["same_commit"]["runs"], result["sustained"]["runs"]]
     if (
         not all(c["no_double_no_phantom"] for c in checks)
+        or any(r["lost"] or r["doubled"] for r in runs)
         or result["sustained"]["replay"]["new_runs"]
     ):
         sys.exit(
-            "a check failed: a run was doubled, or exists for no delivery, or a replay made one"
+            "a check failed: a queued delivery got no run or two, a run exists for no "
+            "delivery, or a replay made one"
         )
 
 
@@ -1166,9 +1277,11 @@ def run(
             "reaped_variants": args.reaped,
             "replays": REPLAYS,
             "p99_target_ms": P99_TARGET_MS,
+            "queue_to_run_target_s": QUEUE_TO_RUN_TARGET_S,
             "client_timeout_s": GITHUB_TIMEOUT_S,
-            "receiver": "uvicorn, one process (a child of the benchmark); a new connection "
-            "per delivery; runs stay SCHEDULED (pool without worker)",
+            "receiver": "uvicorn, one process (a child of the benchmark), answering 202 once "
+            "queued (SQLite queue in its state dir), its dispatcher creating the runs; a new "
+            "connection per delivery; runs stay SCHEDULED (pool without worker)",
         },
         "latency": {},
         "phases": {},
@@ -1187,6 +1300,10 @@ def run(
         same = sequential(port, "same_commit", args.deliveries, lambda i: push_body)
         print(f"1. push, one commit: {same['statuses']} {same['latency_ms']}")
         wait_idle(phase_log, "same_commit", args.deliveries)
+        same["runs"] = await_runs(
+            prefect, latency_deployment, warm["answers"] + same["answers"], port
+        )
+        print(f"   202 -> run: {same['runs']}")
         result["prefect_server_errors"]["same_commit"] = server_log.since(mark)
         same["check"] = check_runs(
             prefect,
@@ -1212,6 +1329,7 @@ def run(
                 lambda i: push_payload(push_new_commit(shop, i)),
             )
             wait_idle(phase_log, "new_commit", args.new_commit_deliveries)
+            new["runs"] = await_runs(prefect, latency_deployment, new["answers"], port)
             new["check"] = check_runs(
                 prefect, latency_deployment, new["answers"], receiver_202("new_commit")
             )
@@ -1220,7 +1338,7 @@ def run(
             result["latency"]["new_commit"] = new
             time.sleep(SETTLE_S)
         if args.reaped:
-            reaper = Reaper(prefect, latency_deployment)
+            reaper = Reaper(prefect, latency_deployment, port)
             mark = server_log.mark()
             reaped = sequential(
                 port,
@@ -1243,7 +1361,8 @@ def run(
     port = config["port"]
     body = json.dumps(push_body).encode()
     with served(config, work):
-        sequential(port, "warmup-load", 1, lambda i: push_body)
+        warm_load = sequential(port, "warmup-load", 1, lambda i: push_body)
+        started_run(port, warm_load["answers"][0]["delivery"])  # its run comes after the 202
         prefect.delete_runs(load_deployment)  # only the deliveries below are counted
         mark = server_log.mark()
         load = sustained(port, body, args.rate, args.seconds, args.threads)
@@ -1252,6 +1371,8 @@ def run(
             f"latency {load['latency_ms']}, lag {load['schedule_lag_ms']}"
         )
         load["receiver_idle_before_count"] = wait_idle(phase_log, "sustained", load["deliveries"])
+        load["runs"] = await_runs(prefect, load_deployment, load["answers"], port)
+        print(f"   202 -> run: {load['runs']}")
         result["prefect_server_errors"]["sustained"] = server_log.since(mark)
         load["check"] = check_runs(
             prefect, load_deployment, load["answers"], receiver_202("sustained")
@@ -1262,6 +1383,7 @@ def run(
         replayed = accepted[::step][:REPLAYS]
         again = replay(port, body, replayed, args.threads)
         wait_idle(phase_log, "replay", len(replayed))
+        time.sleep(2)  # a replay wrongly queued would have its run by now (the dispatcher polls)
         again["runs_after"] = len(prefect.runs(load_deployment))
         again["new_runs"] = again["runs_after"] - load["check"]["runs_on_server"]
         load["replay"] = again
@@ -1270,7 +1392,7 @@ def run(
         if args.reaped:
             prefect.delete_runs(load_deployment)
             time.sleep(SETTLE_S)
-            reaper = Reaper(prefect, load_deployment)
+            reaper = Reaper(prefect, load_deployment, port)
             mark = server_log.mark()
             reaped_load = sustained(
                 port,
