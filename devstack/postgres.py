@@ -9,6 +9,7 @@ one (bench/postgres.py).
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -53,8 +54,14 @@ def free_port(start: int) -> int:
     raise RuntimeError(f"no free port from {start}")
 
 
+def _random_free_port(start: int, span: int = 2000) -> int:
+    """A free port picked at random: clusters started at once (test processes) rarely pick
+    the same, and `cluster` tries another if they do."""
+    return free_port(start + random.randrange(span))  # noqa: S311 (not a secret)
+
+
 @contextmanager
-def cluster(start_port: int = 55432) -> Iterator[Cluster]:
+def cluster(start_port: int = 55432, attempts: int = 5) -> Iterator[Cluster]:
     """A PostgreSQL cluster of our own for the `with` block."""
     if not (PG_BIN / "initdb").exists():
         raise PostgresMissing(
@@ -63,16 +70,25 @@ def cluster(start_port: int = 55432) -> Iterator[Cluster]:
         )
     work = Path(tempfile.mkdtemp(prefix="relay-pg-"))
     shutil.chown(work, "postgres", "postgres")
-    data, port = work / "data", free_port(start_port)
+    data = work / "data"
     started = False
     try:
         initdb = [str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]
         subprocess.run([*AS_POSTGRES, *initdb], check=True, capture_output=True, timeout=120)
-        opts = f"-p {port} -k {work} -c listen_addresses=127.0.0.1 -c max_connections=300"
-        subprocess.run([*AS_POSTGRES, str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
-                        str(work / "pg.log"), "-w", "start"], check=True, capture_output=True,
-                       timeout=120)  # fmt: skip
-        started = True
+        for attempt in range(attempts):
+            # A port found free can be taken before the server binds it: try another one.
+            port = _random_free_port(start_port)
+            opts = f"-p {port} -k {work} -c listen_addresses=127.0.0.1 -c max_connections=300"
+            start = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
+                     str(work / "pg.log"), "-w", "start"]  # fmt: skip
+            done = subprocess.run([*AS_POSTGRES, *start], capture_output=True, text=True,
+                                  timeout=120)  # fmt: skip
+            if done.returncode == 0:
+                started = True
+                break
+            if attempt == attempts - 1:
+                log = (work / "pg.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"PostgreSQL did not start: {done.stderr}\n{log}")
         yield Cluster(port, work)
     finally:
         if started:
