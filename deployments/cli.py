@@ -56,8 +56,10 @@ def _use_stack_environment() -> None:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
+    if args.action != "up" and (args.postgres or args.sqlite or args.workers is not None):
+        raise RelayError("--postgres, --sqlite and --workers go with `relay stack up`")
     if args.action == "up":
-        devstack.up()
+        devstack.up(mode=devstack.mode_from(args.postgres, args.sqlite, args.workers))
     elif args.action == "down":
         devstack.down()
     elif args.action == "status":
@@ -476,6 +478,22 @@ def parser() -> argparse.ArgumentParser:
         "action",
         choices=["up", "down", "status", "env"],
         help="start it, stop what it started, show it, or print its environment (eval it)",
+    )
+    database = s.add_mutually_exclusive_group()
+    database.add_argument(
+        "--postgres",
+        action="store_true",
+        help="up: PostgreSQL backs the Prefect server and Relay's database (remembered)",
+    )
+    database.add_argument(
+        "--sqlite", action="store_true", help="up: back to the embedded SQLite default"
+    )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="up: run N workers, each with its own RELAY_HOME, as N machines would (remembered)",
     )
     s.set_defaults(func=cmd_stack)
     v = sub.add_parser("validate", help="check a relay.yaml")

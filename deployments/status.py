@@ -7,7 +7,7 @@ from prefect_docker import DockerHost
 
 from relay.ledger import Ledger, Record
 from relay.platforms.docker import DockerPlatform
-from relay.settings import relay_database, relay_home
+from relay.settings import platform_home, relay_database
 from relay.status import drift, format_status
 from relay.traffic import make_router
 
@@ -33,7 +33,7 @@ def _platform_digests(app: str, pairs: list[tuple[str, str]]) -> dict[tuple[str,
         environments = sorted({env for env, _ in pairs} | _labelled_environments(client, app))
         for environment in environments:
             platform = DockerPlatform(
-                client, make_router("haproxy", name=f"{app}-{environment}", home=relay_home())
+                client, make_router("haproxy", name=f"{app}-{environment}", home=platform_home())
             )
             services = {s for e, s in pairs if e == environment}
             for service in sorted(services | _labelled_services(client, app, environment)):

@@ -14,7 +14,8 @@ base-image  ``python:3.11-slim`` cannot be pulled (no image registry can be reac
 registry    Debian's ``docker-registry`` on 127.0.0.1:5000 stands in for ECR.
 moto        ``moto_server`` on 127.0.0.1:5001 stands in for AWS (``AWS_ENDPOINT_URL``).
 prefect     A Prefect server on 127.0.0.1:4200 (SQLite) and the process work pool ``relay``.
-worker      A Prefect worker of that pool, with the stack's environment.
+worker      Prefect workers of that pool, with the stack's environment (``--workers N``).
+postgres    With ``--postgres``: PostgreSQL for the Prefect server and Relay's database.
 
 The modules
 -----------
@@ -56,8 +57,21 @@ from devstack.docker_api import MANAGED_LABEL
 from devstack.endpoints import environment
 from devstack.errors import StackError
 from devstack.lifecycle import down, status, up
+from devstack.mode import StackMode, load_mode
 from devstack.model import ComponentStatus, StackStatus
-from devstack.paths import stack_home
+from devstack.paths import stack_home, stack_paths
+
+
+def mode_from(postgres: bool, sqlite: bool, workers: int | None) -> StackMode | None:
+    """The mode `up` is asked for: what the options change of the last one; None: no change."""
+    if not (postgres or sqlite or workers is not None):
+        return None
+    last = load_mode(stack_paths())
+    return StackMode(
+        postgres=True if postgres else False if sqlite else last.postgres,
+        workers=workers if workers is not None else last.workers,
+    )
+
 
 __all__ = [
     "BASE_IMAGE",
@@ -65,9 +79,11 @@ __all__ = [
     "MANAGED_LABEL",
     "ComponentStatus",
     "StackError",
+    "StackMode",
     "StackStatus",
     "down",
     "environment",
+    "mode_from",
     "stack_home",
     "status",
     "up",

@@ -5,18 +5,30 @@ from __future__ import annotations
 import shlex
 import sys
 
-from devstack import StackError, down, environment, status, up
+from devstack import StackError, down, environment, mode_from, status, up
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    usage = "usage: python -m devstack up|down|status|env"
-    if len(args) != 1 or args[0] not in {"up", "down", "status", "env"}:
+    usage = "usage: python -m devstack up [--postgres|--sqlite] [--workers N] | down | status | env"
+    options = args[1:]
+    postgres, sqlite = "--postgres" in options, "--sqlite" in options
+    rest = [o for o in options if o not in {"--postgres", "--sqlite"}]
+    workers = (
+        int(rest[1]) if len(rest) == 2 and rest[0] == "--workers" and rest[1].isdigit() else None
+    )
+    valid = not rest or workers is not None
+    if (
+        not args
+        or args[0] not in {"up", "down", "status", "env"}
+        or not valid
+        or (options and args[0] != "up")
+    ):
         print(usage, file=sys.stderr)
         return 2
     try:
         if args[0] == "up":
-            up()
+            up(mode=mode_from(postgres, sqlite, workers))
         elif args[0] == "down":
             down()
         elif args[0] == "status":

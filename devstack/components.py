@@ -14,11 +14,15 @@ prometheus  Debian's ``prometheus`` on 127.0.0.1:9095, scraping every second the
             exporter of each HAProxy router Relay runs (their scrape targets are files under
             ``$RELAY_HOME/prometheus/targets``), so canaries can be judged by PromQL
             (``analysis.metrics: prometheus``). Keeps a day of data.
-prefect     A Prefect server on 127.0.0.1:4200 (SQLite under ``$RELAY_HOME/prefect``) and the
-            process work pool ``relay``, which `ensure_work_pool` creates. Started as a
-            subprocess; nothing here imports Prefect.
-worker      A Prefect worker of that pool, with the stack's environment. It starts after the
-            others: it needs the Prefect server and the work pool.
+postgres    With ``--postgres`` only: Debian's PostgreSQL on 127.0.0.1:5433, its data under
+            ``/var/lib/relay-postgres`` (kept), holding the Prefect server's database and
+            Relay's (``RELAY_DATABASE_URL``). It starts first: the others need it.
+prefect     A Prefect server on 127.0.0.1:4200 (SQLite under ``$RELAY_HOME/prefect``, or the
+            ``prefect`` database of ``postgres``) and the process work pool ``relay``, which
+            `ensure_work_pool` creates. Started as a subprocess; nothing here imports Prefect.
+worker      Prefect workers of that pool (``--workers N``: ``worker``, ``worker-2``...), with
+            the stack's environment, each but the first with a ``RELAY_HOME`` of its own. They
+            start after the others: they need the Prefect server and the work pool.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import http.client
 import importlib.util
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -38,6 +43,7 @@ from devstack.docker_api import docker_ready
 from devstack.endpoints import (
     MOTO_PORT,
     MOTO_URL,
+    POSTGRES_PORT,
     PREFECT_API_URL,
     PREFECT_PORT,
     PROMETHEUS_PORT,
@@ -45,8 +51,10 @@ from devstack.endpoints import (
     REGISTRY_ADDR,
     WORK_POOL,
     environment,
+    postgres_url,
 )
 from devstack.errors import StackError
+from devstack.mode import MAX_WORKERS, StackMode, load_mode
 from devstack.paths import Paths
 from devstack.supervisor import LOG_MARKER, Service, programs, require
 from relay.settings import prometheus_targets
@@ -177,6 +185,8 @@ def _prefect_env(p: Paths) -> dict[str, str]:
     env = dict(os.environ)
     env["PREFECT_HOME"] = str(p.prefect_home)
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    if load_mode(p).postgres:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = postgres_url("prefect", "postgresql+asyncpg")
     return env
 
 
@@ -192,7 +202,9 @@ def _prefect_prepare(p: Paths) -> None:
         raise StackError(
             f"prefect is not installed in {sys.executable}: pip install prefect==3.9.1"
         )
-    if os.environ.get(FRESH_PREFECT_DB) == "1":
+    if os.environ.get(FRESH_PREFECT_DB) == "1" and load_mode(p).postgres:
+        create_databases(p, fresh=("prefect",))
+    elif os.environ.get(FRESH_PREFECT_DB) == "1":
         for suffix in ("", "-wal", "-shm"):
             db = p.prefect_home / f"prefect.db{suffix}"
             if db.exists():
@@ -205,6 +217,83 @@ def _ok(url: str, expect: int = 200) -> Callable[[Paths], bool]:
         return r is not None and r[0] == expect
 
     return check
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+_AS_POSTGRES = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+
+
+def _postgres_data(p: Paths) -> Path:
+    return p.postgres_dir / "data"
+
+
+def _postgres_prepare(p: Paths) -> None:
+    if not (PG_BIN / "initdb").exists():
+        raise StackError(
+            f"--postgres: {PG_BIN / 'initdb'} is missing; run scripts/install-deps (Debian's "
+            "postgresql package)"
+        )
+    p.postgres_dir.mkdir(parents=True, exist_ok=True)
+    shutil.chown(p.postgres_dir, "postgres", "postgres")
+    if not (_postgres_data(p) / "PG_VERSION").exists():
+        initdb = [str(PG_BIN / "initdb"), "-D", str(_postgres_data(p)), "-A", "trust"]
+        done = subprocess.run([*_AS_POSTGRES, *initdb, "-U", "postgres"], capture_output=True,
+                              text=True, timeout=120, cwd="/")  # fmt: skip
+        if done.returncode != 0:
+            raise StackError(f"postgres: initdb failed:\n{done.stdout}{done.stderr}")
+
+
+def _postgres_argv(p: Paths) -> list[str]:
+    return [
+        *_AS_POSTGRES,
+        str(PG_BIN / "postgres"),
+        "-D",
+        str(_postgres_data(p)),
+        "-p",
+        str(POSTGRES_PORT),
+        "-k",
+        str(p.postgres_dir),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "max_connections=400",  # the Prefect server's pool, every worker's and test's engines
+    ]
+
+
+def _postgres_ready(p: Paths) -> bool:
+    argv = [str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(POSTGRES_PORT)]
+    return subprocess.run(argv, capture_output=True, timeout=10).returncode == 0
+
+
+def create_databases(p: Paths, fresh: tuple[str, ...] = ()) -> str:
+    """Prefect's and Relay's databases, created when missing; those in `fresh` made anew
+    (`make test`'s empty Prefect database)."""
+    made = []
+    for name in ("prefect", "relay"):
+        where = ["-h", "127.0.0.1", "-p", str(POSTGRES_PORT)]
+        if name in fresh:
+            subprocess.run([*_AS_POSTGRES, str(PG_BIN / "dropdb"), *where, "--if-exists",
+                            "--force", name], capture_output=True, timeout=60, cwd="/")  # fmt: skip
+        done = subprocess.run([*_AS_POSTGRES, str(PG_BIN / "createdb"), *where, name],
+                              capture_output=True, text=True, timeout=60, cwd="/")  # fmt: skip
+        if done.returncode == 0:
+            made.append(name)
+        elif "already exists" not in done.stderr:
+            raise StackError(f"postgres: createdb {name} failed: {done.stderr.strip()}")
+    return f"databases {', '.join(made)} created" if made else "databases present"
+
+
+POSTGRES = Service(
+    name="postgres",
+    address=lambda p: f"127.0.0.1:{POSTGRES_PORT}, data in {_postgres_data(p)}",
+    argv=_postgres_argv,
+    is_ours=lambda a, p: "postgres" in programs(a) and str(_postgres_data(p)) in a,
+    ready=_postgres_ready,
+    timeout=60.0,
+    port=("127.0.0.1", POSTGRES_PORT),
+    port_env="RELAY_POSTGRES_PORT",
+    prepare=_postgres_prepare,
+)
 
 
 SERVICES: tuple[Service, ...] = (
@@ -279,43 +368,84 @@ SERVICES: tuple[Service, ...] = (
 )
 
 
-def _worker_started(p: Paths) -> bool:
-    """The worker logs "... started!" once it polls its work pool (since its latest start)."""
-    try:
-        text = p.log("worker").read_text(errors="replace")
-    except OSError:
-        return False
-    return "started!" in text.rsplit(LOG_MARKER, 1)[-1]
+# How many runs each worker of a several-worker stack takes at once, like a machine's capacity:
+# a burst of service runs then lands on more than one worker. A release that runs on a worker
+# holds a slot while its service runs wait for theirs, so keep room for them.
+WORKER_LIMIT = 4
 
 
-def _worker_env(p: Paths) -> dict[str, str]:
-    # The worker runs flows that use the stack: it gets the stack's environment, and polls
-    # every 2 s instead of 10 so local runs start promptly.
-    return {**os.environ, **environment(), "PREFECT_WORKER_QUERY_SECONDS": "2"}
+def _limit(p: Paths) -> list[str]:
+    return ["--limit", str(WORKER_LIMIT)] if load_mode(p).workers > 1 else []
 
 
-# The worker starts after the others: it needs the Prefect server and the work pool.
-WORKER = Service(
-    name="worker",
-    address=lambda p: f"work pool '{WORK_POOL}'",
-    argv=lambda p: [
-        sys.executable,
-        "-m",
-        "prefect",
-        "worker",
-        "start",
-        "--pool",
-        WORK_POOL,
-        "--name",
-        f"relay-{os.uname().nodename}",
-    ],
-    is_ours=lambda a, p: "prefect" in programs(a) and "worker" in a and WORK_POOL in a,
-    ready=_worker_started,
-    timeout=60.0,
-    env=_worker_env,
-)
+def _worker_name(number: int) -> str:
+    return "worker" if number == 1 else f"worker-{number}"
 
-_SERVICE_BY_NAME = {s.name: s for s in (*SERVICES, WORKER)}
+
+def _worker(number: int) -> Service:
+    """Worker `number` of the pool, named for this machine and its number."""
+    name = _worker_name(number)
+
+    def env(p: Paths) -> dict[str, str]:
+        # The worker runs flows that use the stack: it gets the stack's environment (with its
+        # own RELAY_HOME), and polls every 2 s instead of 10 so local runs start promptly.
+        home = p.worker_home(number)
+        home.mkdir(parents=True, exist_ok=True)
+        return {
+            **os.environ,
+            **environment(),
+            "RELAY_HOME": str(home),
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+        }
+
+    def started(p: Paths) -> bool:
+        """The worker logs "... started!" once it polls its work pool (since its latest start)."""
+        try:
+            text = p.log(name).read_text(errors="replace")
+        except OSError:
+            return False
+        return "started!" in text.rsplit(LOG_MARKER, 1)[-1]
+
+    worker_id = f"relay-{os.uname().nodename}" + ("" if number == 1 else f"-{number}")
+    return Service(
+        name=name,
+        address=lambda p: f"work pool '{WORK_POOL}' as {worker_id}",
+        argv=lambda p: [
+            sys.executable,
+            "-m",
+            "prefect",
+            "worker",
+            "start",
+            "--pool",
+            WORK_POOL,
+            "--name",
+            worker_id,
+            *_limit(p),
+        ],
+        is_ours=lambda a, p: (
+            "prefect" in programs(a) and "worker" in a and WORK_POOL in a and worker_id in a
+        ),
+        ready=started,
+        timeout=60.0,
+        env=env,
+    )
+
+
+def services(mode: StackMode) -> tuple[Service, ...]:
+    """The processes of a stack in `mode`, in the order they start (the workers apart)."""
+    return (POSTGRES, *SERVICES) if mode.postgres else SERVICES
+
+
+def workers(mode: StackMode) -> tuple[Service, ...]:
+    return tuple(_worker(n) for n in range(1, mode.workers + 1))
+
+
+# The first worker, under its historical name: what a one-worker stack runs.
+WORKER = _worker(1)
+
+_SERVICE_BY_NAME = {
+    s.name: s for s in (POSTGRES, *SERVICES, *workers(StackMode(workers=MAX_WORKERS)))
+}
 
 
 def pidfile_matches(name: str, argv: list[str], paths: Paths) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 
-from devstack.paths import stack_paths
+from devstack.mode import load_mode
+from devstack.paths import Paths, stack_paths
 
 REGISTRY_ADDR = os.environ.get("RELAY_REGISTRY_ADDR", "127.0.0.1:5000")
 
@@ -20,10 +21,18 @@ PREFECT_PORT = _env_port("RELAY_PREFECT_PORT", 4200)
 # Not Prometheus' usual 9090: on a Debian machine with systemd, installing the package starts
 # Debian's own Prometheus there.
 PROMETHEUS_PORT = _env_port("RELAY_PROMETHEUS_PORT", 9095)
+# Not PostgreSQL's usual 5432, which a machine's own PostgreSQL may hold.
+POSTGRES_PORT = _env_port("RELAY_POSTGRES_PORT", 5433)
 MOTO_URL = f"http://127.0.0.1:{MOTO_PORT}"
 PROMETHEUS_URL = f"http://127.0.0.1:{PROMETHEUS_PORT}"
 PREFECT_API_URL = f"http://127.0.0.1:{PREFECT_PORT}/api"
 WORK_POOL = "relay"
+
+
+def postgres_url(database: str, driver: str = "postgresql+psycopg") -> str:
+    """A database of the stack's PostgreSQL (``--postgres``): ``relay`` is Relay's, ``prefect``
+    the Prefect server's (driver ``postgresql+asyncpg``). Loopback with trust authentication."""
+    return f"{driver}://postgres@127.0.0.1:{POSTGRES_PORT}/{database}"
 
 
 def environment() -> dict[str, str]:
@@ -47,4 +56,21 @@ def environment() -> dict[str, str]:
         # (bench/switch_back.py and bench/webhooks.py measure both).
         "PREFECT_CLIENT_MAX_RETRIES": "8",
         "RELAY_HOME": str(paths.home),
+        # Where run results are kept: shared, so a release reads what its service pipelines
+        # returned on other workers (`relay stack up --workers N`).
+        "PREFECT_LOCAL_STORAGE_PATH": str(paths.results),
+        # HAProxy routers and kept versions belong to the Docker engine's host: every worker
+        # that deploys to this engine shares them, whatever its own RELAY_HOME.
+        "RELAY_PLATFORM_HOME": str(paths.home),
+        **_mode_environment(paths),
     }
+
+
+def _mode_environment(paths: Paths) -> dict[str, str]:
+    """What `--postgres` and `--workers N` add: Relay's database on PostgreSQL; service
+    pipelines spread over the workers (flows/spread.py)."""
+    mode = load_mode(paths)
+    env = {"RELAY_DATABASE_URL": postgres_url("relay")} if mode.postgres else {}
+    if mode.workers > 1:
+        env["RELAY_SERVICE_RUNS"] = "deployments"
+    return env

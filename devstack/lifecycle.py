@@ -12,7 +12,16 @@ from collections.abc import Callable, Iterator
 
 from devstack.base_image import base_image_status, ensure_base_image
 from devstack.cleanup import remove_managed_containers, stop_orphan_containerd, unmount_leftovers
-from devstack.components import SERVICES, WORKER, ensure_work_pool, pidfile_matches
+from devstack.components import (
+    POSTGRES,
+    create_databases,
+    ensure_work_pool,
+    pidfile_matches,
+    services,
+    workers,
+)
+from devstack.errors import StackError
+from devstack.mode import StackMode, load_mode, save_mode
 from devstack.model import ComponentStatus, StackStatus, progress_line
 from devstack.paths import Paths, stack_paths
 from devstack.supervisor import (
@@ -38,20 +47,33 @@ def _locked(paths: Paths) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def up(progress: Callable[[str], None] = print) -> StackStatus:
-    """Start every component that is not running yet; idempotent. Returns the status."""
+def up(progress: Callable[[str], None] = print, mode: StackMode | None = None) -> StackStatus:
+    """Start every component that is not running yet; idempotent. Returns the status.
+
+    `mode` (PostgreSQL, how many workers) is remembered; without one, the last is kept."""
     paths = stack_paths()
     paths.check_length()
     t_all = time.monotonic()
     with _locked(paths):
         paths.make_dirs()
+        mode = _mode_for(paths, mode)
         pending: list[Pending] = []
         try:
+            if mode.postgres:  # the Prefect server's database: before the server
+                pg = start(POSTGRES, paths)
+                pending.append(pg)
+                took = wait_ready(pg, paths)
+                made = create_databases(paths)
+                state = "running" if pg.proc is None else f"ready in {took:.1f} s"
+                progress(progress_line("postgres", f"{state} ({POSTGRES.address(paths)}; {made})"))
             # Start all processes first, then wait: Prefect's start (and its first-time
             # migrations) overlaps with the base image build.
-            for service in SERVICES:
+            later = [s for s in services(mode) if s is not POSTGRES]
+            for service in later:
                 pending.append(start(service, paths))
             for p in pending:
+                if p.service is POSTGRES:
+                    continue
                 if p.service.name == "prefect":
                     t0 = time.monotonic()
                     verb, detail = ensure_base_image(paths)
@@ -66,11 +88,13 @@ def up(progress: Callable[[str], None] = print) -> StackStatus:
                     progress(progress_line(p.service.name, f"running (pid {pid}, {address})"))
                 else:
                     progress(progress_line(p.service.name, f"ready in {took:.1f} s ({address})"))
-            worker = start(WORKER, paths)
-            pending.append(worker)
-            took = wait_ready(worker, paths)
-            state = "running" if worker.proc is None else f"ready in {took:.1f} s"
-            progress(progress_line("worker", f"{state} ({WORKER.address(paths)})"))
+            for worker in [start(w, paths) for w in workers(mode)]:
+                pending.append(worker)
+                took = wait_ready(worker, paths)
+                state = "running" if worker.proc is None else f"ready in {took:.1f} s"
+                progress(
+                    progress_line(worker.service.name, f"{state} ({worker.service.address(paths)})")
+                )
         except BaseException:
             # Leave nothing half-started: stop what this call started (not what ran before).
             started = [(p.service.name, p.proc.pid) for p in pending if p.proc is not None]
@@ -83,16 +107,34 @@ def up(progress: Callable[[str], None] = print) -> StackStatus:
             raise
     result = status()
     progress(
-        progress_line("stack", f"up in {time.monotonic() - t_all:.1f} s (RELAY_HOME={paths.home})")
+        progress_line(
+            "stack",
+            f"up in {time.monotonic() - t_all:.1f} s ({mode.describe()}; RELAY_HOME={paths.home})",
+        )
     )
     return result
+
+
+def _mode_for(paths: Paths, asked: StackMode | None) -> StackMode:
+    """The mode to run in: `asked`, else the last one. A running stack is not switched: its
+    processes would be left in the other mode (the workers on the other database)."""
+    last = load_mode(paths)
+    mode = asked or last
+    if mode != last and any(c.running for c in status().components if c.name != "base-image"):
+        raise StackError(
+            f"the stack runs with {last.describe()}; run `relay stack down` before bringing it "
+            f"up with {mode.describe()}"
+        )
+    save_mode(paths, mode)
+    return mode
 
 
 def status() -> StackStatus:
     """What runs now: each component's name, running, pid, address (cheap; starts nothing)."""
     paths = stack_paths()
     result = StackStatus(paths.home)
-    for service in (*SERVICES, WORKER):
+    mode = load_mode(paths)
+    for service in (*services(mode), *workers(mode)):
         pid = running_pid(service, paths)
         ready = pid is not None and service.ready(paths)
         result.components.append(

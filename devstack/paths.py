@@ -6,6 +6,7 @@ uses, so the stack, the ledger and HAProxy's state always land in the same direc
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,24 @@ class Paths:
     @property
     def tmp(self) -> Path:
         return self.home / "tmp"
+
+    @property
+    def postgres_dir(self) -> Path:
+        """PostgreSQL's data and socket (``--postgres``): outside ``RELAY_HOME``, which is often
+        under /root where the ``postgres`` user may not enter; one per ``RELAY_HOME``, kept."""
+        key = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
+        return Path("/var/lib/relay-postgres") / key
+
+    @property
+    def results(self) -> Path:
+        """Prefect's result storage, shared by every worker of the stack and its clients: a
+        release reads what the service pipelines it started on other workers returned."""
+        return self.home / "results"
+
+    def worker_home(self, number: int) -> Path:
+        """The ``RELAY_HOME`` of worker `number`: the first uses the stack's own, the others
+        one each (checkouts, caches, run logs), standing for separate machines."""
+        return self.home if number == 1 else self.home / "workers" / str(number)
 
     def pidfile(self, name: str) -> Path:
         return self.run / f"{name}.pid"

@@ -195,7 +195,9 @@ def stop_processes(targets: list[tuple[str, int]], progress: Callable[[str], Non
     t0 = time.monotonic()
     # dockerd shuts down containerd itself; signalling its whole group would race that.
     for name, pid in targets:
-        _signal(pid, signal.SIGTERM, group=name != "dockerd")
+        # PostgreSQL's SIGTERM waits for its clients to leave; SIGINT ends their sessions.
+        sig = signal.SIGINT if name == "postgres" else signal.SIGTERM
+        _signal(pid, sig, group=name != "dockerd")
     grace = {name: 20.0 if name == "dockerd" else 10.0 for name, _ in targets}
     left = dict(targets)
     while left:

@@ -43,6 +43,15 @@ def relay_database() -> str | Path:
     return os.environ.get("RELAY_DATABASE_URL", "").strip() or ledger_path()
 
 
+def platform_home() -> Path:
+    """Where the state of the Docker platform lives (HAProxy routers, kept previous versions):
+    ``$RELAY_PLATFORM_HOME``, default `relay_home`. It belongs to the engine's host, not to a
+    worker: every worker that deploys to one engine must see the same, so several workers with
+    their own ``RELAY_HOME`` on one machine share it (the local stack's workers do)."""
+    value = os.environ.get("RELAY_PLATFORM_HOME", "").strip()
+    return Path(value).expanduser().absolute() if value else relay_home()
+
+
 def prometheus_targets(home: Path | None = None) -> Path:
     """Where each HAProxy router writes its Prometheus scrape target (one JSON file per
     application environment, Prometheus' `file_sd_configs` format): a Prometheus that reads

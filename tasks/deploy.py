@@ -33,7 +33,7 @@ from relay.platforms.kubernetes import (
     kube_kept_versions,
     note_kept,
 )
-from relay.settings import relay_home
+from relay.settings import platform_home
 from relay.traffic import TrafficRouter, make_router
 from tasks.support.tracing import platform_span
 
@@ -42,7 +42,7 @@ def _router(spec: DeploySpec) -> TrafficRouter:
     return make_router(
         "haproxy",
         name=f"{spec.app}-{spec.environment}",
-        home=relay_home(),
+        home=platform_home(),
         labels={"app": spec.app, "environment": spec.environment},
     )
 
@@ -55,7 +55,7 @@ def _platform(docker_host: DockerHost, spec: Spec) -> Iterator[Platform]:
             yield kubernetes
         return
     with docker_host.get_client() as client:
-        yield DockerPlatform(client, _router(spec), relay_home())
+        yield DockerPlatform(client, _router(spec), platform_home())
 
 
 @contextmanager
@@ -152,7 +152,7 @@ def keep_previous_version(docker_host: DockerHost, rollout: AnyRollout, seconds:
         with _kubernetes(rollout.spec.access) as kubernetes:
             kept = kubernetes.keep_previous(rollout, seconds)
         if kept is not None:
-            note_kept(relay_home(), kept)
+            note_kept(platform_home(), kept)
     else:
         with _platform(docker_host, rollout.spec) as platform:
             kept = platform.keep_previous(rollout, seconds)
@@ -205,7 +205,7 @@ def _switch_back_kubernetes(spec: KubeSpec) -> DeployResult | None:
         if kept is None or kept.image != str(spec.image):
             return None
         result = kubernetes.switch_back(spec, kept)
-    forget_kept(relay_home(), spec.app, spec.environment, spec.service)
+    forget_kept(platform_home(), spec.app, spec.environment, spec.service)
     return result
 
 
@@ -216,15 +216,15 @@ def stop_expired_versions(docker_host: DockerHost) -> list[str]:
     next run."""
     stopped = []
     with docker_host.get_client() as client:
-        for kept in kept_versions(relay_home()):
+        for kept in kept_versions(platform_home()):
             if not kept.expired:
                 continue
             router = make_router(
-                "haproxy", name=f"{kept.app}-{kept.environment}", home=relay_home()
+                "haproxy", name=f"{kept.app}-{kept.environment}", home=platform_home()
             )
-            if DockerPlatform(client, router, relay_home()).stop_kept(kept):
+            if DockerPlatform(client, router, platform_home()).stop_kept(kept):
                 stopped.append(kept.container)
-    for note in kube_kept_versions(relay_home()):
+    for note in kube_kept_versions(platform_home()):
         if not note.expired:
             continue
         try:
@@ -240,7 +240,7 @@ def stop_expired_versions(docker_host: DockerHost) -> list[str]:
                 exc,
             )
             continue
-        forget_kept(relay_home(), note.app, note.environment, note.service, only=note)
+        forget_kept(platform_home(), note.app, note.environment, note.service, only=note)
     if stopped:
         get_run_logger().info("stopped the kept previous versions %s", ", ".join(stopped))
     return stopped

@@ -14,6 +14,10 @@ import devstack
 for _key, _value in devstack.environment().items():
     os.environ.setdefault(_key, _value)
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
+# A stack with several workers spreads service pipelines over them (RELAY_SERVICE_RUNS); the
+# suite runs them in-process, as on one machine, but where a test asks otherwise
+# (tests/flows/test_workers.py). The commands that tests start inherit this.
+os.environ["RELAY_SERVICE_RUNS"] = "in-process"
 
 import shutil  # noqa: E402
 import subprocess  # noqa: E402

@@ -36,7 +36,7 @@ from flows.release import release
 from relay.errors import NotApproved
 from relay.ledger import Ledger, Outcome
 from relay.platforms.docker import DockerPlatform
-from relay.settings import ledger_path, relay_home
+from relay.settings import relay_database, relay_home
 from relay.traffic import make_router
 from tests.flows.shop import Shop, shop_repository
 
@@ -290,7 +290,7 @@ def submit(dialog: Locator) -> None:
 def expect_description(dialog: Locator, shop: Shop, commit: str, services: list[str]) -> None:
     """The description names the commit and, per service, the digest staging verified, the
     commit it was built from and when it passed staging."""
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     expect(dialog.get_by_role("heading", name=f"Deploy {shop.app} to prod?")).to_be_visible()
     expect(dialog.get_by_text(commit, exact=True)).to_be_visible()
     for service in services:
@@ -327,7 +327,7 @@ def test_approving_in_the_ui_ships_the_staged_digests(
     page.screenshot(path=output_dir / "approval-completed.png")
 
     assert serving(shop.app, "prod", services) == staged
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     for service, port in ports.items():
         assert version("prod", port) == v1
         record = ledger.current(shop.app, "prod", service)
@@ -370,7 +370,7 @@ def test_rejecting_in_the_ui_leaves_production_as_it_was(
     assert serving(shop.app, "prod", services) == before
     for port in ports.values():
         assert version("prod", port) == v1
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     last = ledger.history(shop.app, "payments", "prod", limit=1)[0]
     assert last.outcome == Outcome.REJECTED and last.commit == v2
     assert f"{REJECTER} rejected" in last.reason and "not today" in last.reason

@@ -33,7 +33,7 @@ from relay.errors import RolledBack
 from relay.ledger import Ledger
 from relay.manifest import Analysis, Environment
 from relay.platforms.docker import DeploySpec, DockerPlatform
-from relay.settings import ledger_path, relay_home
+from relay.settings import relay_database, relay_home
 from relay.traffic import Route, make_router
 from tests.echo import Load, echo_spec, make_image
 
@@ -148,7 +148,7 @@ def test_errors_of_a_shared_dependency_are_not_blamed_on_the_canary(
     assert "but so is the stable version's in the same window" in message
     assert "failed" not in message.split("inconclusive")[0], "the canary is not called failed"
     assert {"v1", "v2"} <= set(load.versions()), "both versions served in the window"
-    [window] = Ledger(ledger_path()).windows(APP, "test", "echo")
+    [window] = Ledger(relay_database()).windows(APP, "test", "echo")
     assert window.verdict == Verdict.INCONCLUSIVE
     assert window.stable is not None and window.stable.errors > 0 < window.canary.errors
 
@@ -250,7 +250,7 @@ def test_a_canary_judged_by_cloudwatch_metrics_is_rolled_back_when_they_are_bad(
     ):
         asyncio.run(canary(stable, spec(images["v2"]), cloudwatch_environment(), True, None))
     assert "error rate 50.0% is above the 5.0% limit" in str(stopped.value)
-    [window] = Ledger(ledger_path()).windows(APP, "test", "echo")
+    [window] = Ledger(relay_database()).windows(APP, "test", "echo")
     assert window.stable is not None and window.stable.errors == 0 < window.stable.requests
     assert window.canary.requests >= 10 and window.canary.response_ms_total > 0
 
@@ -300,7 +300,7 @@ def test_a_canary_judged_by_promql_against_the_stacks_prometheus_is_rolled_back(
     with Load(URL), pytest.raises(RolledBack, match="canary analysis failed at 20%") as stopped:
         asyncio.run(canary(scraped, spec(images["worse"]), prometheus_environment(), True, None))
     assert "error rate" in str(stopped.value) and "above the 5.0% limit" in str(stopped.value)
-    [window] = Ledger(ledger_path()).windows(APP, "test", "echo")
+    [window] = Ledger(relay_database()).windows(APP, "test", "echo")
     assert window.canary.errors > 0 and window.canary.requests >= 10
     assert window.stable is not None and window.stable.requests > window.canary.requests
     # The figures came from Prometheus: it holds this app's HAProxy series, labelled by the

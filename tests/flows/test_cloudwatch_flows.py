@@ -21,7 +21,7 @@ from flows.release import release
 from flows.service_pipeline import service_pipeline
 from relay.errors import NotApproved, RolledBack
 from relay.ledger import Ledger, Outcome
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from tests.flows.shop import Shop, shop_repository
 
 pytestmark = pytest.mark.stack
@@ -137,7 +137,7 @@ def test_an_alarm_in_alarm_fails_the_canary_step_and_rolls_back(
     assert f"CloudWatch alarm '{canary_alarm(shop)}' is in ALARM" in str(error)
     assert "at 50%" in str(error)
     assert version("dev") == v1, "the previous version still serves"
-    latest = Ledger(ledger_path()).history(shop.app, SERVICE, "dev", limit=1)[0]
+    latest = Ledger(relay_database()).history(shop.app, SERVICE, "dev", limit=1)[0]
     assert latest.outcome == Outcome.ROLLED_BACK
     assert latest.commit == rejected_canary["commit"]
     assert canary_alarm(shop) in latest.reason
@@ -211,7 +211,7 @@ def test_an_alarm_blocks_production_before_the_approval_is_asked(
     assert time.monotonic() - started < 30, "it did not wait for the approval's timeout"
     forms = {r.id for r in waiting_runs() if r.name == f"approve-{shop.app}-prod"}
     assert forms <= known, "no approval form was shown"
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     [record] = ledger.history(shop.app, SERVICE, "prod")
     assert record.outcome == Outcome.REJECTED and block_alarm(shop) in record.reason
     assert ledger.current(shop.app, "prod", SERVICE) is None

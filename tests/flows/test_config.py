@@ -34,7 +34,7 @@ from flows.service_pipeline import service_pipeline
 from relay import redaction
 from relay.errors import StageFailed, TerminalError
 from relay.ledger import Ledger
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from tests.flows.shop import Shop, config_secret, shop_repository
 
 pytestmark = pytest.mark.stack
@@ -82,7 +82,7 @@ def sha256(value: str) -> str:
 
 
 def gateway_in_dev(shop: Shop) -> Any:
-    return Ledger(ledger_path()).current(shop.app, "dev", "gateway")
+    return Ledger(relay_database()).current(shop.app, "dev", "gateway")
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_a_missing_key_stops_the_release_before_anything_is_deployed(shop: Shop,
     assert "services.gateway.secret_keys: SIGNING_KEY not found" in str(error.value)
     assert "nothing was deployed" in str(error.value)
     assert gateway_in_dev(shop) == before
-    assert Ledger(ledger_path()).history(shop.app)[0].commit == v1
+    assert Ledger(relay_database()).history(shop.app)[0].commit == v1
 
 
 def test_planted_values_never_reach_the_prefect_server(

@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from deployments.cli import main
 from flows.delivery_metrics import delivery_metrics
 from relay.ledger import Ledger, Outcome, Record
-from relay.settings import ledger_path
+from relay.settings import relay_database
 
 pytestmark = pytest.mark.stack
 
@@ -25,7 +25,7 @@ def test_metrics_from_the_ledger_to_the_table_prefect_and_cloudwatch(
 ) -> None:
     app = f"dora-{uuid.uuid4().hex[:6]}"
     now = datetime.now(UTC)
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     for hours_ago, outcome in [
         (30, Outcome.SUCCEEDED),
         (20, Outcome.FAILED),

@@ -21,7 +21,7 @@ from flows.promote import promote
 from flows.release import release
 from relay.errors import ManifestError, RolledBack
 from relay.ledger import Ledger, Outcome
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from tests.flows.shop import Shop, shop_repository
 
 pytestmark = pytest.mark.stack
@@ -111,7 +111,7 @@ def test_changing_a_leaf_rebuilds_only_it_and_retests_its_dependents(shop: Shop,
 
 
 def test_a_provider_is_deployed_before_its_consumers(shop: Shop, base: str) -> None:
-    head_before = Ledger(ledger_path()).current(shop.app, "dev", "payments")
+    head_before = Ledger(relay_database()).current(shop.app, "dev", "payments")
     assert head_before is not None
     shop.edit("services/inventory/app.py", '"""', '"""Inventory, provider change.\n')
     shop.edit("services/orders/app.py", '"""', '"""Orders, consumer change.\n')
@@ -120,7 +120,7 @@ def test_a_provider_is_deployed_before_its_consumers(shop: Shop, base: str) -> N
     results = asyncio.run(release(str(shop.repo), sha, base=head_before.commit))
 
     assert [r.service for r in results if r.changed] == ["inventory", "orders"]
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     inventory = ledger.current(shop.app, "dev", "inventory")
     orders = ledger.current(shop.app, "dev", "orders")
     assert inventory is not None and orders is not None
@@ -129,7 +129,7 @@ def test_a_provider_is_deployed_before_its_consumers(shop: Shop, base: str) -> N
 
 
 def test_a_failing_last_service_in_production_rolls_back_the_whole_train(shop: Shop) -> None:
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     v1 = ledger.current(shop.app, "dev", "inventory")
     assert v1 is not None
     asyncio.run(release(str(shop.repo), v1.commit))  # everything verified in dev at this commit
@@ -169,4 +169,4 @@ def test_a_dependency_cycle_stops_the_release_before_anything_runs(shop: Shop) -
     sha = shop.commit("A dependency cycle")
     with pytest.raises(ManifestError, match="dependency cycle .*payments.*gateway"):
         asyncio.run(release(str(shop.repo), sha))
-    assert Ledger(ledger_path()).history(shop.app, "payments", "dev", limit=1)[0].commit != sha
+    assert Ledger(relay_database()).history(shop.app, "payments", "dev", limit=1)[0].commit != sha

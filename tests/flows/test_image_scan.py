@@ -43,7 +43,7 @@ from relay.aws.ecr import ensure_repository
 from relay.errors import StageFailed
 from relay.ledger import Ledger, Outcome
 from relay.registry import MANIFEST_TYPES
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from tests.flows.shop import Shop, shop_repository
 
 pytestmark = pytest.mark.stack
@@ -181,7 +181,7 @@ def test_a_high_finding_stops_promotion_with_nothing_deployed(
     assert "gateway" not in message and "payments" not in message
 
     assert staging_containers(shop.app) == []
-    records = Ledger(ledger_path()).history(shop.app, environment="staging")
+    records = Ledger(relay_database()).history(shop.app, environment="staging")
     assert not [r for r in records if r.outcome == Outcome.SUCCEEDED]
 
 
@@ -193,7 +193,7 @@ def test_allowed_or_low_findings_let_the_promotion_through(
     rescan(ecr, inventory, images["inventory"].split("@")[1], [finding("CVE-2099-0004", "LOW")])
     staged = {r.service: r.image for r in asyncio.run(promote(str(shop.repo), "HEAD", "staging"))}
     assert staged == images
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     for service, image in images.items():
         record = ledger.current(shop.app, "staging", service)
         assert record is not None and record.image == image

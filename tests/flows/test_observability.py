@@ -21,7 +21,7 @@ from flows.release import release
 from flows.rollback import rollback
 from relay.errors import TerminalError
 from relay.ledger import Ledger
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from tasks.support.notify import NOTIFY_BLOCK_ENV
 from tasks.support.tracing import configure_tracing
 from tests.flows.shop import Shop, shop_repository
@@ -108,7 +108,7 @@ def test_a_release_is_one_trace_with_relay_attributes(
 
     root = one([s for s in traces.spans if s.attributes.get("relay.app") == shop.app], "release-")
     assert root.parent_id == "" and root.resource["service.name"] == "relay"
-    made = Ledger(ledger_path()).release_of_commit(shop.app, commit)
+    made = Ledger(relay_database()).release_of_commit(shop.app, commit)
     assert made is not None
     release_id = made.id  # the release itself, not a run: the same in every environment
     assert root.attributes["relay.commit"] == commit

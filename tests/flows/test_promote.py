@@ -22,7 +22,7 @@ from flows.rollback import rollback
 from flows.service_pipeline import ServiceRelease
 from relay.errors import NotApproved, TerminalError
 from relay.ledger import Ledger, Outcome
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from tests.flows.shop import Shop, shop_repository
 
 pytestmark = pytest.mark.stack
@@ -95,7 +95,7 @@ def test_nothing_is_promoted_before_it_passed_the_previous_environment(shop: Sho
     with pytest.raises(TerminalError, match="has not passed staging") as refused:
         asyncio.run(promote(str(shop.repo), v1, "prod"))
     assert "nothing was deployed" in str(refused.value)
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     assert ledger.history(shop.app, environment="prod") == []
 
 
@@ -103,7 +103,7 @@ def test_staging_gets_the_exact_digests_that_passed_dev(shop: Shop, v1: str) -> 
     dev = {r.service: r for r in asyncio.run(release(str(shop.repo), v1))}
     staged = {r.service: r for r in asyncio.run(promote(str(shop.repo), v1, "staging"))}
     assert {s: r.image for s, r in staged.items()} == {s: r.image for s, r in dev.items()}
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     for service, result in staged.items():
         assert version(result.url) == v1
         record = ledger.current(shop.app, "staging", service)
@@ -116,7 +116,7 @@ def test_production_waits_for_an_allowed_approver(shop: Shop, v1: str) -> None:
     thread, outcome = in_background(lambda: asyncio.run(promote(str(shop.repo), v1, "prod")))
     form = wait_for_approval_form(known, shop.app)
     description = form_description(form)
-    staged = Ledger(ledger_path()).current(shop.app, "staging", "orders")
+    staged = Ledger(relay_database()).current(shop.app, "staging", "orders")
     assert staged is not None
     assert v1 in description and "passed staging" in description
     assert staged.digest.removeprefix("sha256:")[:12] in description
@@ -130,7 +130,7 @@ def test_production_waits_for_an_allowed_approver(shop: Shop, v1: str) -> None:
 
     assert "error" not in outcome, outcome.get("error")
     results: list[ServiceRelease] = outcome["result"]
-    ledger = Ledger(ledger_path())
+    ledger = Ledger(relay_database())
     for result in results:
         assert version(result.url) == v1
         record = ledger.current(shop.app, "prod", result.service)
@@ -154,30 +154,30 @@ def test_a_rejection_leaves_production_untouched(shop: Shop, v1: str) -> None:
     assert isinstance(outcome.get("error"), NotApproved)
     assert "bob rejected" in str(outcome["error"])
     assert version(public_url("prod", 8004)) == v1
-    last = Ledger(ledger_path()).history(shop.app, "payments", "prod", limit=1)[0]
+    last = Ledger(relay_database()).history(shop.app, "payments", "prod", limit=1)[0]
     assert last.outcome == Outcome.REJECTED and "not today" in last.reason
 
 
 def test_no_decision_in_time_counts_as_a_rejection(shop: Shop, v1: str) -> None:
-    v2 = Ledger(ledger_path()).current(shop.app, "staging", "payments")
+    v2 = Ledger(relay_database()).current(shop.app, "staging", "payments")
     assert v2 is not None and v2.commit != v1
     started = time.monotonic()
     with pytest.raises(NotApproved, match="timeout counts as a rejection"):
         asyncio.run(promote(str(shop.repo), v2.commit, "prod", services=["payments"]))
     assert time.monotonic() - started >= APPROVAL_TIMEOUT - 1
     assert version(public_url("prod", 8004)) == v1
-    last = Ledger(ledger_path()).history(shop.app, "payments", "prod", limit=1)[0]
+    last = Ledger(relay_database()).history(shop.app, "payments", "prod", limit=1)[0]
     assert last.outcome == Outcome.REJECTED
 
 
 def test_rollback_puts_the_previous_good_version_back(shop: Shop, v1: str) -> None:
-    staged = Ledger(ledger_path()).current(shop.app, "staging", "payments")
+    staged = Ledger(relay_database()).current(shop.app, "staging", "payments")
     assert staged is not None and staged.commit != v1, "staging runs payments v2"
     started = time.monotonic()
     result = asyncio.run(rollback(str(shop.repo), "payments", "staging"))
     assert time.monotonic() - started < 30
     assert version(result.url) == v1
-    record = Ledger(ledger_path()).current(shop.app, "staging", "payments")
+    record = Ledger(relay_database()).current(shop.app, "staging", "payments")
     assert record is not None and record.strategy == "rollback" and record.commit == v1
 
 

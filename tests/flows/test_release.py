@@ -34,7 +34,7 @@ from flows.service_pipeline import ServiceRelease
 from relay.errors import ManifestError, RolledBack, StageFailed
 from relay.ledger import Ledger, Outcome
 from relay.registry import RegistryClient
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from tests.flows.shop import Shop, shop_repository
 
 pytestmark = pytest.mark.stack
@@ -249,9 +249,9 @@ def test_failing_integration_tests_put_the_previous_version_back(
         with pytest.raises(RolledBack, match="put back: payments"):
             asyncio.run(release(str(shop.repo), sha, services=["payments"]))
         assert version_of(after["payments"]) == sha2, "the previous payments serves again"
-        last = Ledger(ledger_path()).history(shop.app, "payments", "dev", limit=1)[0]
+        last = Ledger(relay_database()).history(shop.app, "payments", "dev", limit=1)[0]
         assert last.outcome == Outcome.ROLLED_BACK and "integration tests failed" in last.reason
-        current = Ledger(ledger_path()).current(shop.app, "dev", "payments")
+        current = Ledger(relay_database()).current(shop.app, "dev", "payments")
         assert current is not None and current.image == after["payments"].image
     finally:
         broken.unlink()
@@ -284,9 +284,9 @@ def test_two_deployments_of_one_service_wait_for_each_other(
             filters={"label": [f"relay.app={shop.app}", "relay.env=dev", "relay.service=inventory"]}
         )
     assert len(live) == 1, "one version serves; neither deploy removed the other's container"
-    current = Ledger(ledger_path()).current(shop.app, "dev", "inventory")
+    current = Ledger(relay_database()).current(shop.app, "dev", "inventory")
     assert current is not None and live[0].labels["relay.image"] == current.image
-    history = Ledger(ledger_path()).history(shop.app, "inventory", "dev", limit=2)
+    history = Ledger(relay_database()).history(shop.app, "inventory", "dev", limit=2)
     assert {r.commit for r in history} == {a, b}
     assert all(r.outcome == Outcome.SUCCEEDED for r in history)
     first, second = sorted(deploy_window(r.flow_run_id) for r in history)

@@ -34,7 +34,7 @@ from flows.release import release
 from relay.errors import TerminalError
 from relay.ledger import Ledger, Outcome, Record
 from relay.releases import Release
-from relay.settings import ledger_path
+from relay.settings import relay_database
 from tests.flows.shop import Shop, shop_repository
 
 pytestmark = pytest.mark.stack
@@ -110,7 +110,7 @@ def version(environment: str, service: str) -> str:
 
 
 def ledger() -> Ledger:
-    return Ledger(ledger_path())
+    return Ledger(relay_database())
 
 
 def release_of(shop: Shop, commit: str) -> Release:

@@ -33,7 +33,7 @@ from flows.service_pipeline import service_pipeline
 from relay.errors import StageFailed
 from relay.ledger import Ledger, Outcome
 from relay.packages import sbom_packages, sbom_path
-from relay.settings import ledger_path
+from relay.settings import ledger_path, relay_database
 from tests.advisories import JINJA2_2_10, advisory_index
 from tests.flows.shop import Shop, shop_repository
 
@@ -108,7 +108,7 @@ def restore(shop: Shop, path: str, commit: str) -> None:
 
 
 def dev_record(shop: Shop, service: str) -> Any:
-    return Ledger(ledger_path()).current(shop.app, "dev", service)
+    return Ledger(relay_database()).current(shop.app, "dev", service)
 
 
 def test_the_clean_shop_passes_every_gate(shop: Shop, clean: dict[str, str]) -> None:
@@ -307,5 +307,5 @@ def test_current_allow_entries_let_the_promotion_through(shop: Shop, vulnerable:
     staged = {r.service: r.image for r in asyncio.run(promote(str(shop.repo), commit, "staging"))}
 
     assert staged == dev
-    record = Ledger(ledger_path()).current(shop.app, "staging", "payments")
+    record = Ledger(relay_database()).current(shop.app, "staging", "payments")
     assert record is not None and record.outcome == Outcome.SUCCEEDED

@@ -25,7 +25,7 @@ from flows.rollback import rollback
 from relay.errors import RolledBack, TerminalError
 from relay.ledger import Ledger, Outcome
 from relay.platforms.docker import kept_versions
-from relay.settings import ledger_path, relay_home
+from relay.settings import relay_database, relay_home
 from tests.echo import Load
 from tests.flows.shop import Shop, shop_repository
 
@@ -95,13 +95,13 @@ def test_a_rollback_within_the_window_switches_back_without_starting_a_container
     assert {status for _, _, status in load.log} == {200}, "no client request failed"
     seen = [v for _, v, _ in load.log]
     assert seen[0] == v2 and seen[-1] == v1 and seen.index(v1) == len(seen) - seen[::-1].index(v2)
-    record = Ledger(ledger_path()).current(shop.app, "staging", "payments")
+    record = Ledger(relay_database()).current(shop.app, "staging", "payments")
     assert record is not None and record.commit == v1 and record.strategy == "rollback"
     assert "switched back to the kept previous version" in (record.comment or "")
 
 
 def test_a_promotion_before_the_soak_time_is_refused_saying_when_it_may_go(shop: Shop) -> None:
-    staged = Ledger(ledger_path()).current(shop.app, "staging", "payments")
+    staged = Ledger(relay_database()).current(shop.app, "staging", "payments")
     assert staged is not None, "the release above serves staging"
     with pytest.raises(TerminalError) as refused:
         asyncio.run(promote(str(shop.repo), staged.commit, "prod"))
@@ -112,7 +112,7 @@ def test_a_promotion_before_the_soak_time_is_refused_saying_when_it_may_go(shop:
         f"may be promoted to prod at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(ready))} UTC"
         in message
     )
-    assert Ledger(ledger_path()).current(shop.app, "prod", "payments") is None
+    assert Ledger(relay_database()).current(shop.app, "prod", "payments") is None
 
 
 # Payments that answers /version with 500 from 2 s after it started, in staging only (dev's
@@ -126,7 +126,7 @@ FAILS_LATER = """    def version(self, params, raw, request_id):
 
 
 def test_a_version_failing_while_watched_after_its_switch_is_put_back(shop: Shop) -> None:
-    before = Ledger(ledger_path()).current(shop.app, "staging", "payments")
+    before = Ledger(relay_database()).current(shop.app, "staging", "payments")
     assert before is not None
     shop.edit_manifest(lambda m: m["environments"]["staging"].update(watch_seconds=6))
     app = shop.repo / "services/payments/app.py"
@@ -142,7 +142,7 @@ def test_a_version_failing_while_watched_after_its_switch_is_put_back(shop: Shop
     assert "error rate" in str(failed.value)
     assert version() == before.commit, "the previous version serves again"
     assert any(v == late for _, v, _ in load.log), "the new version took traffic first"
-    [record] = Ledger(ledger_path()).history(shop.app, "payments", "staging", limit=1)
+    [record] = Ledger(relay_database()).history(shop.app, "payments", "staging", limit=1)
     assert record.outcome == Outcome.WATCH_FAILED and record.commit == late
     assert "failed while watched with all traffic after the switch" in record.reason
 
@@ -152,7 +152,7 @@ def test_a_metrics_source_unreadable_while_watched_puts_the_previous_version_bac
 ) -> None:
     """`on_inconclusive: fail` (the default): a watch that could not read its metrics saw
     nothing, and nothing seen is not a pass."""
-    before = Ledger(ledger_path()).current(shop.app, "staging", "payments")
+    before = Ledger(relay_database()).current(shop.app, "staging", "payments")
     assert before is not None
     nowhere = "http://127.0.0.1:9"  # discard: nothing listens there
     shop.edit_manifest(

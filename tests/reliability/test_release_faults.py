@@ -26,7 +26,7 @@ import pytest
 from flows.service_pipeline import service_pipeline
 from relay.ledger import Ledger, Outcome
 from relay.platforms.docker import DockerPlatform
-from relay.settings import ledger_path, relay_home
+from relay.settings import relay_database, relay_home
 from relay.traffic import make_router
 from tests.echo import Load
 from tests.flows.shop import Shop, shop_repository
@@ -144,8 +144,8 @@ def test_canary_killed_mid_analysis_rolls_back_and_stable_serves_throughout(
     assert errors == [], errors
     after = [version for at, version, _ in load.log if at > killed_at + 1]
     assert after and set(after[-20:]) == {v1}
-    record = Ledger(ledger_path()).current(shop.app, "dev", "payments")
-    latest = Ledger(ledger_path()).history(shop.app, "payments", "dev", limit=1)[0]
+    record = Ledger(relay_database()).current(shop.app, "dev", "payments")
+    latest = Ledger(relay_database()).history(shop.app, "payments", "dev", limit=1)[0]
     assert latest.commit == v2 and latest.outcome in {Outcome.ROLLED_BACK, Outcome.FAILED}
     assert record is not None and record.commit == v1
     running = dev.running(shop.app, "dev", "payments")
@@ -175,7 +175,7 @@ def test_two_releases_of_one_service_started_together_run_one_after_the_other(
         thread.join(timeout=5)
         assert "error" not in outcome, outcome.get("error")
 
-    records = Ledger(ledger_path()).history(shop.app, "payments", "staging")
+    records = Ledger(relay_database()).history(shop.app, "payments", "staging")
     assert sorted(r.commit for r in records) == sorted(commits), records
     assert all(r.outcome == Outcome.SUCCEEDED for r in records)
     first, last = sorted(records, key=lambda r: r.ended_at)
