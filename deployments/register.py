@@ -13,8 +13,11 @@ PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_NIGHTLY_CRON = "0 2 * * *"
 
 
-def register_deployments(nightly_repository: str, nightly_cron: str | None = None) -> str:
-    """`prefect deploy --all` for prefect.yaml, with the values it reads from the environment."""
+def register_deployments(
+    nightly_repository: str, nightly_cron: str | None = None, names: list[str] | None = None
+) -> str:
+    """`prefect deploy --all` for prefect.yaml (or only the deployments `names`), with the
+    values it reads from the environment."""
     env = {
         **os.environ,
         "RELAY_PROJECT_DIR": str(PROJECT),
@@ -23,7 +26,10 @@ def register_deployments(nightly_repository: str, nightly_cron: str | None = Non
         or os.environ.get("RELAY_NIGHTLY_CRON", DEFAULT_NIGHTLY_CRON),
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        [
+            sys.executable, "-m", "prefect", "--no-prompt", "deploy",
+            *([f"--name={n}" for n in names] if names else ["--all"]),
+        ],  # fmt: skip
         cwd=PROJECT,
         env=env,
         capture_output=True,

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from blocks import ContainerRegistry
 from flows.client import one_client_for_tasks
+from flows.spread import spread
 from flows.timer import StageTimer
 from relay.manifest import Manifest
 from relay.registry import ImageRef
@@ -53,7 +54,12 @@ class BuiltService(BaseModel):
     notes: dict[str, str] = {}  # per stage: where it ran, cached or not, skipped and why
 
 
-@flow(name="build", flow_run_name="build-{service}", **SHIP_LOGS)
+@flow(
+    name="build",
+    flow_run_name="build-{service}",
+    persist_result=spread(),  # a release on another worker reads it (flows/spread.py)
+    **SHIP_LOGS,
+)
 async def build_service(
     repository: str,
     commit: str,

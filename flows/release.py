@@ -29,6 +29,7 @@ from flows.dag import run_over_graph
 from flows.deploy import differing, record_outcome, record_unchanged, release_attempt
 from flows.promote import promote
 from flows.service_pipeline import ServiceRelease, deploy_service
+from flows.spread import run_on_any_worker, spread
 from relay import git
 from relay.discovery import service_urls, url_variable
 from relay.errors import StageFailed
@@ -57,6 +58,16 @@ def build_one(
 
     A sync task with `asyncio.run`, not an async task awaiting the subflow: measured on this
     Prefect (3.9.1), the async form cost ~2 s more per service."""
+    if spread():
+        parameters = {
+            "repository": repository,
+            "commit": commit,
+            "service": service,
+            "environment": environment,
+            "manifest_file": manifest_file,
+        }
+        built = run_on_any_worker("build/build-service", f"build-{service}", parameters)
+        return BuiltService.model_validate(built)
     return asyncio.run(build_service(repository, commit, service, environment, manifest_file))
 
 
@@ -71,6 +82,20 @@ def ship_service(
     manifest_file: str,
 ) -> ServiceRelease:
     """One service's deployment into the first environment, as `build_one` runs its build."""
+    if spread():
+        parameters = {
+            "repository": repository,
+            "commit": commit,
+            "service": service,
+            "environment": environment,
+            "built": built[service].model_dump(mode="json"),
+            "release": release,
+            "manifest_file": manifest_file,
+        }
+        shipped = run_on_any_worker(
+            "deploy-service/deploy-service", f"{service}-{environment}", parameters
+        )
+        return ServiceRelease.model_validate(shipped)
     return asyncio.run(
         deploy_service(
             repository, commit, service, environment, built[service], release, manifest_file

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from flows.build import BuiltService, build_service
 from flows.client import one_client_for_tasks
 from flows.deploy import Attempt, deploy_lock, recorded, roll_out, verified
+from flows.spread import spread
 from flows.timer import StageTimer
 from relay.discovery import service_urls
 from relay.errors import TerminalError
@@ -49,6 +50,7 @@ class ServiceRelease(BaseModel):
 @flow(
     name="deploy-service",
     flow_run_name="{service}-{environment}",
+    persist_result=spread(),  # a release on another worker reads it (flows/spread.py)
     **with_hooks(SHIP_LOGS, NOTIFY_ON_FAILURE),
 )
 async def deploy_service(

@@ -23,6 +23,8 @@ NAMES = {
     "rollback",
     "rollback-environment",
     "service-pipeline",
+    "build-service",
+    "deploy-service",
     "nightly-e2e",
     "stop-kept-versions",
 }
