@@ -27,7 +27,11 @@ def register_deployments(
     }
     proc = subprocess.run(
         [
-            sys.executable, "-m", "prefect", "--no-prompt", "deploy",
+            sys.executable,
+            "-m",
+            "prefect",
+            "--no-prompt",
+            "deploy",
             *([f"--name={n}" for n in names] if names else ["--all"]),
         ],  # fmt: skip
         cwd=PROJECT,
