@@ -60,6 +60,10 @@ def cmd_stack(args: argparse.Namespace) -> int:
         raise RelayError("--postgres, --sqlite and --workers go with `relay stack up`")
     if args.action == "up":
         devstack.up(mode=devstack.mode_from(args.postgres, args.sqlite, args.workers))
+        _use_stack_environment()
+        from deployments.automations import ensure_crash_detection
+
+        print(devstack.progress_line("automation", ensure_crash_detection()))
     elif args.action == "down":
         devstack.down()
     elif args.action == "status":
@@ -384,6 +388,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     )
     register_deployments(repository, args.nightly_cron)
     print(f"registered the deployments of prefect.yaml (nightly-e2e checks {repository})")
+    from deployments.automations import ensure_crash_detection
+
+    print(ensure_crash_detection())
     return 0
 
 

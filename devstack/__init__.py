@@ -54,11 +54,11 @@ from __future__ import annotations
 
 from devstack.base_image import BASE_IMAGE, BASE_IMAGE_RELAY
 from devstack.docker_api import MANAGED_LABEL
-from devstack.endpoints import environment
+from devstack.endpoints import POSTGRES_PORT, environment
 from devstack.errors import StackError
 from devstack.lifecycle import down, status, up
 from devstack.mode import StackMode, load_mode
-from devstack.model import ComponentStatus, StackStatus
+from devstack.model import ComponentStatus, StackStatus, progress_line
 from devstack.paths import stack_home, stack_paths
 
 
@@ -74,6 +74,7 @@ def mode_from(postgres: bool, sqlite: bool, workers: int | None) -> StackMode | 
 
 
 __all__ = [
+    "POSTGRES_PORT",
     "BASE_IMAGE",
     "BASE_IMAGE_RELAY",
     "MANAGED_LABEL",
@@ -83,8 +84,11 @@ __all__ = [
     "StackStatus",
     "down",
     "environment",
+    "load_mode",
     "mode_from",
+    "progress_line",
     "stack_home",
+    "stack_paths",
     "status",
     "up",
 ]

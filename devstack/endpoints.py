@@ -55,6 +55,9 @@ def environment() -> dict[str, str]:
         # cure is PostgreSQL, what Prefect recommends beyond one machine: no such conflicts
         # (bench/switch_back.py and bench/webhooks.py measure both).
         "PREFECT_CLIENT_MAX_RETRIES": "8",
+        # A deployment run's heartbeat every 30 s (Prefect's default: 180): a run whose worker
+        # died is marked Crashed after 90 s of silence (deployments/automations.py).
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
         "RELAY_HOME": str(paths.home),
         # Where run results are kept: shared, so a release reads what its service pipelines
         # returned on other workers (`relay stack up --workers N`).

@@ -199,6 +199,8 @@ FAST = {
 
 
 def settings_for(shop: Shop, deployment: Deployment, state_dir: Path, **extra: Any) -> Any:
+    """A receiver of its own: its deliveries in a SQLite file in `state_dir` (not the stack's
+    RELAY_DATABASE_URL, which every test would share), unless `database` says otherwise."""
     target = RepositoryTarget(url=str(shop.path))
     return WebhookSettings(
         github_secret=SecretStr(SECRET),
@@ -206,7 +208,7 @@ def settings_for(shop: Shop, deployment: Deployment, state_dir: Path, **extra: A
         repositories={REPOSITORY: target, "mike/diaspora": target},
         deployment=deployment.name,
         state_dir=state_dir,
-        **{**FAST, **extra},
+        **{"database": str(state_dir / "deliveries.db"), **FAST, **extra},
     )
 
 
@@ -754,13 +756,16 @@ def test_healthz(url: str) -> None:
 # --- settings --------------------------------------------------------------------------------
 
 
-def test_settings_take_secrets_from_the_environment_and_the_rest_from_yaml(tmp_path: Path) -> None:
+def test_settings_take_secrets_from_the_environment_and_the_rest_from_yaml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "webhooks.yaml"
     config.write_text(
         f"repositories:\n  {REPOSITORY}:\n    url: /srv/git/hello.git\n"
         f"deployment: release/staging-line\nstate_dir: {tmp_path / 'state'}\n"
     )
 
+    monkeypatch.delenv("RELAY_DATABASE_URL", raising=False)  # a stack on PostgreSQL sets it
     loaded = WebhookSettings.load(config, {"RELAY_GITHUB_WEBHOOK_SECRET": "from-env"})
 
     assert loaded.github_secret is not None

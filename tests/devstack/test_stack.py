@@ -26,6 +26,14 @@ import devstack
 pytestmark = pytest.mark.stack
 
 COMPONENTS = ["dockerd", "base-image", "registry", "moto", "prometheus", "prefect", "worker"]
+
+
+def components(mode: devstack.StackMode) -> list[str]:
+    """What a stack in `mode` runs, in order: PostgreSQL first, the workers last."""
+    extra = [f"worker-{n}" for n in range(2, mode.workers + 1)]
+    return (["postgres"] if mode.postgres else []) + COMPONENTS + extra
+
+
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 MANAGED = {devstack.MANAGED_LABEL: "true"}
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -58,13 +66,16 @@ def _request(url: str, method: str = "GET", headers: dict[str, str] | None = Non
 
 def test_status_shows_every_component_running(live_stack: dict[str, str]) -> None:
     st = devstack.status()
-    assert [c.name for c in st.components] == COMPONENTS
+    mode = devstack.load_mode(devstack.stack_paths())
+    assert [c.name for c in st.components] == components(mode)
     not_ready = [c.name for c in st.components if not (c.running and c.ready)]
     assert not not_ready, f"not running/ready: {not_ready}\n{st}"
     for c in st.components:
         if c.name != "base-image":
             assert isinstance(c.pid, int) and Path(f"/proc/{c.pid}").exists()
     assert st["dockerd"].address == live_stack["DOCKER_HOST"]
+    if mode.postgres:  # the stack's clients find Relay's database there
+        assert live_stack.get("RELAY_DATABASE_URL", "").endswith(f":{devstack.POSTGRES_PORT}/relay")
 
 
 def test_second_up_starts_nothing_new_and_is_fast(live_stack: dict[str, str]) -> None:

@@ -2,16 +2,21 @@
 (`relay stack up --postgres --workers 2`): a release whose service pipelines run as deployment
 runs (`RELAY_SERVICE_RUNS=deployments`) spreads them over both workers, each worker with a
 `RELAY_HOME` of its own as a separate machine would have; the ledger in PostgreSQL holds every
-record once; two releases of one service deploy one after the other whichever workers run them.
+record once; two releases of one service deploy one after the other whichever workers run them;
+a worker killed in the middle of a release leaves its run crashed, and a retry completes it once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -21,6 +26,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import devstack
+from deployments.automations import ensure_crash_detection
 from deployments.register import register_deployments
 from flows.release import release
 from relay.ledger import Ledger, Outcome
@@ -48,6 +54,7 @@ def two_workers() -> None:
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     register_deployments("", names=["build-service", "deploy-service"])
+    ensure_crash_detection()
     with shop_repository(tmp_path_factory, "workers", OFFSETS, services=SERVICES) as shop:
         yield shop
 
@@ -65,10 +72,10 @@ def _release(shop: Shop, sha: str, services: list[str] | None = None) -> list[ob
 def _children(sha: str) -> list[FlowRun]:
     """The runs under the release of `sha` (its name: release-<sha>)."""
     with get_client(sync_client=True) as client:
-        [root] = client.read_flow_runs(
+        roots = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"release-{sha}"]))
         )
-        return [run for _, run in flow_runs_under(client, [root.id])]
+        return [run for _, run in flow_runs_under(client, [r.id for r in roots])]
 
 
 def test_a_release_spreads_its_service_pipelines_over_both_workers(
@@ -127,3 +134,76 @@ def test_two_releases_of_one_service_on_the_workers_deploy_one_after_the_other(
     assert {str(d.id) for d in deploys} == {r.flow_run_id for r in history}
     first, second = sorted(deploy_window(str(UUID(str(d.id)))) for d in deploys)
     assert first[1] <= second[0], "the second deploy started only after the first was tested"
+
+
+def _run_named(name: str, sha: str) -> FlowRun | None:
+    found = [c for c in _children(sha) if c.name == name and c.deployment_id is not None]
+    return found[0] if found else None
+
+
+def test_a_worker_killed_mid_release_crashes_its_run_and_a_retry_completes_it_once(
+    shop: Shop, spread: None
+) -> None:
+    """The machine of the worker deploying payments dies while its canary is being judged:
+    the automation marks the silent run Crashed (deployments/automations.py), the release
+    fails instead of waiting forever, and running it again deploys payments once."""
+
+    def slow_canary(manifest: dict[str, Any]) -> None:
+        dev = manifest["environments"]["dev"]
+        dev["strategy"] = "canary"
+        dev["canary_steps"] = [50, 100]
+        # no load is sent: an unjudged step goes on (the retry must finish)
+        dev["analysis"] = {"interval_seconds": 45, "on_inconclusive": "continue"}
+
+    shop.edit_manifest(slow_canary)
+    shop.edit("services/payments/app.py", '"""', '"""Payments, whose worker dies.\n')
+    sha = shop.commit("payments, on a worker that will die")
+    outcome: dict[str, object] = {}
+
+    def ship() -> None:
+        try:
+            outcome["result"] = _release(shop, sha, ["payments"])
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=ship)
+    thread.start()
+    deadline = time.monotonic() + 240
+    while True:
+        run = _run_named("payments-dev", sha)
+        canary = run is not None and any(c.name == "canary-payments-dev" for _, c in _under(run.id))
+        if canary and run is not None and run.infrastructure_pid:
+            break
+        assert time.monotonic() < deadline and thread.is_alive(), outcome
+        time.sleep(1)
+    node = f"relay-{os.uname().nodename}"
+    worker = run.labels["prefect.worker.name"]
+    name = "worker" if worker == node else f"worker-{worker.removeprefix(node + '-')}"
+    worker_pid = int(devstack.stack_paths().pidfile(name).read_text())
+    flow_pid = int(run.infrastructure_pid.rsplit(":", 1)[-1])  # "host:pid" or "pid"
+    for pid in (worker_pid, flow_pid):  # the machine dies: its worker and what it runs
+        os.kill(pid, signal.SIGKILL)
+    try:
+        thread.join(timeout=300)  # three missed heartbeats of 30 s, and the automation's beat
+        assert not thread.is_alive(), "the release must not wait forever for a dead worker"
+        with get_client(sync_client=True) as client:
+            crashed = client.read_flow_run(run.id)
+        assert crashed.state is not None and crashed.state.is_crashed(), crashed.state
+        assert "error" in outcome, outcome
+    finally:
+        devstack.up(progress=lambda _: None)  # the machine comes back: its worker restarts
+
+    again = _release(shop, sha, ["payments"])
+    assert [r.commit for r in again] == [sha]  # type: ignore[attr-defined]
+    records = [
+        r for r in Ledger(relay_database()).history(shop.app, "payments", "dev") if r.commit == sha
+    ]
+    assert [r.outcome for r in records] == [Outcome.SUCCEEDED], "deployed once, recorded once"
+    payments = 8004 + OFFSETS["dev"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{payments}/version", timeout=5) as response:
+        assert json.load(response)["version"] == sha
+
+
+def _under(run_id: UUID) -> list[tuple[int, FlowRun]]:
+    with get_client(sync_client=True) as client:
+        return flow_runs_under(client, [run_id])
