@@ -50,7 +50,7 @@ test: venv
 
 bench: venv
 	@scripts/install-deps --bench
-	@scripts/with-stack bash -c '$(VENV)/bin/python bench/fleet.py $(FLEET_ARGS) && $(VENV)/bin/python bench/promotion.py $(PROMOTION_ARGS) && $(VENV)/bin/python bench/promotion.py --backend postgresql $(PROMOTION_ARGS) && $(VENV)/bin/python bench/overhead.py $(OVERHEAD_ARGS) && $(VENV)/bin/python bench/rollback.py $(BENCH_ARGS) && $(VENV)/bin/python bench/memory.py $(MEMORY_ARGS) && $(VENV)/bin/python bench/webhooks.py $(WEBHOOK_ARGS) && $(VENV)/bin/python bench/webhooks.py --backend postgresql $(WEBHOOK_ARGS) && $(VENV)/bin/python bench/replay.py && $(VENV)/bin/python bench/switch_back.py && $(VENV)/bin/python bench/switch_back.py --backend postgresql && $(VENV)/bin/python bench/report.py'
+	@RELAY_STACK_UP_ARGS='--sqlite --workers 1' scripts/with-stack bash -c '$(VENV)/bin/python bench/fleet.py $(FLEET_ARGS) && $(VENV)/bin/python bench/promotion.py $(PROMOTION_ARGS) && $(VENV)/bin/python bench/promotion.py --backend postgresql $(PROMOTION_ARGS) && $(VENV)/bin/python bench/overhead.py $(OVERHEAD_ARGS) && $(VENV)/bin/python bench/rollback.py $(BENCH_ARGS) && $(VENV)/bin/python bench/memory.py $(MEMORY_ARGS) && $(VENV)/bin/python bench/webhooks.py $(WEBHOOK_ARGS) && $(VENV)/bin/python bench/webhooks.py --backend postgresql $(WEBHOOK_ARGS) && $(VENV)/bin/python bench/replay.py && $(VENV)/bin/python bench/switch_back.py && $(VENV)/bin/python bench/switch_back.py --backend postgresql && $(VENV)/bin/python bench/scale_out.py $(SCALE_ARGS) && $(VENV)/bin/python bench/report.py'
 
 lint: venv
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy

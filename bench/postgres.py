@@ -25,6 +25,7 @@ from devstack.postgres import free_port
 class PrefectServer:
     api_url: str
     log: Path  # the server's output, for its database errors
+    cluster: postgres.Cluster  # its PostgreSQL, where a benchmark may make databases of its own
 
 
 def wait_http(url: str, timeout: float) -> None:
@@ -74,7 +75,7 @@ def prefect_on_postgres() -> Iterator[PrefectServer]:
                     env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip
             wait_http(f"http://127.0.0.1:{port}/api/health", 180)
-            yield PrefectServer(f"http://127.0.0.1:{port}/api", log_path)
+            yield PrefectServer(f"http://127.0.0.1:{port}/api", log_path, pg)
         finally:
             if server is not None:
                 stop(server)
