@@ -64,6 +64,13 @@ def cmd_stack(args: argparse.Namespace) -> int:
         from deployments.automations import ensure_crash_detection
 
         print(devstack.progress_line("automation", ensure_crash_detection()))
+        if devstack.load_mode(devstack.stack_paths()).workers > 1:
+            # Service pipelines spread over the workers as runs of these (flows/spread.py).
+            from deployments.register import register_deployments
+
+            names = ["build-service", "deploy-service"]
+            register_deployments("", names=names)
+            print(devstack.progress_line("deployments", f"{', '.join(names)} registered"))
     elif args.action == "down":
         devstack.down()
     elif args.action == "status":
@@ -710,6 +717,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RelayError as exc:
         _explain(args, exc, prefix="relay: ")
+        return 1
+    except devstack.StackError as exc:  # the local stack could not do what was asked
+        print(f"relay stack {getattr(args, 'action', '')}: {exc}", file=sys.stderr)
         return 1
 
 

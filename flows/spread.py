@@ -18,6 +18,9 @@ import os
 from typing import Any
 
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+
+from relay.errors import TerminalError
 
 SERVICE_RUNS = "RELAY_SERVICE_RUNS"
 POLL_SECONDS = 1.0
@@ -34,13 +37,20 @@ def spread() -> bool:
 def run_on_any_worker(deployment: str, name: str, parameters: dict[str, Any]) -> Any:
     """Run `deployment` as a child run named `name`, wait for it, and return what it returned
     (or raise what it raised)."""
-    run = run_deployment(
-        deployment,
-        parameters=parameters,
-        flow_run_name=name,
-        as_subflow=True,
-        timeout=None,
-        poll_interval=POLL_SECONDS,
-    )
+    try:
+        run = run_deployment(
+            deployment,
+            parameters=parameters,
+            flow_run_name=name,
+            as_subflow=True,
+            timeout=None,
+            poll_interval=POLL_SECONDS,
+        )
+    except ObjectNotFound:
+        raise TerminalError(
+            f"{SERVICE_RUNS}=deployments, but the deployment {deployment} does not exist on the "
+            "Prefect server; register the deployments with `relay deploy`, or unset "
+            f"{SERVICE_RUNS} to run service pipelines in the release's own process"
+        ) from None
     assert run.state is not None
     return run.state.result(raise_on_failure=True)

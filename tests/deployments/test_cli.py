@@ -89,3 +89,17 @@ def test_version_and_help_for_every_option() -> None:
 def subcommands(top: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     (sub,) = [a for a in top._actions if isinstance(a, argparse._SubParsersAction)]
     return dict(sub.choices)
+
+
+def test_stack_options_that_cannot_be_honoured_say_why_and_change_nothing() -> None:
+    before = relay("stack", "env").stdout
+    too_many = relay("stack", "up", "--workers", "0")
+    assert too_many.returncode == 1
+    assert too_many.stderr.strip() == (
+        "relay stack up: --workers 0: the local stack runs 1 to 8 workers"
+    ), "one line, no traceback"
+    misplaced = relay("stack", "status", "--postgres")
+    assert misplaced.returncode == 1
+    assert "--postgres, --sqlite and --workers go with `relay stack up`" in misplaced.stderr
+    assert "Traceback" not in misplaced.stderr
+    assert relay("stack", "env").stdout == before, "the remembered mode is unchanged"
