@@ -6,6 +6,7 @@ with the same tree for a service produce the same image, so Relay builds once pe
 
 from __future__ import annotations
 
+import fcntl
 import re
 import subprocess
 from dataclasses import dataclass
@@ -84,8 +85,18 @@ def redact(url: str) -> str:
 def checkout(repository: str, sha: str, dest: Path) -> Path:
     """A clean working tree of `repository` at `sha` in `dest`, reused when it is already there.
 
-    Each commit gets its own directory, so concurrent pipelines never share a working tree.
+    Each commit gets its own directory, so pipelines of different commits never share a working
+    tree. The service runs of one commit do, and may be processes of their own (service
+    pipelines spread over workers, several on one machine): one at a time makes or checks the
+    tree, under a lock file beside it, so none reads a clone another has not finished.
     """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with (dest.parent / f"{dest.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _checkout(repository, sha, dest)
+
+
+def _checkout(repository: str, sha: str, dest: Path) -> Path:
     if (dest / ".git").exists():
         head = _git(["rev-parse", "HEAD"], cwd=dest)
         dirty = _git(["status", "--porcelain", "--ignored"], cwd=dest)
@@ -96,7 +107,6 @@ def checkout(repository: str, sha: str, dest: Path) -> Path:
         _git(["checkout", "--force", "--detach", sha], cwd=dest)
         _git(["clean", "-ffdx"], cwd=dest)
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
     _git(["clone", "--quiet", "--no-checkout", repository, str(dest)])
     try:
         _git(["checkout", "--quiet", "--detach", sha], cwd=dest)

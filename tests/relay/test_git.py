@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,3 +118,29 @@ def test_an_unreachable_remote_is_worth_another_try_a_missing_one_is_not(tmp_pat
         git.resolve_commit("http://127.0.0.1:9/nothing.git", "main")  # nothing listens on 9
     with pytest.raises(TerminalError, match="cannot read repository"):
         git.resolve_commit(str(tmp_path / "missing.git"), "main")
+
+
+def _checkout_in_process(repository: str, sha: str, dest: str, start: Any) -> None:
+    start.wait()
+    path = git.checkout(repository, sha, Path(dest))
+    assert git.commit_info(path, sha).subject
+
+
+def test_processes_checking_out_one_commit_at_once_all_get_the_tree(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Service runs of one commit on one machine (a worker's processes) share its checkout: a
+    process that found another's unfinished clone once failed (`git rev-parse HEAD`)."""
+    sha = commit(repo, {f"services/s{n}/app.py": f"N = {n}\n" for n in range(50)}, "fleet")
+    dest = tmp_path / "work" / sha[:12]
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(8)
+    processes = [
+        context.Process(target=_checkout_in_process, args=(str(repo), sha, str(dest), start))
+        for _ in range(8)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0] * 8
