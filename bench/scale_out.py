@@ -131,7 +131,7 @@ def release_once(repo: Path, sha: str, label: str) -> dict[str, Any]:
         "service_runs": len(children),
         "orchestration_share": round(sum(waited) / sum(lived), 3) if lived else None,
         "median_wait_s": round(statistics.median(waited), 2) if waited else None,
-        "median_run_s": round(statistics.median(lived), 2) if lived else None,
+        "median_lifetime_s": round(statistics.median(lived), 2) if lived else None,
         "runs_per_worker": workers,
     }
 
@@ -223,10 +223,10 @@ def main() -> int:
         "speedup_two_over_one": ratio,
     }
     print(
-        f"{'workers':>8} {'wall s':>8} {'runs':>5} {'orch. share':>12} {'wait s':>7} {'run s':>6}"
+        f"{'workers':>8} {'wall s':>8} {'runs':>5} {'orch. share':>12} {'wait s':>7} {'life s':>6}"
     )
     for label, r in (("1", one), ("2", two)):
-        share, wait, run = r["orchestration_share"], r["median_wait_s"], r["median_run_s"]
+        share, wait, run = r["orchestration_share"], r["median_wait_s"], r["median_lifetime_s"]
         print(
             f"{label:>8} {r['wall_s']:>8.1f} {r['service_runs']:>5} {share:>12.1%} "
             f"{wait:>7.2f} {run:>6.2f}"
