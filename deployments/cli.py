@@ -258,6 +258,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_releases(args: argparse.Namespace) -> int:
+    _use_stack_environment()  # the stack's database (RELAY_DATABASE_URL), unless set
     from deployments.releases import releases_report
 
     print(releases_report(_app(args), args.env, args.limit))
@@ -265,6 +266,7 @@ def cmd_releases(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    _use_stack_environment()  # the stack's database (RELAY_DATABASE_URL), unless set
     from deployments.releases import diff_report
 
     print(diff_report(_app(args), args.before, args.after, args.env, args.repo))
@@ -292,6 +294,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    _use_stack_environment()  # the stack's database (RELAY_DATABASE_URL), unless set
     from relay.ledger import Ledger
     from relay.status import format_history
 
@@ -315,6 +318,7 @@ LIMIT_FLAGS = (
 def cmd_analysis(args: argparse.Namespace) -> int:
     """A canary's recorded windows (SERVICE --env ENV, or --run), or `replay RUN` with other
     limits: each step's verdict and where the canary would have stopped."""
+    _use_stack_environment()  # the stack's database (RELAY_DATABASE_URL), unless set
     from pydantic import ValidationError
 
     from relay.ledger import Ledger

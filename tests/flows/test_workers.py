@@ -12,10 +12,13 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -37,6 +40,7 @@ from tests.flows.test_release import deploy_window
 
 pytestmark = pytest.mark.stack
 
+ROOT = Path(__file__).resolve().parents[2]
 OFFSETS = {"dev": 15500}
 SERVICES = (*CALLING, "catalog")  # five builds at once: more than one worker takes (--limit 4)
 
@@ -97,6 +101,14 @@ def test_a_release_spreads_its_service_pipelines_over_both_workers(
     assert sorted((r.service, r.outcome) for r in records) == sorted(
         (s, Outcome.SUCCEEDED) for s in SERVICES
     ), "one ledger in PostgreSQL, every record once"
+    # A user's `relay history`, with no database setting of its own, reads the stack's.
+    env = {k: v for k, v in os.environ.items() if k != "RELAY_DATABASE_URL"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "deployments.cli", "history", "gateway"],
+        capture_output=True, text=True, timeout=120, cwd=shop.repo,
+        env={**env, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert shown.returncode == 0 and sha[:12] in shown.stdout, shown.stdout + shown.stderr
     gateway = 8001 + OFFSETS["dev"]
     with urllib.request.urlopen(f"http://127.0.0.1:{gateway}/version", timeout=5) as response:
         assert json.load(response)["version"] == sha
