@@ -30,7 +30,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.exceptions import FlowPauseTimeout, NotPausedError
+from prefect.exceptions import FlowPauseTimeout, NotPausedError, PrefectHTTPStatusError
 from prefect.flow_runs import resume_flow_run
 
 from relay import redaction
@@ -102,13 +102,32 @@ def decide(
     if token:
         answer["token"] = token
     try:
-        resume_flow_run(run.id, run_input=answer)
+        _resume(run.id, answer)
     except (RuntimeError, NotPausedError, FlowPauseTimeout) as exc:
         raise TerminalError(f"run {run.id} did not take the answer: {exc}") from exc
     refusal = _refusal(run.id, answered_key, wait)
     if refusal:
         raise TerminalError(f"run {run.id} refused the answer: {refusal}")
     return run.id
+
+
+# How long an answer waits for a form the run is still writing (below).
+FORM_WRITTEN_SECONDS = 10.0
+
+
+def _resume(run_id: UUID, answer: dict[str, Any]) -> None:
+    """Resume the paused run with `answer`. A run that pauses again (it refused an answer)
+    enters Paused before it stores the new form's description, which `resume_flow_run` reads
+    first: answered in between, Prefect answers 404 (seen on PostgreSQL). Ask again then."""
+    deadline = time.monotonic() + FORM_WRITTEN_SECONDS
+    while True:
+        try:
+            resume_flow_run(run_id, run_input=answer)
+            return
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code != 404 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
 
 
 def _refusal(run_id: UUID, answered_key: str | None, wait: float) -> str | None:
