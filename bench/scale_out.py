@@ -157,12 +157,14 @@ def measure(count: int) -> dict[str, Any]:
         logs = Path(tmp) / "workers"
         logs.mkdir()
         repo, app, sha = make_app(Path(tmp), count)
-        print(f"scale_out: {count} services ({app}); building every image once", flush=True)
+        print(f"scale_out: {count} services ({app}); building every image once", file=sys.stderr)
         workers = [start_worker(1, env, logs)]
         try:
             time.sleep(5)
             warm = release_once(repo, sha, "warm")
+            print(f"scale_out: warm-up {warm['wall_s']} s; now one worker", file=sys.stderr)
             one = release_once(repo, sha, "one")
+            print(f"scale_out: one worker {one['wall_s']} s; now two", file=sys.stderr)
             workers.append(start_worker(2, env, logs))
             time.sleep(5)
             two = release_once(repo, sha, "two")
@@ -202,11 +204,11 @@ def main() -> int:
         subprocess.run(pool, env=env, check=True, capture_output=True, timeout=120)
         child = subprocess.run(
             [sys.executable, __file__, "--services", str(args.services)],
-            env=env, capture_output=True, text=True, timeout=5400,
+            env=env, stdout=subprocess.PIPE, text=True, timeout=5400,  # progress: stderr
         )  # fmt: skip
         shutil.rmtree(storage, ignore_errors=True)
     if child.returncode != 0:
-        print(child.stdout[-3000:], child.stderr[-5000:], file=sys.stderr)
+        print(child.stdout[-3000:], file=sys.stderr)
         return child.returncode
     lines = child.stdout.strip().splitlines()
     for line in lines[:-1]:
