@@ -56,12 +56,13 @@ class ManifestError(TerminalError):
     """The release manifest is invalid.
 
     Attributes:
-        path: The manifest file.
+        path: The manifest file, or how messages name it (`relay.yaml (git://… at 1a2b3c)`:
+            a string, since a Path would fold a URL's `//`).
         problems: Every problem found, each one line formatted as
             `"<file>: <field.path>: <what is wrong>; <what to write instead>"`.
     """
 
-    def __init__(self, path: Path, problems: list[str]) -> None:
+    def __init__(self, path: Path | str, problems: list[str]) -> None:
         # Both go to Exception.args so that the error survives pickling (Prefect stores it).
         super().__init__(path, problems)
         self.path = path

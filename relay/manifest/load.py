@@ -61,7 +61,8 @@ def parse_manifest(
         ManifestError: With every problem found.
     """
     path = Path(path)
-    shown = Path(shown_as) if shown_as is not None else path
+    # a string as given: Path('relay.yaml (git://host/x …)') would fold the URL's `//`
+    shown: str | Path = shown_as if shown_as is not None else path
     if not isinstance(data, dict):
         raise ManifestError(shown, [f"{shown}: {NOT_A_MAPPING.format(kind=_yaml_kind(data))}"])
     files_root = path.parent if check_files else None
@@ -75,7 +76,7 @@ def parse_manifest(
     if problems:
         raise ManifestError(shown, [f"{shown}: {problem}" for problem in problems])
     manifest._root = path.absolute().parent
-    manifest._source = shown if shown_as is not None else path.absolute()
+    manifest._source = Path(shown) if shown_as is not None else path.absolute()
     return manifest
 
 
@@ -101,7 +102,8 @@ def load_manifest(
         '127.0.0.1:5000/shop/orders'
     """
     path = Path(path)
-    shown = Path(shown_as) if shown_as is not None else path
+    # a string as given: Path('relay.yaml (git://host/x …)') would fold the URL's `//`
+    shown: str | Path = shown_as if shown_as is not None else path
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -141,3 +141,17 @@ def test_manifest_error_is_terminal_and_survives_pickling() -> None:
     assert isinstance(copy, TerminalError)
     assert isinstance(copy, RelayError)
     assert (copy.path, copy.problems, str(copy)) == (error.path, error.problems, str(error))
+
+
+def test_a_remote_repository_is_named_with_its_url_intact(tmp_path: Path) -> None:
+    """A release of `git://host/app` names its manifest `relay.yaml (git://host/app at …)`:
+    the URL as the user wrote it, not folded to `git:/host` by a path."""
+    shown = "relay.yaml (git://127.0.0.1:9418/app at 1a2b3c4d5e6f)"
+    text = with_environments("environments:\n  dev: {strategy: rolling}\n")  # no port_offset
+    path = write(tmp_path, text, scaffold=False)
+
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path, check_files=False, shown_as=shown)
+
+    assert str(caught.value).startswith(f"{shown}: 1 problem")
+    assert all(problem.startswith(f"{shown}: ") for problem in caught.value.problems)
