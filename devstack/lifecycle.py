@@ -33,6 +33,7 @@ from devstack.supervisor import (
     stop_processes,
     wait_ready,
 )
+from devstack.tool_images import ensure_tool_images
 
 
 @contextlib.contextmanager
@@ -79,6 +80,10 @@ def up(progress: Callable[[str], None] = print, mode: StackMode | None = None) -
                     verb, detail = ensure_base_image(paths)
                     took = time.monotonic() - t0
                     progress(progress_line("base-image", f"{verb} in {took:.1f} s ({detail})"))
+                    t0 = time.monotonic()
+                    verb, detail = ensure_tool_images(paths)
+                    took = time.monotonic() - t0
+                    progress(progress_line("tool-images", f"{verb} in {took:.1f} s ({detail})"))
                 took = wait_ready(p, paths)
                 address = p.service.address(paths)
                 if p.service.name == "prefect":

@@ -52,6 +52,14 @@ def platform_home() -> Path:
     return Path(value).expanduser().absolute() if value else relay_home()
 
 
+def router_image() -> str | None:
+    """The image HAProxy routers run from as containers on the Docker engine
+    (``$RELAY_ROUTER_IMAGE``, such as ``haproxy:2.6``), or None: routers are processes on the
+    worker's host. Workers that run in containers (a `docker`, `kubernetes` or `ecs` work
+    pool) need it, since a router started inside a flow run's container would end with it."""
+    return os.environ.get("RELAY_ROUTER_IMAGE", "").strip() or None
+
+
 def prometheus_targets(home: Path | None = None) -> Path:
     """Where each HAProxy router writes its Prometheus scrape target (one JSON file per
     application environment, Prometheus' `file_sd_configs` format): a Prometheus that reads

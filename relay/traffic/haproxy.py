@@ -20,13 +20,14 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from relay.errors import RelayError, TerminalError
-from relay.settings import prometheus_targets
+from relay.settings import prometheus_targets, router_image
+from relay.traffic.haproxy_container import RouterContainer
 
 SLOTS = ("blue", "green")
 
@@ -116,6 +117,7 @@ class HAProxyRouter:
         home: Path,
         haproxy: str = "haproxy",
         labels: dict[str, str] | None = None,
+        image: str | None = None,
     ) -> None:
         self.name = name
         # Prometheus target labels; `router` (the name) always, `app` and `environment` when
@@ -136,6 +138,10 @@ class HAProxyRouter:
         self.routes_file = self.dir / "routes.json"
         self.metrics_port_file = self.dir / "metrics-port"
         self.target_file = prometheus_targets(home) / f"{name}.json"
+        # A container on the engine when an image is set (RELAY_ROUTER_IMAGE), so that a
+        # worker running in a container can end without taking the router with it.
+        image = image or router_image()
+        self.container = RouterContainer(name, self.dir, image) if image else None
 
     # -- routes and the process ---------------------------------------------------------------
 
@@ -165,8 +171,8 @@ class HAProxyRouter:
         """
         with self._locked():
             routes = self.routes()
-            pid = self.pid()
-            if routes.get(route.service) == route and pid is not None and self.target_file.exists():
+            running = self.running()
+            if routes.get(route.service) == route and running and self.target_file.exists():
                 return
             routes[route.service] = route
             self.pidfile.parent.mkdir(parents=True, exist_ok=True)
@@ -176,18 +182,16 @@ class HAProxyRouter:
                     list(routes.values()),
                     self.socket_path,
                     self.state_file,
-                    self.metrics_port(running=pid is not None),
+                    self.metrics_port(running=running),
                 )
             )
             self._check(candidate)
             previous = self.config.read_text() if self.config.exists() else None
             candidate.replace(self.config)
             try:
-                if pid is None:
-                    self._start([])
-                else:
+                if running:
                     self._save_state()
-                    self._start(["-sf", str(pid)])
+                self._start(reload=running)
             except RelayError:
                 if previous is not None:
                     self.config.write_text(previous)
@@ -232,17 +236,49 @@ class HAProxyRouter:
             return None
         return pid if b"haproxy" in cmdline and str(self.config).encode() in cmdline else None
 
+    def running(self) -> bool:
+        """Whether this environment's HAProxy runs (its container, or its process)."""
+        if self.container is not None:
+            return self.container.running()
+        return self.pid() is not None
+
     def _check(self, config: Path) -> None:
+        if self.container is not None:
+            self.container.check(config)
+            return
         argv = [self.haproxy, "-c", "-f", str(config)]
-        proc = subprocess.run(argv, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise TerminalError(
+                f"HAProxy {self.name}: {self.haproxy!r} is not installed on this worker; install "
+                "Debian's haproxy, or set RELAY_ROUTER_IMAGE (such as haproxy:2.6) to run routers "
+                "as containers on the Docker engine, which a worker in a container needs"
+            ) from None
         if proc.returncode != 0:
             alerts = [line for line in proc.stderr.splitlines() if "ALERT" in line]
             reason = "\n".join(alerts) or proc.stderr.strip()
             raise RelayError(f"HAProxy rejected the generated {config}:\n{reason}")
 
-    def _start(self, extra: list[str]) -> None:
+    def _start(self, reload: bool) -> None:
+        """Start HAProxy on the current configuration, or reload it; return once the admin
+        socket answers from the new process."""
         self.state_file.touch()
+        if self.container is not None:
+            before = self._serving_pid() if reload else None
+            if reload:
+                self.container.reload()
+            else:
+                self.container.start(self.config)
+
+            def replaced() -> bool:
+                serving = self._serving_pid()
+                return serving is not None and serving != before
+
+            self._wait_answering(replaced)
+            return
         old = self.pid()
+        extra = ["-sf", str(old)] if reload and old is not None else []
         proc = subprocess.run(
             [self.haproxy, "-D", "-f", str(self.config), "-p", str(self.pidfile), *extra],
             capture_output=True,
@@ -250,22 +286,47 @@ class HAProxyRouter:
         )
         if proc.returncode != 0:
             raise RelayError(f"HAProxy {self.name} did not start: {proc.stderr.strip()}")
+
+        def started() -> bool:
+            pid = self.pid()
+            if pid is None or pid == old or not self.socket_path.exists():
+                return False
+            self.command("show info")
+            return True
+
+        self._wait_answering(started)
+
+    def _serving_pid(self) -> str | None:
+        """The PID of the HAProxy process that answers on the admin socket, if one does."""
+        try:
+            info = self.command("show info")
+        except RelayError:
+            return None
+        return next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                     if line.startswith("Pid:")), None)  # fmt: skip
+
+    def _wait_answering(self, answered: Callable[[], object]) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            pid = self.pid()
-            if pid is not None and pid != old and self.socket_path.exists():
-                try:
-                    self.command("show info")
+            try:
+                if answered():
                     return
-                except RelayError:
-                    pass
+            except RelayError:
+                pass
             time.sleep(0.05)
-        raise RelayError(f"HAProxy {self.name} started but its admin socket never answered")
+        logs = self.container.logs() if self.container is not None else ""
+        raise RelayError(
+            f"HAProxy {self.name} started but its admin socket never answered"
+            + (f"; its last lines:\n{logs}" if logs else "")
+        )
 
     def _save_state(self) -> None:
         self.state_file.write_text(self.command("show servers state"))
 
     def stop(self) -> None:
+        if self.container is not None:
+            self.container.stop()
+            return
         pid = self.pid()
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
