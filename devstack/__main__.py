@@ -1,16 +1,23 @@
-"""``python -m devstack up|down|status|env``: the local stack from the command line."""
+"""``python -m devstack up|down|status|env|worker-image``: the local stack from the command
+line. ``worker-image`` builds Relay's worker image (the project's Dockerfile) on the stack's
+engine as ``relay/worker:local``."""
 
 from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
-from devstack import StackError, down, environment, mode_from, status, up
+from devstack import StackError, down, environment, mode_from, stack_paths, status, up
+from devstack.tool_images import WORKER_IMAGE, build_worker_image
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    usage = "usage: python -m devstack up [--postgres|--sqlite] [--workers N] | down | status | env"
+    usage = (
+        "usage: python -m devstack up [--postgres|--sqlite] [--workers N] | down | status | env "
+        "| worker-image"
+    )
     options = args[1:]
     postgres, sqlite = "--postgres" in options, "--sqlite" in options
     rest = [o for o in options if o not in {"--postgres", "--sqlite"}]
@@ -20,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     valid = not rest or workers is not None
     if (
         not args
-        or args[0] not in {"up", "down", "status", "env"}
+        or args[0] not in {"up", "down", "status", "env", "worker-image"}
         or not valid
         or (options and args[0] != "up")
     ):
@@ -29,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args[0] == "up":
             up(mode=mode_from(postgres, sqlite, workers))
+        elif args[0] == "worker-image":
+            project = Path(__file__).resolve().parent.parent
+            image = build_worker_image(stack_paths(), project)
+            print(f"{WORKER_IMAGE} {image}")
         elif args[0] == "down":
             down()
         elif args[0] == "status":
