@@ -397,8 +397,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         or os.environ.get("RELAY_NIGHTLY_REPOSITORY")
         or str(relay_home() / "demo" / "shop")
     )
-    register_deployments(repository, args.nightly_cron)
-    print(f"registered the deployments of prefect.yaml (nightly-e2e checks {repository})")
+    register_deployments(repository, args.nightly_cron, pool=args.pool, image=args.image)
+    where = f" on work pool {args.pool}" if args.pool else ""
+    where += f" with image {args.image}" if args.image else ""
+    print(f"registered the deployments of prefect.yaml{where} (nightly-e2e checks {repository})")
     from deployments.automations import ensure_crash_detection
 
     print(ensure_crash_detection())
@@ -655,6 +657,12 @@ def parser() -> argparse.ArgumentParser:
     dp = sub.add_parser("deploy", help="register the Prefect deployments of prefect.yaml")
     dp.add_argument("--nightly-repo", help="repository the nightly end-to-end run checks")
     dp.add_argument("--nightly-cron", help='when the nightly run starts, UTC (default "0 2 * * *")')
+    dp.add_argument("--pool", help="the work pool to register them on (default: relay)")
+    dp.add_argument(
+        "--image",
+        help="the job image: Relay's worker image (Dockerfile), for a docker, kubernetes or ecs "
+        "pool; flows then start from its /opt/relay",
+    )
     dp.set_defaults(func=cmd_deploy)
     w = sub.add_parser("webhook", help="receive GitHub/GitLab webhooks that start releases")
     w.add_argument("action", choices=["serve"], help="serve: listen until stopped")

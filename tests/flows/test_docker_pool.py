@@ -22,16 +22,16 @@ from typing import Any
 
 import docker
 import pytest
+import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
-from prefect.utilities.callables import parameter_schema
 from prefect_docker.worker import DockerWorker
 
 import devstack
+from deployments.register import on_pool, prefect_deploy
 from devstack.tool_images import ROUTER_IMAGE, WORKER_IMAGE, build_worker_image
-from flows.release import release
 from relay.ledger import Ledger, Outcome
 from relay.settings import platform_home, relay_database
 from relay.traffic.haproxy import HAProxyRouter
@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OFFSETS = {"dev": 13250}  # the shop's staging and prod keep 12000 and 14000
 POOL = "relay-docker-test"
 WORKER_NAME = "docker-test-worker"
+DEPLOYMENT = "release-on-docker"
 FORWARDED = (  # what the job container needs of the stack's environment, besides DOCKER_HOST
     "RELAY_REGISTRY",
     "AWS_ENDPOINT_URL",
@@ -114,27 +115,40 @@ def _job_variables() -> dict[str, Any]:
     }
 
 
-async def _create_pool_and_deployment() -> str:
+async def _create_pool() -> None:
+    """A docker pool whose job template carries the stack's settings as defaults, as the README
+    tells a user to set up theirs: the deployments then only name the image."""
+    template = DockerWorker.get_default_base_job_template()
+    for key, value in _job_variables().items():
+        template["variables"]["properties"][key]["default"] = value
     async with get_client() as client:
-        template = DockerWorker.get_default_base_job_template()
         with contextlib.suppress(ObjectNotFound):  # one left by an interrupted run
             await client.delete_work_pool(POOL)
         await client.create_work_pool(
             WorkPoolCreate(name=POOL, type="docker", base_job_template=template)
         )
-        flow_id = await client.create_flow_from_name("release")
-        deployment_id = await client.create_deployment(
-            flow_id=flow_id,
-            name="release-on-docker",
-            entrypoint="flows/release.py:release",
-            work_pool_name=POOL,
-            pull_steps=[
-                {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/relay"}}
-            ],
-            job_variables=_job_variables(),
-            parameter_openapi_schema=parameter_schema(release).model_dump(),
-        )
-        return str(deployment_id)
+
+
+def _register_release_on_pool() -> str:
+    """prefect.yaml's `release` moved to the pool with the worker image, as `relay deploy --pool
+    ... --image ...` moves every deployment, under a name of its own: the other tests of the
+    session use `release/release` on the process pool."""
+    config = on_pool(yaml.safe_load((ROOT / "prefect.yaml").read_text()), POOL, WORKER_IMAGE)
+    (deployment,) = [d for d in config["deployments"] if d["name"] == "release"]
+    deployment["name"] = DEPLOYMENT
+    config["deployments"] = [deployment]
+    prefect_file = ROOT / f".prefect-{DEPLOYMENT}.yaml"
+    prefect_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    try:
+        prefect_deploy(prefect_file, "", None, [DEPLOYMENT], WORKER_IMAGE)
+    finally:
+        prefect_file.unlink()
+    with get_client(sync_client=True) as client:
+        registered = client.read_deployment_by_name(f"release/{DEPLOYMENT}")
+    pull = registered.pull_steps or []
+    assert pull[0]["prefect.deployments.steps.set_working_directory"]["directory"] == "/opt/relay"
+    assert registered.job_variables == {"image": WORKER_IMAGE}
+    return str(registered.id)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +156,8 @@ def docker_pool() -> Iterator[str]:
     """The worker image, a docker work pool with the release deployment, and its worker: a
     process of this machine whose job containers the stack's engine runs."""
     build_worker_image(devstack.stack_paths(), ROOT)
-    deployment_id = asyncio.run(_create_pool_and_deployment())
+    asyncio.run(_create_pool())
+    deployment_id = _register_release_on_pool()
     env = {**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "2"}
     worker = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--type", "docker",
@@ -172,7 +187,9 @@ def test_a_release_runs_to_dev_in_a_container_of_the_worker_image(
     sha = shop.commit("catalog, released from a docker work pool")
 
     run = run_deployment(
-        docker_pool, parameters={"repository": git_url, "commit": sha}, timeout=900
+        docker_pool,  # release/release-on-docker
+        parameters={"repository": git_url, "commit": sha},
+        timeout=900,
     )
 
     client = docker.from_env()
