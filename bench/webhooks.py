@@ -272,7 +272,7 @@ def served(config: dict[str, Any], workdir: Path) -> Iterator[tuple[str, subproc
     """The receiver in a child process; yields its base URL; stops it (by PID) at the end."""
     config_path = workdir / "receiver.json"
     config_path.write_text(json.dumps(config))
-    out = (workdir / "receiver.log").open("wb")
+    out = (workdir / "receiver.log").open("ab")  # both phases kept
     proc = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--serve-child", str(config_path)],
         cwd=ROOT,

@@ -93,6 +93,7 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 import time
 import uuid
@@ -145,6 +146,8 @@ ENV_BLOCK_SUFFIX = "_BLOCK"
 FORM = "application/x-www-form-urlencoded"
 # Forges send UUIDs (36 characters); anything much longer is not a delivery id.
 MAX_DELIVERY_ID = 200
+# What a delivery id may be: it is a segment of its status URL (/deliveries/<forge>/<id>).
+DELIVERY_ID = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._:-]+")
 # Creating a run is retried on these (the idempotency key makes it safe): quickly for at most
 # CREATE_RUN_SECONDS within one attempt, which a 503 of a busy SQLite server usually outlasts,
 # then by putting the delivery back in the queue with a growing delay.
@@ -759,6 +762,13 @@ def create_app(settings: WebhookSettings) -> FastAPI:
                 parse = parse_gitlab
             if len(delivery) > MAX_DELIVERY_ID:
                 raise _rejected(400, f"the delivery id is over {MAX_DELIVERY_ID} characters")
+            if not DELIVERY_ID.fullmatch(delivery):
+                # it becomes a path of the status URL: a `/` or `..` would name another one
+                raise _rejected(
+                    400,
+                    "the delivery id may hold only letters, digits, '-', '_', '.' and ':' (the "
+                    "forges send UUIDs), and not be '.' or '..'",
+                )
             payload = _json_payload(body, request.headers.get("content-type", ""))
             try:
                 decision = parse(event, payload, delivery=delivery)

@@ -634,6 +634,11 @@ def _cases(shop: Shop) -> dict[str, tuple[dict[str, Any], int, str]]:
             400,
             "the delivery id is over 200 characters",
         ),
+        "delivery-id-with-a-path": (
+            {"event": "push", "payload": develop, "delivery": "../x"},
+            400,
+            "the delivery id may hold only letters, digits",
+        ),
         "malformed-json": (
             {"event": "push", "payload": b'{"ref": "refs/heads/develop", '},
             400,
