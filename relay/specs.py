@@ -148,5 +148,7 @@ def kubernetes_spec(
         config=config,
         release=release,
         settings=fingerprint(run_settings(manifest, environment, service)),
-        access=ClusterAccess(settings.cluster, settings.kubeconfig, settings.context),
+        access=ClusterAccess(
+            settings.cluster, settings.kubeconfig, settings.context, settings.eks_cluster
+        ),
     )

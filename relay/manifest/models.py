@@ -293,12 +293,15 @@ class Kubernetes(_Model):
     """How a kubernetes environment reaches its cluster, and the size of its services.
 
     Cluster access, first that applies: `cluster` (a prefect-kubernetes
-    KubernetesClusterConfig block, e.g. saved from an EKS kubeconfig), `kubeconfig` (a file on
-    the worker) with `context`, in-cluster (the worker runs in a pod), else the default
-    kubeconfig ($KUBECONFIG, ~/.kube/config) with `context`.
+    KubernetesClusterConfig block, e.g. saved from an EKS kubeconfig), `eks_cluster` (an EKS
+    cluster's name: endpoint and CA from eks:DescribeCluster, a token from STS, with the AWS
+    credentials Relay uses everywhere), `kubeconfig` (a file on the worker) with `context`,
+    in-cluster (the worker runs in a pod), else the default kubeconfig ($KUBECONFIG,
+    ~/.kube/config) with `context`.
     """
 
     cluster: Annotated[str, Field(min_length=1)] | None = None
+    eks_cluster: Annotated[str, Field(pattern=r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")] | None = None
     kubeconfig: Annotated[str, Field(min_length=1)] | None = None
     context: Annotated[str, Field(min_length=1)] | None = None
     replicas: Annotated[int, Field(ge=REPLICAS_MIN, le=REPLICAS_MAX)] = 2
@@ -307,6 +310,16 @@ class Kubernetes(_Model):
         int, Field(ge=PROGRESS_DEADLINE_MIN, le=PROGRESS_DEADLINE_MAX)
     ] = 600
     gateway_namespace: Namespace = "gateway-system"
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> Kubernetes:
+        if self.eks_cluster is not None and (self.cluster or self.kubeconfig or self.context):
+            raise PydanticCustomError(
+                "relay",
+                "eks_cluster reaches the cluster on its own: remove cluster, kubeconfig and "
+                "context, or remove eks_cluster",
+            )
+        return self
 
 
 class Environment(_Model):

@@ -41,6 +41,7 @@ class ClusterAccess:
     cluster_block: str | None = None
     kubeconfig: str | None = None
     context: str | None = None
+    eks_cluster: str | None = None
 
 
 @dataclass(frozen=True)

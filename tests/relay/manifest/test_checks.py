@@ -107,6 +107,27 @@ def test_platform_specific_keys(tmp_path: Path) -> None:
     ]
 
 
+def test_an_eks_cluster_is_reached_one_way_only(tmp_path: Path) -> None:
+    text = with_environments(
+        """\
+        environments:
+          dev:
+            platform: kubernetes
+            namespace: shop-dev
+            kubernetes: {eks_cluster: shop-dev-cluster}
+          prod:
+            platform: kubernetes
+            namespace: shop-prod
+            kubernetes: {eks_cluster: prod, kubeconfig: /etc/kube/prod}
+        """
+    )
+
+    assert problems(tmp_path, text) == [
+        "environments.prod.kubernetes: eks_cluster reaches the cluster on its own: remove "
+        "cluster, kubeconfig and context, or remove eks_cluster"
+    ]
+
+
 @pytest.mark.parametrize(
     ("steps", "expected"),
     [
