@@ -43,7 +43,7 @@ from typing import Any
 import devstack
 from deployments import runlog
 from relay.errors import ManifestError, RelayError
-from relay.manifest import load_manifest
+from relay.manifest import Manifest, load_manifest
 from relay.settings import relay_database, relay_home
 
 APPROVAL_TOKEN_ENV = "RELAY_APPROVAL_TOKEN"
@@ -282,11 +282,24 @@ def _app(args: argparse.Namespace) -> str:
     raise RelayError("no relay.yaml here; pass --app NAME or run in the application's directory")
 
 
+def _manifest_of(app: str, path: Path) -> Manifest | None:
+    """The manifest at `path` when it is `app`'s: without it, every environment is read as a
+    Docker one. A manifest named with --file must exist."""
+    if not path.is_file():
+        if path != Path("relay.yaml"):
+            raise RelayError(f"{path}: no such file; pass the application's relay.yaml")
+        return None
+    manifest = load_manifest(path, check_files=False)
+    return manifest if manifest.app == app else None
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     _use_stack_environment()
     from deployments.status import status_report
 
-    report, drift = status_report(_app(args))
+    app = _app(args)
+    manifest = _manifest_of(app, args.file)
+    report, drift = status_report(app, manifest)
     print(report)
     for line in drift:
         print(f"drift: {line}")
@@ -604,6 +617,13 @@ def parser() -> argparse.ArgumentParser:
     df.set_defaults(func=cmd_diff)
     st = sub.add_parser("status", help="what runs where, since when, who approved")
     st.add_argument("--app", help="the application (default: ./relay.yaml's)")
+    st.add_argument(
+        "--file",
+        type=Path,
+        default=Path("relay.yaml"),
+        help="the application's manifest: its kubernetes environments are read from their "
+        "clusters (default: ./relay.yaml, when it is there)",
+    )
     st.set_defaults(func=cmd_status)
     h = sub.add_parser("history", help="every deployment attempt of a service")
     h.add_argument("service", help="the service, as named in relay.yaml")

@@ -148,7 +148,13 @@ def kubernetes_spec(
         config=config,
         release=release,
         settings=fingerprint(run_settings(manifest, environment, service)),
-        access=ClusterAccess(
-            settings.cluster, settings.kubeconfig, settings.context, settings.eks_cluster
-        ),
+        access=cluster_access(manifest, environment),
+    )
+
+
+def cluster_access(manifest: Manifest, environment: str) -> ClusterAccess:
+    """How `environment`'s cluster is reached (relay.yaml's `kubernetes:` settings)."""
+    settings = manifest.environments[environment].cluster
+    return ClusterAccess(
+        settings.cluster, settings.kubeconfig, settings.context, settings.eks_cluster
     )

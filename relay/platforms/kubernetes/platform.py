@@ -123,6 +123,19 @@ class KubeRollout:
         )
 
 
+@dataclass(frozen=True)
+class Serving:
+    """A service's serving Deployment as the cluster has it."""
+
+    deployment: str
+    image: str  # what its pods run
+    set_by_relay: str  # what Relay applied; differs after a hand edit
+
+    @property
+    def edited_by_hand(self) -> bool:
+        return bool(self.set_by_relay) and self.image != self.set_by_relay
+
+
 def _version(deployment: Obj) -> Version:
     meta = deployment["metadata"]
     notes = meta.get("annotations") or {}
@@ -257,6 +270,40 @@ class KubernetesPlatform:
         if found is None:
             return None
         return str(found["spec"].get("selector", {}).get(f"{PREFIX}/track", "")) or None
+
+    def serving(self, namespace: str, app: str) -> dict[str, Serving]:
+        """What each of `app`'s services in `namespace` runs, as the cluster has it: the image
+        of the serving Deployment's pod template (which `kubectl set image` changes) beside the
+        one Relay set (its annotation). For `relay status` and its drift."""
+        found: dict[str, Serving] = {}
+        selector = f"app.kubernetes.io/part-of={app},app.kubernetes.io/managed-by={MANAGER}"
+        for deployment in self.cluster.list(
+            "apps/v1", "Deployment", namespace, label_selector=selector
+        ):
+            labels = deployment["metadata"].get("labels") or {}
+            service = labels.get("app.kubernetes.io/name", "")
+            if not service or service in found:
+                continue
+            track = self._track_serving(namespace, service)
+            serving = self.cluster.get(
+                "apps/v1", "Deployment", namespace, deployment_name(service, track)
+            )
+            if serving is None or not serving["spec"].get("replicas"):
+                continue
+            containers = serving["spec"]["template"]["spec"]["containers"]
+            notes = serving["metadata"].get("annotations") or {}
+            found[service] = Serving(
+                deployment=serving["metadata"]["name"],
+                image=str(containers[0]["image"]),
+                set_by_relay=notes.get(f"{PREFIX}/image", ""),
+            )
+        return found
+
+    def _track_serving(self, namespace: str, service: str) -> str:
+        """The track the service's Service selects (blue/green), else the stable one."""
+        found = self.cluster.get("v1", "Service", namespace, service)
+        selector = (found or {}).get("spec", {}).get("selector") or {}
+        return str(selector.get(f"{PREFIX}/track") or "stable")
 
     def serves(self, spec: KubeSpec) -> Version | None:
         """The active version if it is exactly `spec` (image, secret versions, and every field
