@@ -26,12 +26,17 @@ for an image it cannot pull: phase Pending, Ready/ContainersReady False (Contain
 each container waiting with reason ``ImagePullBackOff``. A Deployment with such an image thus
 never gets available replicas and, after its ``progressDeadlineSeconds``, the controller
 manager sets its condition Progressing=False, reason ProgressDeadlineExceeded.
+
+A Job's pod goes Running, then Succeeded with exit code 0 (kwok's pod-complete stage), unless
+one of its images contains ``fails-tests`` (`FAILS_TESTS`): then a ``pod-fail`` stage ends it
+Failed with exit code 1, as tests that failed would. No pod has a log to read.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import copy
 import ctypes
 import datetime
 import ipaddress
@@ -50,6 +55,9 @@ import yaml
 from devstack.supervisor import stop_processes
 
 NEVER_READY = "never-ready"
+# A Job's pod whose image contains this ends Failed with exit code 1 (kwok runs no container,
+# so a test that wants failing tests chooses them by the image it gives the Job).
+FAILS_TESTS = "fails-tests"
 NODE_NAME = "kwok-node-0"
 # Fake addresses, allocated in the API and never connected to, from the benchmarking range
 # (RFC 2544) rather than a private one: nothing on this machine may target 10/8 or 172.16/12.
@@ -184,6 +192,7 @@ def _write_pki(pki: Path) -> None:
 def kwok_stages(stage_dir: Path) -> list[dict]:
     """kwok's default stages (copied from its module by the build) plus the never-ready one."""
     contains = f'.spec.containers.[].image | contains("{NEVER_READY}")'
+    fails = f'.spec.containers.[].image | contains("{FAILS_TESTS}")'
     stages = []
     for f in sorted(stage_dir.glob("*.yaml")):
         stage = yaml.safe_load(f.read_text())
@@ -191,6 +200,20 @@ def kwok_stages(stage_dir: Path) -> list[dict]:
             stage["spec"]["selector"]["matchExpressions"].append(
                 {"key": contains, "operator": "NotIn", "values": ["true"]}
             )
+        if stage["metadata"]["name"] == "pod-complete":
+            stage["spec"]["selector"]["matchExpressions"].append(
+                {"key": fails, "operator": "NotIn", "values": ["true"]}
+            )
+            failing = copy.deepcopy(stage)
+            failing["metadata"]["name"] = "pod-fail"
+            failing["spec"]["selector"]["matchExpressions"][-1]["operator"] = "In"
+            template = failing["spec"]["next"]["statusTemplate"]
+            failing["spec"]["next"]["statusTemplate"] = (
+                template.replace("exitCode: 0", "exitCode: 1")
+                .replace("reason: Completed", "reason: Error")
+                .replace("phase: Succeeded", "phase: Failed")
+            )
+            stages.append(failing)
         stages.append(stage)
     names = {s["metadata"]["name"] for s in stages}
     if "pod-ready" not in names:

@@ -19,7 +19,6 @@ from flows.deploy import Attempt, deploy_lock, recorded, roll_out, verified
 from flows.spread import spread
 from flows.timer import StageTimer
 from relay.discovery import service_urls
-from relay.errors import TerminalError
 from relay.manifest import Manifest
 from relay.stages.plan import stage_commands
 from tasks.record import artifact_key, publish_summary
@@ -28,7 +27,7 @@ from tasks.source import checkout_commit, read_manifest
 from tasks.support.logs import SHIP_LOGS
 from tasks.support.notify import NOTIFY_ON_FAILURE, with_hooks
 from tasks.support.tracing import relay_attributes
-from tasks.test import run_integration_tests, stage_site
+from tasks.test import run_integration_tests, run_integration_tests_in_cluster, stage_site
 
 
 class ServiceRelease(BaseModel):
@@ -93,7 +92,11 @@ async def deploy_service(
             committed_at=checkout.committed_at,
         )
         tests = stage_commands(spec, spec.directory(manifest.root)).integration_tests
-        needs_site = tests is not None or manifest.environments[environment].smoke_tests
+        # On kubernetes the tests run in the cluster, as a Job of the service's image.
+        in_cluster = manifest.environments[environment].platform == "kubernetes"
+        needs_site = (tests is not None and not in_cluster) or manifest.environments[
+            environment
+        ].smoke_tests
         site = (
             stage_site(docker_host, manifest, service, built.key, str(built.image))
             if needs_site
@@ -104,7 +107,19 @@ async def deploy_service(
                 with timer.stage("deploy"):
                     deployed = await roll_out(docker_host, manifest, attempt, site)
                 async with verified(docker_host, manifest, [(attempt, deployed)]):
-                    if tests is not None and site is not None:
+                    if tests is not None and in_cluster:
+                        with timer.stage("integration-tests"):
+                            run_integration_tests_in_cluster(
+                                manifest,
+                                environment,
+                                service,
+                                spec.test_image or str(built.image),
+                                tests,
+                                artifact_key(
+                                    manifest.app, service, f"{environment}-integration-tests"
+                                ),
+                            )
+                    elif tests is not None and site is not None:
                         with timer.stage("integration-tests"):
                             run_integration_tests(
                                 docker_host,
@@ -165,9 +180,3 @@ async def service_pipeline(
 def _check_target(manifest: Manifest, service: str, environment: str) -> None:
     manifest.check_services([service])
     manifest.check_environment(environment)
-    platform = manifest.environments[environment].platform
-    if platform != "docker":
-        raise TerminalError(
-            f"{manifest.source}: environments.{environment}.platform is {platform!r}, which this "
-            "version of Relay cannot deploy to yet; use platform: docker"
-        )

@@ -1,9 +1,11 @@
 """Test stages that run against deployed services.
 
-Integration and smoke tests run where the service's other stages run (its stage image,
-`tasks.stages`), with host networking so that `<NAME>_URL` on loopback reaches the services.
-The application's end-to-end tests belong to no service: they run on the worker, from the
-directory of `relay.yaml`.
+On docker, integration and smoke tests run where the service's other stages run (its stage
+image, `tasks.stages`), with host networking so that `<NAME>_URL` on loopback reaches the
+services. On kubernetes, integration tests run in the cluster as a Job (`relay.platforms.
+kubernetes.jobs`), where the cluster DNS names in `<NAME>_URL` resolve. The application's
+end-to-end tests belong to no service: they run on the worker, from the directory of
+`relay.yaml`.
 """
 
 from __future__ import annotations
@@ -12,14 +14,19 @@ import time
 from pathlib import Path
 
 from prefect import task
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect_docker import DockerHost
 
+from blocks.kubernetes import cluster_client
 from relay.discovery import service_urls
 from relay.errors import StageFailed
+from relay.junit import parse_report, results_table, summary
 from relay.manifest import Manifest
 from relay.platforms.docker import health_ok
+from relay.platforms.kubernetes.jobs import TestJob, reporting_command, run_job, split_report
 from relay.releases import Release
+from relay.specs import cluster_access
 from relay.stages.plan import stage_commands
 from relay.stages.site import StageResult, StageSite
 from tasks.record import artifact_key
@@ -42,6 +49,64 @@ def run_integration_tests(
     return run_tests(
         docker_host, "integration tests", service, site, command, artifact_key, urls, "host"
     )
+
+
+@task(name="run-integration-tests-in-cluster", cache_policy=NO_CACHE)
+def run_integration_tests_in_cluster(
+    manifest: Manifest,
+    environment: str,
+    service: str,
+    image: str,
+    command: list[str],
+    artifact_key: str,
+) -> StageResult:
+    """The service's integration tests as a Job in the environment's namespace, in `image`
+    (its `test_image`, else its own image), with the cluster DNS names as `<NAME>_URL`.
+
+    Raises:
+        StageFailed: the tests failed, or the Job never ran to an end (its reason, its log).
+    """
+    env = manifest.environments[environment]
+    namespace = env.namespace or f"{manifest.app}-{environment}"
+    job = TestJob(
+        app=manifest.app,
+        environment=environment,
+        namespace=namespace,
+        service=service,
+        stage="integration-tests",
+        image=image,
+        command=reporting_command(command),
+        env=service_urls(manifest, environment),
+    )
+    started = time.monotonic()
+    api = cluster_client(cluster_access(manifest, environment))
+    try:
+        outcome = run_job(api, job)
+    finally:
+        api.close()
+    output, report = split_report(outcome.output)
+    where = f"a Job in {namespace} ({outcome.reason})"
+    result = StageResult(
+        argv=command,
+        exit_code=1 if outcome.exit_code is None else outcome.exit_code,
+        output=output,
+        seconds=time.monotonic() - started,
+        where=where,
+        reports={"integration-tests.xml": report} if report else {},
+    )
+    cases = parse_report(report)
+    create_table_artifact(
+        key=artifact_key,
+        table=results_table(cases, command, result.ok),
+        description=f"Integration tests of {service} ({where}): {summary(cases)}",
+    )
+    if not result.ok:
+        code = "no exit code" if outcome.exit_code is None else f"exit code {outcome.exit_code}"
+        raise StageFailed(
+            f"{service}: integration tests failed ({summary(cases)}, {code}) in {where}:\n"
+            f"{result.tail()}"
+        )
+    return result
 
 
 @task(name="run-smoke-tests", cache_policy=NO_CACHE)
@@ -98,11 +163,16 @@ def run_services_integration_tests(
         if command is None:
             continue
         entry = release.services[name]
+        key = artifact_key(manifest.app, name, f"{environment}-integration-tests")
+        if manifest.environments[environment].platform == "kubernetes":
+            image = spec.test_image or str(entry.image)
+            run_integration_tests_in_cluster(manifest, environment, name, image, command, key)
+            continue
         run_integration_tests(
             docker_host,
             name,
             stage_site(docker_host, manifest, name, entry.key, str(entry.image)),
             command,
             urls,
-            artifact_key(manifest.app, name, f"{environment}-integration-tests"),
+            key,
         )

@@ -105,6 +105,9 @@ class Service(_Model):
     build: Command | None = None
     unit_tests: Command | None = None
     integration_tests: Command | None = None
+    # Kubernetes: the image its integration tests run in, as a Job in the environment's
+    # namespace (default: the service's own image, which must then hold its tests).
+    test_image: Annotated[str, Field(min_length=1)] | None = None
     sast: Sast | None = Field(default_factory=Sast)
     secret_keys: list[SecretKey] = Field(default_factory=list)
     secrets: dict[str, SecretId] = Field(default_factory=dict)

@@ -127,6 +127,19 @@ class Cluster:
         except DynamicApiError as exc:
             raise _api_error(f"deleting {kind} {namespace}/{name}", exc) from None
 
+    def delete_with_dependents(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> None:
+        """Delete an object and what it owns (a Job's pods) in the background."""
+        try:
+            self.resource(api_version, kind).delete(
+                name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+            )
+        except NotFoundError:
+            return
+        except DynamicApiError as exc:
+            raise _api_error(f"deleting {kind} {namespace}/{name}", exc) from None
+
 
 def _what(obj: Obj) -> str:
     meta = obj["metadata"]

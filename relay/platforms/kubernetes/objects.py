@@ -284,11 +284,18 @@ def secret(spec: KubeSpec, values: Mapping[str, str] | None) -> Obj:
     return obj
 
 
+def test_pod_labels(app: str) -> dict[str, str]:
+    """What the pods of the application's tests carry (`jobs.py`): the NetworkPolicies admit
+    them, since tests on kubernetes run where the services are."""
+    return {f"{PREFIX}/app": app, f"{PREFIX}/role": "tests"}
+
+
 def network_policy(spec: KubeSpec) -> Obj:
-    """Deny by default; in: only from the services that depend on this one (and the gateway's
-    namespace when it is public); out: to its dependencies and to DNS."""
+    """Deny by default; in: only from the services that depend on this one, the application's
+    test pods (and the gateway's namespace when it is public); out: to its dependencies and to
+    DNS."""
     port = [{"protocol": "TCP", "port": spec.port}]
-    sources: list[Obj] = []
+    sources: list[Obj] = [{"podSelector": {"matchLabels": test_pod_labels(spec.app)}}]
     if spec.dependents:
         sources.append({"podSelector": {"matchExpressions": [_in("service", spec.dependents)]}})
     if spec.public:

@@ -98,20 +98,23 @@ def test_secret_keys_are_shown_and_values_redacted() -> None:
     assert "data" not in secret
 
 
-def test_network_policy_admits_exactly_the_dependents_and_the_gateway_for_public() -> None:
+def test_network_policy_admits_exactly_the_dependents_tests_and_the_gateway_for_public() -> None:
     (orders,) = [o for o in rendered(service="orders") if o["kind"] == "NetworkPolicy"]
     (frontend,) = [o for o in rendered(service="frontend") if o["kind"] == "NetworkPolicy"]
+    tests = {"podSelector": {"matchLabels": {"relay.dev/app": "shop", "relay.dev/role": "tests"}}}
     assert orders["spec"]["ingress"][0]["from"] == [
+        tests,
         {
             "podSelector": {
                 "matchExpressions": [
                     {"key": "relay.dev/service", "operator": "In", "values": ["frontend"]}
                 ]
             }
-        }
+        },
     ]
     assert frontend["spec"]["ingress"][0]["from"] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway-system"}}}
+        tests,
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway-system"}}},
     ]
 
 

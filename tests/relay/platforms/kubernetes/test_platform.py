@@ -165,7 +165,11 @@ def test_deployment_service_secret_and_network_policy_are_written(
     policy = get(api, "NetworkPolicy", namespace, "orders")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     (ingress,) = policy["ingress"]
-    (source,) = ingress["from"]
+    tests, source = ingress["from"]
+    assert tests["podSelector"]["matchLabels"] == {
+        f"{PREFIX}/app": "shop",
+        f"{PREFIX}/role": "tests",
+    }
     assert source["podSelector"]["matchExpressions"] == [
         {"key": f"{PREFIX}/service", "operator": "In", "values": ["checkout", "frontend"]}
     ]
