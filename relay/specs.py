@@ -149,6 +149,8 @@ def kubernetes_spec(
         release=release,
         settings=fingerprint(run_settings(manifest, environment, service)),
         access=cluster_access(manifest, environment),
+        traffic=settings.traffic,
+        alb_scheme=settings.alb_scheme,
     )
 
 

@@ -313,6 +313,11 @@ class Kubernetes(_Model):
         int, Field(ge=PROGRESS_DEADLINE_MIN, le=PROGRESS_DEADLINE_MAX)
     ] = 600
     gateway_namespace: Namespace = "gateway-system"
+    # How a canary's traffic is split: auto (Gateway API when its HTTPRoute CRD is served, else
+    # replica ratio), gateway_api, replica_ratio, or alb (the AWS Load Balancer Controller's
+    # weighted target groups, on EKS), whose load balancer is `alb_scheme`.
+    traffic: Literal["auto", "gateway_api", "replica_ratio", "alb"] = "auto"
+    alb_scheme: Literal["internal", "internet-facing"] = "internal"
 
     @model_validator(mode="after")
     def _one_way_in(self) -> Kubernetes:

@@ -9,6 +9,7 @@ weights; canary is a series of weights. The providers:
 - `gateway_api` (Kubernetes, where the HTTPRoute CRD is served): an HTTPRoute's backend
   weights, exact.
 - `replica_ratio` (Kubernetes, anywhere): the two tracks' pod counts, coarse.
+- `alb` (EKS with the AWS Load Balancer Controller): an Ingress's weighted target groups, exact.
 
 Only `make_router` knows every provider; platforms ask it for theirs.
 """
@@ -18,12 +19,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from relay.traffic.alb import AlbIngress, AlbRouter
 from relay.traffic.gateway_api import GatewayApiRouter, HttpRoute, RouteStore
 from relay.traffic.haproxy import HAProxyRouter, Route
 from relay.traffic.replica_ratio import Pods, ReplicaRatioRouter
 
 __all__ = [
     "PROVIDERS",
+    "AlbIngress",
+    "AlbRouter",
     "GatewayApiRouter",
     "HAProxyRouter",
     "HttpRoute",
@@ -35,7 +39,7 @@ __all__ = [
     "make_router",
 ]
 
-PROVIDERS = (HAProxyRouter.type, GatewayApiRouter.type, ReplicaRatioRouter.type)
+PROVIDERS = (HAProxyRouter.type, GatewayApiRouter.type, ReplicaRatioRouter.type, AlbRouter.type)
 
 
 class TrafficRouter(Protocol):
@@ -67,6 +71,7 @@ def make_router(
     route: HttpRoute | None = None,
     pods: Pods | None = None,
     labels: dict[str, str] | None = None,
+    ingress: AlbIngress | None = None,
 ) -> TrafficRouter:
     """The router of `kind`, from what that provider needs.
 
@@ -74,7 +79,8 @@ def make_router(
       its configuration, socket and state live; `labels` (app, environment) for its
       Prometheus target;
     - `gateway_api`: the `store` holding HTTPRoutes and the service's `route`;
-    - `replica_ratio`: the service's `pods`.
+    - `replica_ratio`: the service's `pods`;
+    - `alb`: the `store` holding Ingresses and the service's `ingress`.
 
     Raises:
         ValueError: `kind` is not a provider, or what it needs is missing.
@@ -91,4 +97,8 @@ def make_router(
         if pods is None:
             raise ValueError("the replica_ratio router needs pods=")
         return ReplicaRatioRouter(pods)
+    if kind == AlbRouter.type:
+        if store is None or ingress is None:
+            raise ValueError("the alb router needs store= and ingress=")
+        return AlbRouter(store, ingress)
     raise ValueError(f"traffic router {kind!r} is not known; use one of: {', '.join(PROVIDERS)}")

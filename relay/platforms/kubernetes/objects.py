@@ -21,6 +21,7 @@ from typing import Any
 
 from relay.aws.secrets import ServiceConfig
 from relay.registry import ImageRef
+from relay.traffic import alb
 
 Obj = dict[str, Any]
 
@@ -78,6 +79,8 @@ class KubeSpec:
     release: str = ""
     settings: str = ""  # the run settings' fingerprint (relay.releases), an annotation
     access: ClusterAccess = field(default_factory=ClusterAccess)
+    traffic: str = "auto"  # a canary's router: auto | gateway_api | replica_ratio | alb
+    alb_scheme: str = "internal"  # the ALB of `traffic: alb`: internal | internet-facing
 
     @property
     def config_label(self) -> str:
@@ -365,6 +368,34 @@ def http_route(spec: KubeSpec, canary_weight: int) -> Obj:
     }
 
 
+def alb_ingress(spec: KubeSpec, canary_weight: int) -> Obj:
+    """The Ingress that the AWS Load Balancer Controller turns into an ALB listener rule with
+    two weighted target groups (the service's stable and canary Services): its rule forwards
+    to the action annotation, which holds the weights."""
+    action = f"{spec.service}-weighted"
+    weighted = alb.weighted_action(
+        f"{spec.service}-stable", f"{spec.service}-canary", spec.port, canary_weight
+    )
+    annotations = {
+        "alb.ingress.kubernetes.io/scheme": spec.alb_scheme,
+        "alb.ingress.kubernetes.io/target-type": "ip",
+        "alb.ingress.kubernetes.io/healthcheck-path": spec.health,
+        f"{alb.ACTIONS}{action}": weighted,
+    }
+    backend = {"service": {"name": action, "port": {"name": "use-annotation"}}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": _meta(spec.service, spec, _labels(spec), annotations=annotations),
+        "spec": {
+            "ingressClassName": "alb",
+            "rules": [
+                {"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}
+            ],
+        },
+    }
+
+
 def render(spec: KubeSpec, values: Mapping[str, str] | None = None) -> list[Obj]:
     """Every object a first deployment of `spec` applies, in apply order: what `relay render`
     prints (with `values` None, the Secret's values redacted) and GitOps users commit.
@@ -383,5 +414,5 @@ def render(spec: KubeSpec, values: Mapping[str, str] | None = None) -> list[Obj]
     if spec.strategy == "canary":
         found.append(service(spec, f"{spec.service}-stable", "stable"))
         found.append(service(spec, f"{spec.service}-canary", "canary"))
-        found.append(http_route(spec, 0))
+        found.append(alb_ingress(spec, 0) if spec.traffic == "alb" else http_route(spec, 0))
     return found

@@ -52,7 +52,16 @@ from relay.platforms.kubernetes.objects import (
 )
 from relay.platforms.kubernetes.rollout import progress, wait_rollout
 from relay.registry import ImageRef
-from relay.traffic import HttpRoute, Pods, TrafficRouter, gateway_api, make_router, replica_ratio
+from relay.traffic import (
+    AlbIngress,
+    HttpRoute,
+    Pods,
+    TrafficRouter,
+    alb,
+    gateway_api,
+    make_router,
+    replica_ratio,
+)
 from relay.traffic.gateway_api import canary_pods
 
 # How canary traffic is split, or (other strategies) how traffic reaches the new version.
@@ -98,7 +107,7 @@ class KubeRollout:
     spec: KubeSpec
     track: str
     stable: Version | None
-    traffic: str  # gateway_api | replica_ratio | service_selector | rolling_update
+    traffic: str  # gateway_api | alb | replica_ratio | service_selector | rolling_update
 
     @property
     def slot(self) -> str:
@@ -134,6 +143,10 @@ class Serving:
     @property
     def edited_by_hand(self) -> bool:
         return bool(self.set_by_relay) and self.image != self.set_by_relay
+
+
+# Routers that set exact weights on a route (the canary gets capacity in proportion first).
+EXACT = frozenset({gateway_api.TYPE, alb.TYPE})
 
 
 def _version(deployment: Obj) -> Version:
@@ -381,7 +394,7 @@ class KubernetesPlatform:
             self.switch(rollout)
             return 100
         spec = rollout.spec
-        if rollout.traffic == gateway_api.TYPE:
+        if rollout.traffic in EXACT:
             self._scale_new(rollout, canary_pods(spec.replicas, percent))  # capacity first
         router = self._router(rollout)
         router.set_weight(spec.service, {"stable": 100 - percent, "canary": percent})
@@ -398,7 +411,7 @@ class KubernetesPlatform:
             stall = self._roll(spec, "stable", spec.replicas)
             if stall is not None:
                 raise StageFailed(f"{spec.service}: updating {spec.service} stalled: {stall}")
-            if rollout.traffic == gateway_api.TYPE:
+            if rollout.traffic in EXACT:
                 self._router(rollout).set_weight(spec.service, ALL_STABLE)
 
     def stop_previous(self, rollout: KubeRollout) -> None:
@@ -421,7 +434,7 @@ class KubernetesPlatform:
                 self.cluster.apply(objects.service(spec, f"{spec.service}-preview", stable.track))
             self._scale_new(rollout, 0)
         elif rollout.track == "canary":
-            if rollout.traffic == gateway_api.TYPE:
+            if rollout.traffic in EXACT:
                 self._router(rollout).set_weight(spec.service, ALL_STABLE)
             self._undo_start(rollout)
         else:
@@ -530,8 +543,9 @@ class KubernetesPlatform:
             return SERVICE_SELECTOR
         if spec.strategy != "canary":
             return ROLLING_UPDATE
-        if self.traffic != "auto":
-            return self.traffic
+        chosen = spec.traffic if spec.traffic != "auto" else self.traffic
+        if chosen != "auto":
+            return chosen
         routes = self.cluster.serves(gateway_api.API_VERSION, gateway_api.KIND)
         return gateway_api.TYPE if routes else replica_ratio.TYPE
 
@@ -546,10 +560,12 @@ class KubernetesPlatform:
             self.cluster.apply(objects.service(spec, spec.service, None))
             return
         self.cluster.apply(objects.service(spec, spec.service, "stable"))
-        if traffic == gateway_api.TYPE:
+        if traffic in EXACT:
             for track in ("stable", "canary"):
                 self.cluster.apply(objects.service(spec, f"{spec.service}-{track}", track))
-            router = make_router(traffic, store=self.cluster, route=_http_route(spec))
+            router = make_router(
+                traffic, store=self.cluster, route=_http_route(spec), ingress=_alb_ingress(spec)
+            )
             router.set_weight(spec.service, ALL_STABLE)  # an interrupted canary's taken back
 
     def _router(self, rollout: KubeRollout) -> TrafficRouter:
@@ -560,7 +576,10 @@ class KubernetesPlatform:
             replicas=partial(self._track_replicas, rollout),
         )
         route = _http_route(rollout.spec)
-        return make_router(rollout.traffic, store=self.cluster, route=route, pods=pods)
+        ingress = _alb_ingress(rollout.spec)
+        return make_router(
+            rollout.traffic, store=self.cluster, route=route, pods=pods, ingress=ingress
+        )
 
     def _scale_track(self, rollout: KubeRollout, track: str, replicas: int) -> None:
         if track == "canary":
@@ -638,3 +657,9 @@ def _http_route(spec: KubeSpec) -> HttpRoute:
     """The service's HTTPRoute for the gateway_api router, rendered by `objects.http_route`."""
     managed = f"app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/part-of={spec.app}"
     return HttpRoute(spec.namespace, spec.service, partial(objects.http_route, spec), managed)
+
+
+def _alb_ingress(spec: KubeSpec) -> AlbIngress:
+    """The service's Ingress for the alb router, rendered by `objects.alb_ingress`."""
+    managed = f"app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/part-of={spec.app}"
+    return AlbIngress(spec.namespace, spec.service, partial(objects.alb_ingress, spec), managed)

@@ -62,9 +62,12 @@ MANIFEST = {
 }
 
 
-def rendered(strategy: str = "canary", service: str = "orders") -> list[dict[str, Any]]:
+def rendered(
+    strategy: str = "canary", service: str = "orders", traffic: str = "auto"
+) -> list[dict[str, Any]]:
     data = json.loads(json.dumps(MANIFEST))
     data["environments"]["prod"]["strategy"] = strategy
+    data["environments"]["prod"].setdefault("kubernetes", {})["traffic"] = traffic
     manifest = parse_manifest(data, "relay.yaml")
     return render(
         kubernetes_spec(manifest, "prod", service, ImageRef.parse(IMAGE), "abc", "tree", CONFIG)
@@ -90,6 +93,33 @@ def test_the_http_route_passes_the_crd_schema_on_a_real_api_server(control_plane
     finally:
         api.close()
     assert stored["spec"]["rules"][0]["backendRefs"][1]["weight"] == 0
+
+
+def test_an_alb_canary_renders_an_ingress_with_weighted_target_groups(
+    control_plane: Any,
+) -> None:
+    """`traffic: alb`: an Ingress for the AWS Load Balancer Controller, valid against the
+    schema and accepted by a real API server (dry run), all traffic on stable."""
+    found = rendered("canary", traffic="alb")
+    assert not [o for o in found if o["kind"] == "HTTPRoute"]
+    (ingress,) = [o for o in found if o["kind"] == "Ingress"]
+    kubernetes_validate.validate(ingress, kubernetes_validate.latest_version(), strict=True)
+    notes = ingress["metadata"]["annotations"]
+    action = json.loads(notes["alb.ingress.kubernetes.io/actions.orders-weighted"])
+    assert [(g["serviceName"], g["weight"]) for g in action["forwardConfig"]["targetGroups"]] == [
+        ("orders-stable", 100),
+        ("orders-canary", 0),
+    ]
+    assert notes["alb.ingress.kubernetes.io/scheme"] == "internal"
+    api = control_plane.api_client()
+    try:
+        stored = Cluster(api).apply(
+            ingress | {"metadata": ingress["metadata"] | {"namespace": "default"}}, dry_run=True
+        )
+    finally:
+        api.close()
+    assert stored["spec"]["ingressClassName"] == "alb"
+    assert stored["metadata"]["annotations"] == notes
 
 
 def test_secret_keys_are_shown_and_values_redacted() -> None:

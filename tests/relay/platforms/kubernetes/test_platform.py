@@ -6,6 +6,7 @@ stalled rollout undone."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -351,6 +352,45 @@ def test_canary_moves_http_route_weights_step_by_step(
     ]
     stable = get(api, "Deployment", namespace, "orders")
     assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == str(spec.image)
+    assert get(api, "Deployment", namespace, "orders-canary")["spec"]["replicas"] == 0
+
+
+def ingress_weights(api: client.ApiClient, namespace: str) -> dict[str, int]:
+    """The weights of the ALB action annotation, as the AWS Load Balancer Controller reads it."""
+    found = client.NetworkingV1Api(api).read_namespaced_ingress("orders", namespace)
+    action = json.loads(
+        found.metadata.annotations["alb.ingress.kubernetes.io/actions.orders-weighted"]
+    )
+    return {g["serviceName"]: g["weight"] for g in action["forwardConfig"]["targetGroups"]}
+
+
+def test_canary_on_alb_moves_the_ingress_target_group_weights_and_aborts_back(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """`traffic: alb` (EKS): the same steps through an Ingress for the AWS Load Balancer
+    Controller. No controller runs here: the Ingress is what it would read."""
+    platform = KubernetesPlatform(api)
+    platform.deploy(make_spec(namespace, "canary", traffic="alb"), VALUES)
+    spec = make_spec(namespace, "canary", "v2", traffic="alb")
+
+    rollout = platform.start_new(spec, VALUES)
+    assert rollout.traffic == "alb"
+    observed = [ingress_weights(api, namespace)]
+    assert platform.set_canary_weight(rollout, 20) == 20
+    observed.append(ingress_weights(api, namespace))
+    assert get(api, "Deployment", namespace, "orders-canary")["spec"]["replicas"] == 1
+    platform.abort(rollout)
+    observed.append(ingress_weights(api, namespace))
+
+    assert observed == [
+        {"orders-stable": 100, "orders-canary": 0},
+        {"orders-stable": 80, "orders-canary": 20},
+        {"orders-stable": 100, "orders-canary": 0},
+    ]
+    ingress = client.NetworkingV1Api(api).read_namespaced_ingress("orders", namespace)
+    assert ingress.spec.ingress_class_name == "alb"
+    backend = ingress.spec.rules[0].http.paths[0].backend.service
+    assert (backend.name, backend.port.name) == ("orders-weighted", "use-annotation")
     assert get(api, "Deployment", namespace, "orders-canary")["spec"]["replicas"] == 0
 
 
