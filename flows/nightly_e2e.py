@@ -20,7 +20,7 @@ from relay.stages.site import StageSite
 from tasks.record import artifact_key
 from tasks.source import checkout_commit, read_manifest
 from tasks.support.notify import notify
-from tasks.test import check_health, run_e2e_tests, run_smoke_tests, stage_site
+from tasks.test import check_health, e2e_tests, run_smoke_tests, stage_site
 
 
 @flow(name="nightly-e2e", flow_run_name="nightly-e2e-{e2e_environment}-{smoke_environment}")
@@ -42,13 +42,7 @@ async def nightly_e2e(
                     "end-to-end tests",
                     e2e_environment,
                     "(all)",
-                    lambda: run_e2e_tests(
-                        manifest.app,
-                        manifest.root,
-                        list(manifest.e2e_tests),
-                        service_urls(manifest, e2e_environment),
-                        artifact_key(manifest.app, e2e_environment, "e2e-tests"),
-                    ),
+                    lambda: e2e_tests(manifest, e2e_environment),
                 )
             )
         urls = service_urls(manifest, smoke_environment)

@@ -54,7 +54,6 @@ from relay.releases import Release, Via
 from relay.settings import relay_database
 from relay.stages.site import StageSite
 from tasks.promotion import verify_promotable
-from tasks.record import artifact_key
 from tasks.release import RUN_SUMMARY, find_release, record_arrival
 from tasks.scan import check_image_scans
 from tasks.secrets import resolve_configs
@@ -64,7 +63,7 @@ from tasks.support.labels import label_run
 from tasks.support.logs import SHIP_LOGS
 from tasks.support.notify import NOTIFY_ON_FAILURE, with_hooks
 from tasks.support.tracing import relay_attributes
-from tasks.test import run_e2e_tests, run_services_integration_tests, stage_site
+from tasks.test import e2e_tests, run_services_integration_tests, stage_site
 
 # How many services of a promotion are deployed at once (RELAY_CONCURRENCY), as in a release.
 CONCURRENCY = int(os.environ.get("RELAY_CONCURRENCY", "4"))
@@ -247,14 +246,7 @@ def _verify(
     tests. Production skips them: its checks are the strategy's (smoke tests, analysis)."""
     changed, dependents = impact(manifest.dependency_graph(), set(services))
     run_services_integration_tests(docker_host, manifest, made, environment, changed + dependents)
-    if manifest.e2e_tests:
-        run_e2e_tests(
-            manifest.app,
-            manifest.root,
-            list(manifest.e2e_tests),
-            service_urls(manifest, environment),
-            artifact_key(manifest.app, environment, "e2e-tests"),
-        )
+    e2e_tests(manifest, environment)
 
 
 async def _approve(

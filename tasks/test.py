@@ -66,14 +66,56 @@ def run_integration_tests_in_cluster(
     Raises:
         StageFailed: the tests failed, or the Job never ran to an end (its reason, its log).
     """
+    return _in_cluster(
+        manifest, environment, "integration tests", service, image, command, artifact_key
+    )
+
+
+@task(name="run-e2e-tests-in-cluster", cache_policy=NO_CACHE)
+def run_e2e_tests_in_cluster(
+    manifest: Manifest, environment: str, artifact_key: str
+) -> StageResult:
+    """The application's end-to-end tests as a Job in a kubernetes environment's namespace, in
+    `e2e_image`."""
+    assert manifest.e2e_tests is not None and manifest.e2e_image is not None  # noqa: S101
+    command = list(manifest.e2e_tests)
+    return _in_cluster(
+        manifest, environment, "end-to-end tests", "e2e", manifest.e2e_image, command, artifact_key
+    )
+
+
+def e2e_tests(manifest: Manifest, environment: str) -> StageResult | None:
+    """The application's end-to-end tests against `environment`, where they can reach it: a
+    Job in the namespace on kubernetes when `e2e_image` names their image, else on the worker.
+    None when the application has none."""
+    if manifest.e2e_tests is None:
+        return None
+    key = artifact_key(manifest.app, environment, "e2e-tests")
+    in_cluster = manifest.environments[environment].platform == "kubernetes"
+    if in_cluster and manifest.e2e_image is not None:
+        return run_e2e_tests_in_cluster(manifest, environment, key)
+    urls = service_urls(manifest, environment)
+    return run_e2e_tests(manifest.app, manifest.root, list(manifest.e2e_tests), urls, key)
+
+
+def _in_cluster(
+    manifest: Manifest,
+    environment: str,
+    kind: str,
+    who: str,
+    image: str,
+    command: list[str],
+    artifact_key: str,
+) -> StageResult:
+    """Run `command` as a Job in the environment's namespace; a red run raises StageFailed."""
     env = manifest.environments[environment]
     namespace = env.namespace or f"{manifest.app}-{environment}"
     job = TestJob(
         app=manifest.app,
         environment=environment,
         namespace=namespace,
-        service=service,
-        stage="integration-tests",
+        service=who,
+        stage=kind.replace(" ", "-"),
         image=image,
         command=reporting_command(command),
         env=service_urls(manifest, environment),
@@ -92,19 +134,18 @@ def run_integration_tests_in_cluster(
         output=output,
         seconds=time.monotonic() - started,
         where=where,
-        reports={"integration-tests.xml": report} if report else {},
+        reports={f"{job.stage}.xml": report} if report else {},
     )
     cases = parse_report(report)
     create_table_artifact(
         key=artifact_key,
         table=results_table(cases, command, result.ok),
-        description=f"Integration tests of {service} ({where}): {summary(cases)}",
+        description=f"{kind.capitalize()} of {who} ({where}): {summary(cases)}",
     )
     if not result.ok:
         code = "no exit code" if outcome.exit_code is None else f"exit code {outcome.exit_code}"
         raise StageFailed(
-            f"{service}: integration tests failed ({summary(cases)}, {code}) in {where}:\n"
-            f"{result.tail()}"
+            f"{who}: {kind} failed ({summary(cases)}, {code}) in {where}:\n{result.tail()}"
         )
     return result
 

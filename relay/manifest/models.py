@@ -487,6 +487,9 @@ class Manifest(_Model):
         default_factory=default_environments
     )
     e2e_tests: Command | None = None
+    # Kubernetes: the image the end-to-end tests run in, as a Job in the environment's
+    # namespace where the services' cluster DNS names resolve (without it: on the worker).
+    e2e_image: Annotated[str, Field(min_length=1)] | None = None
     image_scan: ImageScan = Field(default_factory=ImageScan)
     security: Security = Field(default_factory=Security)
     cloudwatch: CloudWatch = Field(default_factory=CloudWatch)

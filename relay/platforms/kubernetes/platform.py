@@ -339,9 +339,12 @@ class KubernetesPlatform:
         return current
 
     def _changes(self, wanted: Obj, stored: Obj) -> bool:
-        """Whether applying `wanted` would change `stored`'s spec (a server-side dry run)."""
+        """Whether applying `wanted` would change `stored`'s spec (a server-side dry run, so
+        both carry the server's defaults). Not the generation: a Deployment's also moves when
+        only its annotations do, and the version annotations (commit, release) change with
+        every release, also of a service whose image and settings did not."""
         dry = self.cluster.apply(wanted, dry_run=True)
-        return bool(dry["metadata"].get("generation") != stored["metadata"].get("generation"))
+        return bool(dry["spec"] != stored["spec"])
 
     # -- the steps strategies are made of -----------------------------------------------------
 
