@@ -226,8 +226,10 @@ def _smoke_sites(
     environment: str,
     services: list[str],
 ) -> dict[str, StageSite | None]:
-    """Where each service's smoke tests run (its stage image), when the environment has any."""
-    if not manifest.environments[environment].smoke_tests:
+    """Where each service's smoke tests run (its stage image), when the environment has any
+    (on kubernetes they run as Jobs: no stage image is needed)."""
+    settings = manifest.environments[environment]
+    if not settings.smoke_tests or settings.platform == "kubernetes":
         return {}
     return {
         s: stage_site(docker_host, manifest, s, made.services[s].key, str(made.image(s)))

@@ -94,9 +94,8 @@ async def deploy_service(
         tests = stage_commands(spec, spec.directory(manifest.root)).integration_tests
         # On kubernetes the tests run in the cluster, as a Job of the service's image.
         in_cluster = manifest.environments[environment].platform == "kubernetes"
-        needs_site = (tests is not None and not in_cluster) or manifest.environments[
-            environment
-        ].smoke_tests
+        smoke = manifest.environments[environment].smoke_tests
+        needs_site = not in_cluster and (tests is not None or bool(smoke))
         site = (
             stage_site(docker_host, manifest, service, built.key, str(built.image))
             if needs_site

@@ -151,6 +151,7 @@ def kubernetes_spec(
         access=cluster_access(manifest, environment),
         traffic=settings.traffic,
         alb_scheme=settings.alb_scheme,
+        test_image=spec.test_image or "",
     )
 
 

@@ -24,6 +24,7 @@ from relay.errors import StageFailed
 from relay.junit import parse_report, results_table, summary
 from relay.manifest import Manifest
 from relay.platforms.docker import health_ok
+from relay.platforms.kubernetes import ClusterAccess, KubeSpec
 from relay.platforms.kubernetes.jobs import TestJob, reporting_command, run_job, split_report
 from relay.releases import Release
 from relay.specs import cluster_access
@@ -109,25 +110,30 @@ def _in_cluster(
 ) -> StageResult:
     """Run `command` as a Job in the environment's namespace; a red run raises StageFailed."""
     env = manifest.environments[environment]
-    namespace = env.namespace or f"{manifest.app}-{environment}"
     job = TestJob(
         app=manifest.app,
         environment=environment,
-        namespace=namespace,
+        namespace=env.namespace or f"{manifest.app}-{environment}",
         service=who,
         stage=kind.replace(" ", "-"),
         image=image,
         command=reporting_command(command),
         env=service_urls(manifest, environment),
     )
+    return _run_job(job, cluster_access(manifest, environment), kind, command, artifact_key)
+
+
+def _run_job(
+    job: TestJob, access: ClusterAccess, kind: str, command: list[str], artifact_key: str
+) -> StageResult:
     started = time.monotonic()
-    api = cluster_client(cluster_access(manifest, environment))
+    api = cluster_client(access)
     try:
         outcome = run_job(api, job)
     finally:
         api.close()
     output, report = split_report(outcome.output)
-    where = f"a Job in {namespace} ({outcome.reason})"
+    where = f"a Job in {job.namespace} ({outcome.reason})"
     result = StageResult(
         argv=command,
         exit_code=1 if outcome.exit_code is None else outcome.exit_code,
@@ -137,17 +143,35 @@ def _in_cluster(
         reports={f"{job.stage}.xml": report} if report else {},
     )
     cases = parse_report(report)
-    create_table_artifact(
-        key=artifact_key,
-        table=results_table(cases, command, result.ok),
-        description=f"{kind.capitalize()} of {who} ({where}): {summary(cases)}",
-    )
+    if artifact_key:
+        create_table_artifact(
+            key=artifact_key,
+            table=results_table(cases, command, result.ok),
+            description=f"{kind.capitalize()} of {job.service} ({where}): {summary(cases)}",
+        )
     if not result.ok:
         code = "no exit code" if outcome.exit_code is None else f"exit code {outcome.exit_code}"
         raise StageFailed(
-            f"{who}: {kind} failed ({summary(cases)}, {code}) in {where}:\n{result.tail()}"
+            f"{job.service}: {kind} failed ({summary(cases)}, {code}) in {where}:\n{result.tail()}"
         )
     return result
+
+
+@task(name="run-smoke-tests-in-cluster", cache_policy=NO_CACHE)
+def run_smoke_tests_in_cluster(spec: KubeSpec, command: list[str], url: str) -> StageResult:
+    """Smoke tests against the new version directly (its own Service, `url`), before it gets
+    any traffic, as a Job in its namespace: in the service's `test_image`, else its image."""
+    job = TestJob(
+        app=spec.app,
+        environment=spec.environment,
+        namespace=spec.namespace,
+        service=spec.service,
+        stage="smoke-tests",
+        image=spec.test_image or str(spec.image),
+        command=reporting_command(command),
+        env={"SERVICE_URL": url},
+    )
+    return _run_job(job, spec.access, "smoke tests", command, "")
 
 
 @task(name="run-smoke-tests", cache_policy=NO_CACHE)

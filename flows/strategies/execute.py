@@ -32,6 +32,7 @@ from relay.errors import NotApproved, RelayError, RolledBack, StageFailed, Watch
 from relay.manifest import Environment
 from relay.platforms import AnyRollout, DeployResult, Spec
 from relay.platforms.docker import Rollout, health_ok
+from relay.platforms.kubernetes import KubeSpec
 from relay.prometheus import placeholders
 from relay.settings import prometheus_url
 from relay.stages.site import StageSite
@@ -59,7 +60,7 @@ from tasks.deploy import (
 from tasks.metrics import read_alarm_states, read_prometheus_traffic, read_version_traffic
 from tasks.record import artifact_key
 from tasks.support.cancellation import raise_if_cancelled
-from tasks.test import run_smoke_tests
+from tasks.test import run_smoke_tests, run_smoke_tests_in_cluster
 
 # How often a pause looks for a cancellation.
 CANCEL_CHECK_SECONDS = 1.0
@@ -121,7 +122,11 @@ async def _execute(step: object, run: _Run, smoke: StageSite | None) -> None:
         case StartNew():
             run.rollout = start_new_version(run.docker_host, run.spec)
         case SmokeTest():
-            if run.env.smoke_tests and smoke is not None:
+            if run.env.smoke_tests and isinstance(run.spec, KubeSpec):
+                run_smoke_tests_in_cluster(
+                    run.spec, list(run.env.smoke_tests), run.started.slot_url
+                )
+            elif run.env.smoke_tests and smoke is not None:
                 run_smoke_tests(
                     run.docker_host,
                     run.spec.service,

@@ -172,3 +172,28 @@ def test_a_release_to_a_kubernetes_dev_runs_its_tests_as_jobs_in_the_namespace(
         assert deployment.spec.template.spec.containers[0].image == first_api.image
     finally:
         api.close()
+
+
+def test_smoke_tests_run_as_a_job_against_the_new_version_before_it_gets_traffic(
+    app_repo: Path, namespace: str, control_plane: Any
+) -> None:
+    """dev's smoke tests, in store's test image whose tests fail: the Job fails before store's
+    first version takes traffic, and the release stops there, saying so."""
+    document = yaml.safe_load((app_repo / "relay.yaml").read_text())
+    document["environments"]["dev"]["smoke_tests"] = ["pytest", "-q", "smoke"]
+    document["services"]["store"]["test_image"] = f"127.0.0.1:5000/tests/{FAILS_TESTS}:smoke"
+    (app_repo / "relay.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    _git(app_repo, "commit", "-qam", "smoke tests in dev")
+    sha = _git(app_repo, "rev-parse", "HEAD")
+
+    with pytest.raises(RelayError, match=r"store: smoke tests failed .* a Job in " + namespace):
+        asyncio.run(release(str(app_repo), sha))
+
+    records = Ledger(relay_database()).history(document["app"], "store", "dev", limit=5)
+    assert [(r.commit, r.outcome) for r in records] == [(sha, Outcome.ROLLED_BACK)]
+    api = control_plane.api_client()
+    try:
+        store = client.AppsV1Api(api).read_namespaced_deployment("store", namespace)
+        assert store.spec.replicas == 0, "a first version that failed its smoke tests serves not"
+    finally:
+        api.close()

@@ -80,6 +80,7 @@ class KubeSpec:
     settings: str = ""  # the run settings' fingerprint (relay.releases), an annotation
     access: ClusterAccess = field(default_factory=ClusterAccess)
     traffic: str = "auto"  # a canary's router: auto | gateway_api | replica_ratio | alb
+    test_image: str = ""  # what its tests run in as Jobs (empty: its own image)
     alb_scheme: str = "internal"  # the ALB of `traffic: alb`: internal | internet-facing
 
     @property
