@@ -533,7 +533,11 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("path", nargs="?", default="relay.yaml", help="the manifest (./relay.yaml)")
     v.set_defaults(func=cmd_validate)
     r = sub.add_parser("run", help="run the release pipeline for a commit")
-    r.add_argument("--repo", required=True, help="path or URL of the application repository")
+    r.add_argument(
+        "--repo",
+        default=".",
+        help="path or URL of the application repository (default: this directory)",
+    )
     r.add_argument("--ref", default="HEAD", help="branch, tag or commit (default HEAD)")
     r.add_argument("--service", action="append", help="only this service (repeatable)")
     r.add_argument(
@@ -544,7 +548,11 @@ def parser() -> argparse.ArgumentParser:
     _verbose_option(r)
     r.set_defaults(func=cmd_run)
     pr = sub.add_parser("promote", help="promote a commit's verified images to an environment")
-    pr.add_argument("--repo", required=True, help="path or URL of the application repository")
+    pr.add_argument(
+        "--repo",
+        default=".",
+        help="path or URL of the application repository (default: this directory)",
+    )
     pr.add_argument("--ref", default="HEAD", help="branch, tag or commit (default HEAD)")
     pr.add_argument("--env", required=True, help="target environment, e.g. staging or prod")
     pr.add_argument("--service", action="append", help="only this service (repeatable)")

@@ -65,8 +65,10 @@ def _cluster_digests(manifest: Manifest, environment: str) -> tuple[dict[Where, 
     digests = {(environment, service): _digest(s.image) for service, s in serving.items()}
     notes = [
         f"{environment}/{service}: Deployment {namespace}/{s.deployment} was edited by "
-        f"hand: its pods run {s.image}, Relay set {s.set_by_relay}; deploy through Relay "
-        "(relay run, promote or rollback) to put it right"
+        f"hand: its pods run {s.image}, Relay set {s.set_by_relay}; Relay does not overwrite "
+        f"another manager's field: undo the edit (kubectl rollout undo deployment/"
+        f"{s.deployment} -n {namespace}), or give the field back to Relay (`relay render` "
+        "piped to kubectl apply --server-side --force-conflicts --field-manager=relay -f -)"
         for service, s in sorted(serving.items())
         if s.edited_by_hand
     ]

@@ -53,6 +53,7 @@ from relay.promotion import approval_description, previous_environment
 from relay.releases import Release, Via
 from relay.settings import relay_database
 from relay.stages.site import StageSite
+from tasks.deploy import check_cluster
 from tasks.promotion import verify_promotable
 from tasks.release import RUN_SUMMARY, find_release, record_arrival
 from tasks.scan import check_image_scans
@@ -123,6 +124,7 @@ async def promote(
         docker_host = DockerHost()
         check_security(docker_host, manifest, environment, images)
         resolve_configs(manifest, environment, selected)
+        check_cluster(manifest, environment)
         env = manifest.environments[environment]
         relay_attributes(
             app=manifest.app,

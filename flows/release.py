@@ -37,6 +37,7 @@ from relay.graph import impact, restricted, services_touched, topological_order
 from relay.manifest import Manifest
 from relay.releases import Release, ServiceImage, Via
 from relay.specs import release_settings
+from tasks.deploy import check_cluster
 from tasks.release import RUN_SUMMARY, record_arrival, record_release
 from tasks.secrets import resolve_configs
 from tasks.source import Checkout, checkout_commit, read_manifest
@@ -138,6 +139,7 @@ async def release(
         _log_base(manifest, checkout, base)
         for environment in environments[: environments.index(target) + 1]:
             resolve_configs(manifest, environment, selected)  # every environment, before any build
+            check_cluster(manifest, environment)
 
         built = run_over_graph(
             {name: [] for name in manifest.services},

@@ -21,6 +21,7 @@ from flows.timer import StageTimer
 from relay.discovery import service_urls
 from relay.manifest import Manifest
 from relay.stages.plan import stage_commands
+from tasks.deploy import check_cluster
 from tasks.record import artifact_key, publish_summary
 from tasks.secrets import resolve_configs
 from tasks.source import checkout_commit, read_manifest
@@ -168,6 +169,7 @@ async def service_pipeline(
         manifest = read_manifest(checkout, manifest_file)
         _check_target(manifest, service, environment)
         resolve_configs(manifest, environment, [service])  # a missing secret stops here
+        check_cluster(manifest, environment)
         built = await build_service(
             repository, checkout.commit, service, environment, manifest_file
         )

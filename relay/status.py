@@ -32,11 +32,11 @@ def drift(
         if record is not None and running is not None and record.digest != running:
             messages.append(
                 f"{where}: the ledger says {_said(record)} but the platform runs "
-                f"{short_digest(running)}…; redeploy or investigate a manual change"
+                f"{_running(running)}; redeploy or investigate a manual change"
             )
         elif record is None and running is not None:
             messages.append(
-                f"{where}: the platform runs {short_digest(running)}… but the ledger has no "
+                f"{where}: the platform runs {_running(running)} but the ledger has no "
                 "successful deployment there; deploy it through Relay or remove it"
             )
         elif record is not None and running is None:
@@ -45,6 +45,11 @@ def drift(
                 "redeploy or investigate a manual removal"
             )
     return messages
+
+
+def _running(found: str) -> str:
+    """A digest shortened (`sha256:1a2b…`); a reference by tag (a hand edit) in full."""
+    return f"{short_digest(found)}…" if found.startswith("sha256:") else found
 
 
 def _said(record: Record) -> str:

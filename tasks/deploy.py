@@ -20,7 +20,8 @@ from blocks.aws import aws_client
 from blocks.kubernetes import cluster_client
 from relay.analysis import Readings, ServerCounters
 from relay.aws.secrets import read_values
-from relay.errors import StageFailed
+from relay.errors import RelayError, StageFailed, TerminalError
+from relay.manifest import Manifest
 from relay.platforms import AnyRollout, Current, Platform, Spec
 from relay.platforms.docker import DeployResult, DeploySpec, DockerPlatform, Kept, kept_versions
 from relay.platforms.kubernetes import (
@@ -34,7 +35,9 @@ from relay.platforms.kubernetes import (
     note_kept,
 )
 from relay.settings import platform_home
+from relay.specs import cluster_access
 from relay.traffic import TrafficRouter, make_router
+from tasks.support.retry import on_transient
 from tasks.support.tracing import platform_span
 
 
@@ -96,6 +99,31 @@ def serving_already(docker_host: DockerHost, spec: Spec) -> Current | None:
     """The active version when it is exactly this image and healthy: nothing to deploy."""
     with _platform(docker_host, spec) as platform:
         return platform.serves(spec)  # type: ignore[no-any-return]
+
+
+@task(name="check-cluster", cache_policy=NO_CACHE, **on_transient(3, [1, 3, 10]))
+def check_cluster(manifest: Manifest, environment: str) -> None:
+    """A kubernetes environment's cluster answers and its namespace exists: checked before
+    anything is built, as its configuration is (a docker environment needs nothing here)."""
+    settings = manifest.environments[environment]
+    if settings.platform != "kubernetes":
+        return
+    namespace = settings.namespace or f"{manifest.app}-{environment}"
+    try:
+        api = cluster_client(cluster_access(manifest, environment))
+    except RelayError:
+        raise
+    except Exception as exc:  # a kubeconfig that is not there, an unknown context...
+        raise TerminalError(
+            f"{manifest.source}: environments.{environment}.kubernetes: cannot reach the "
+            f"cluster: {exc}"
+        ) from exc
+    try:
+        KubernetesPlatform(api).check_namespace(
+            namespace, f"{manifest.source}: environments.{environment}.namespace"
+        )
+    finally:
+        api.close()
 
 
 @task(name="start-new-version", cache_policy=NO_CACHE)

@@ -197,3 +197,23 @@ def test_smoke_tests_run_as_a_job_against_the_new_version_before_it_gets_traffic
         assert store.spec.replicas == 0, "a first version that failed its smoke tests serves not"
     finally:
         api.close()
+
+
+def test_a_namespace_that_does_not_exist_stops_the_release_before_any_build(
+    app_repo: Path, namespace: str
+) -> None:
+    document = yaml.safe_load((app_repo / "relay.yaml").read_text())
+    document["environments"]["dev"]["namespace"] = "no-such-namespace"
+    (app_repo / "relay.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    _git(app_repo, "commit", "-qam", "a namespace nobody made")
+    sha = _git(app_repo, "rev-parse", "HEAD")
+
+    with pytest.raises(RelayError) as stopped:
+        asyncio.run(release(str(app_repo), sha))
+
+    assert str(stopped.value).endswith(
+        "relay.yaml: environments.dev.namespace: namespace 'no-such-namespace' does not exist "
+        "in the cluster; create it (kubectl create namespace no-such-namespace), or name an "
+        "existing one: Relay does not create namespaces"
+    )
+    assert Ledger(relay_database()).releases(document["app"]) == [], "stopped before a release"

@@ -35,7 +35,7 @@ from typing import Any
 from kubernetes.client import ApiClient
 
 from relay.aws.secrets import SecretVersion, ServiceConfig
-from relay.errors import RolledBack, StageFailed
+from relay.errors import RolledBack, StageFailed, TerminalError
 from relay.platforms.docker import DeployResult
 from relay.platforms.kubernetes import objects
 from relay.platforms.kubernetes.cluster import Cluster
@@ -257,6 +257,21 @@ class KubernetesPlatform:
     def __init__(self, api_client: ApiClient, traffic: str = "auto") -> None:
         self.cluster = Cluster(api_client)
         self.traffic = traffic
+
+    def check_namespace(self, namespace: str, where: str) -> None:
+        """The namespace exists: Relay does not create namespaces (their quotas, policies and
+        access are the platform team's), so a missing one stops a release before any build.
+
+        Raises:
+            TerminalError: it does not exist, or the worker may not read it (`where` names
+                the environment's setting in relay.yaml).
+        """
+        if self.cluster.get("v1", "Namespace", "", namespace) is None:
+            raise TerminalError(
+                f"{where}: namespace {namespace!r} does not exist in the cluster; create it "
+                f"(kubectl create namespace {namespace}), or name an existing one: Relay "
+                "does not create namespaces"
+            )
 
     # -- what runs --------------------------------------------------------------------------
 
