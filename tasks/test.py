@@ -25,7 +25,7 @@ from relay.junit import parse_report, results_table, summary
 from relay.manifest import Manifest
 from relay.platforms.docker import health_ok
 from relay.platforms.kubernetes import ClusterAccess, KubeSpec
-from relay.platforms.kubernetes.jobs import TestJob, reporting_command, run_job, split_report
+from relay.platforms.kubernetes.jobs import ClusterTests, reporting_command, run_job, split_report
 from relay.releases import Release
 from relay.specs import cluster_access
 from relay.stages.plan import stage_commands
@@ -110,7 +110,7 @@ def _in_cluster(
 ) -> StageResult:
     """Run `command` as a Job in the environment's namespace; a red run raises StageFailed."""
     env = manifest.environments[environment]
-    job = TestJob(
+    job = ClusterTests(
         app=manifest.app,
         environment=environment,
         namespace=env.namespace or f"{manifest.app}-{environment}",
@@ -124,7 +124,7 @@ def _in_cluster(
 
 
 def _run_job(
-    job: TestJob, access: ClusterAccess, kind: str, command: list[str], artifact_key: str
+    job: ClusterTests, access: ClusterAccess, kind: str, command: list[str], artifact_key: str
 ) -> StageResult:
     started = time.monotonic()
     api = cluster_client(access)
@@ -161,7 +161,7 @@ def _run_job(
 def run_smoke_tests_in_cluster(spec: KubeSpec, command: list[str], url: str) -> StageResult:
     """Smoke tests against the new version directly (its own Service, `url`), before it gets
     any traffic, as a Job in its namespace: in the service's `test_image`, else its image."""
-    job = TestJob(
+    job = ClusterTests(
         app=spec.app,
         environment=spec.environment,
         namespace=spec.namespace,

@@ -53,7 +53,7 @@ def split_report(output: str) -> tuple[str, bytes]:
 
 
 @dataclass(frozen=True)
-class TestJob:
+class ClusterTests:
     """One run of a service's tests in a namespace."""
 
     app: str
@@ -84,7 +84,7 @@ class JobOutcome:
         return self.exit_code == 0
 
 
-def job(spec: TestJob, name: str) -> Obj:
+def job(spec: ClusterTests, name: str) -> Obj:
     labels = {
         **test_pod_labels(spec.app),
         f"{PREFIX}/service": spec.service,
@@ -129,7 +129,7 @@ def job(spec: TestJob, name: str) -> Obj:
     }
 
 
-def run_job(api_client: ApiClient, spec: TestJob, poll_seconds: float = 0.5) -> JobOutcome:
+def run_job(api_client: ApiClient, spec: ClusterTests, poll_seconds: float = 0.5) -> JobOutcome:
     """Create the Job, wait until it ends (or its deadline passes), read its pod's log and exit
     code, and delete it with its pods.
 
