@@ -8,7 +8,6 @@ import docker
 from prefect_docker import DockerHost
 
 from blocks.kubernetes import cluster_client
-from relay.errors import RelayError
 from relay.ledger import Ledger, Record
 from relay.manifest import Manifest
 from relay.platforms.docker import DockerPlatform
@@ -58,7 +57,7 @@ def _cluster_digests(manifest: Manifest, environment: str) -> tuple[dict[Where, 
         return {}, [f"{environment}: cannot reach its cluster to compare: {exc}"]
     try:
         serving = KubernetesPlatform(api).serving(namespace, manifest.app)
-    except RelayError as exc:
+    except Exception as exc:  # noqa: BLE001 - RelayError, or the client's own (401, no route)
         return {}, [f"{environment}: cannot read its Deployments to compare: {exc}"]
     finally:
         api.close()

@@ -109,19 +109,23 @@ def check_cluster(manifest: Manifest, environment: str) -> None:
     if settings.platform != "kubernetes":
         return
     namespace = settings.namespace or f"{manifest.app}-{environment}"
+    where = f"{manifest.source}: environments.{environment}"
     try:
         api = cluster_client(cluster_access(manifest, environment))
     except RelayError:
         raise
     except Exception as exc:  # a kubeconfig that is not there, an unknown context...
-        raise TerminalError(
-            f"{manifest.source}: environments.{environment}.kubernetes: cannot reach the "
-            f"cluster: {exc}"
-        ) from exc
+        raise TerminalError(f"{where}.kubernetes: cannot reach the cluster: {exc}") from exc
     try:
-        KubernetesPlatform(api).check_namespace(
-            namespace, f"{manifest.source}: environments.{environment}.namespace"
-        )
+        KubernetesPlatform(api).check_namespace(namespace, f"{where}.namespace")
+    except RelayError:
+        raise
+    except Exception as exc:  # discovery refused (401: an identity the cluster does not map)
+        raise TerminalError(
+            f"{where}.kubernetes: the cluster did not let the worker in: {exc}; map the "
+            "worker's identity to Kubernetes permissions (on EKS an access entry for its role) "
+            "that may get its namespace and manage Relay's objects there (see the README)"
+        ) from exc
     finally:
         api.close()
 

@@ -26,7 +26,8 @@ from relay.junit import with_report
 from relay.platforms.kubernetes.cluster import Cluster
 from relay.platforms.kubernetes.objects import MANAGER, PREFIX, RUN_AS, Obj, test_pod_labels
 
-LOG_LIMIT = 200_000  # bytes of a pod's log read back
+LOG_READ_LIMIT = 5_000_000  # bytes of a pod's log read back (its JUnit report comes last)
+LOG_LIMIT = 200_000  # of which the stage's output keeps the end
 REPORT = Path("/tmp/relay-junit.xml")  # noqa: S108 - in the pod
 BEGIN, END = "----- relay: junit begin -----", "----- relay: junit end -----"
 
@@ -47,9 +48,10 @@ def split_report(output: str) -> tuple[str, bytes]:
     start = output.find(BEGIN)
     stop = output.find(END, start + 1)
     if start < 0 or stop < 0:
-        return output, b""
+        return output[-LOG_LIMIT:], b""
     report = output[start + len(BEGIN) : stop].strip()
-    return output[:start] + output[stop + len(END) :].lstrip("\n"), report.encode()
+    rest = output[:start] + output[stop + len(END) :].lstrip("\n")
+    return rest[-LOG_LIMIT:], report.encode()
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,11 @@ class JobOutcome:
 
 
 def job(spec: ClusterTests, name: str) -> Obj:
+    # Not `relay.dev/service`: with the app label that is the service's own pod selector, and
+    # its NetworkPolicy (egress to its dependencies only) would then hold the test pod too.
     labels = {
         **test_pod_labels(spec.app),
-        f"{PREFIX}/service": spec.service,
+        f"{PREFIX}/tests-of": spec.service,
         f"{PREFIX}/environment": spec.environment,
         "app.kubernetes.io/managed-by": MANAGER,
     }
@@ -184,7 +188,7 @@ def _log(api_client: ApiClient, namespace: str, pod: Obj | None) -> str:
     name = pod["metadata"]["name"]
     try:
         text = CoreV1Api(api_client).read_namespaced_pod_log(
-            name, namespace, limit_bytes=LOG_LIMIT, _request_timeout=30
+            name, namespace, limit_bytes=LOG_READ_LIMIT, _request_timeout=60
         )
     except ApiException as exc:
         return f"(the log of pod {namespace}/{name} could not be read: {exc.status} {exc.reason})"

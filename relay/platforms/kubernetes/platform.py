@@ -576,6 +576,8 @@ class KubernetesPlatform:
             return
         if traffic == replica_ratio.TYPE:
             self.cluster.apply(objects.service(spec, spec.service, None))
+            # The canary's own Service: what its smoke tests call (KubeRollout.slot_url).
+            self.cluster.apply(objects.service(spec, f"{spec.service}-canary", "canary"))
             return
         self.cluster.apply(objects.service(spec, spec.service, "stable"))
         if traffic in EXACT:

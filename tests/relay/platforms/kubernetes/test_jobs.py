@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from relay.junit import parse_report
+from relay.platforms.kubernetes import KubeSpec
 from relay.platforms.kubernetes.jobs import (
     REPORT,
     ClusterTests,
@@ -16,6 +17,8 @@ from relay.platforms.kubernetes.jobs import (
     reporting_command,
     split_report,
 )
+from relay.platforms.kubernetes.objects import network_policy
+from relay.registry import ImageRef
 
 TESTS = """\
 def test_passes():
@@ -48,10 +51,19 @@ def test_a_log_without_a_report_is_left_whole() -> None:
     assert split_report("no junit here\n") == ("no junit here\n", b"")
 
 
-def test_the_job_never_retries_and_is_labelled_for_the_network_policies() -> None:
+def test_the_job_never_retries_and_only_the_test_rule_of_the_policies_selects_it() -> None:
     spec = ClusterTests("shop", "dev", "shop-dev", "orders", "integration-tests", "img", ["x"], {})
     rendered = job(spec, "orders-integration-tests-1")
     assert rendered["spec"]["backoffLimit"] == 0
     assert rendered["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     labels = rendered["spec"]["template"]["metadata"]["labels"]
-    assert labels["relay.dev/app"] == "shop" and labels["relay.dev/role"] == "tests"
+    kube = KubeSpec(
+        app="shop", environment="dev", namespace="shop-dev", service="orders",
+        image=ImageRef.parse("127.0.0.1:5000/shop/orders@sha256:" + "a" * 64), commit="c",
+        tree="t", port=8002, health="/healthz", strategy="rolling", dependents=("web",),
+    )  # fmt: skip
+    policy = network_policy(kube)
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    assert not selected.items() <= labels.items(), "the service's own policy must not hold it"
+    admitted = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    assert admitted.items() <= labels.items(), "the service admits its tests"
