@@ -2,7 +2,7 @@
 can be reached to pull ``haproxy:2.6`` or a base with git:
 
 - ``relay/haproxy:2.6``: Debian's haproxy and its libraries, for HAProxy routers that run as
-  containers on the engine (``RELAY_ROUTERS=container``), so that they outlive the worker
+  containers on the engine (``RELAY_ROUTER_IMAGE``), so that they outlive the worker
   that started them;
 - ``relay/worker-base:3.11``: the Python base image plus git, the base of Relay's worker image;
 - ``relay/worker:local``: Relay's worker image, built from the project's ``Dockerfile`` on it.

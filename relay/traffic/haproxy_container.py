@@ -12,6 +12,7 @@ its connections.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import docker
@@ -32,6 +33,12 @@ class RouterContainer:
     def _client(self) -> docker.DockerClient:
         return docker.from_env(timeout=60)
 
+    @staticmethod
+    def _user() -> str:
+        """The worker's own uid:gid: the admin socket HAProxy makes (mode 600) is then the
+        worker's to use, and so are the files in the router's directory."""
+        return f"{os.getuid()}:{os.getgid()}"
+
     def _mounts(self) -> dict[str, dict[str, str]]:
         return {str(self.directory): {"bind": str(self.directory), "mode": "rw"}}
 
@@ -48,7 +55,7 @@ class RouterContainer:
                 ["haproxy", "-c", "-f", str(config)],
                 remove=True,
                 network_mode="none",
-                user="0",
+                user=self._user(),
                 volumes=self._mounts(),
                 labels={LABEL: self.router},
             )
@@ -86,7 +93,7 @@ class RouterContainer:
                 name=self.name,
                 detach=True,
                 network_mode="host",
-                user="0",
+                user=self._user(),
                 volumes=self._mounts(),
                 restart_policy={"Name": "always"},  # back after an engine restart
                 labels={LABEL: self.router},
@@ -119,6 +126,8 @@ class RouterContainer:
         client = self._client()
         try:
             self._remove(client)
+        except docker.errors.DockerException as exc:
+            raise RelayError(f"HAProxy {self.router} could not be stopped: {exc}") from exc
         finally:
             client.close()
 
