@@ -13,6 +13,7 @@
     relay diff A B [--app APP] [--env ENV]   releases or environments: what changes
     relay status [--app APP]           what runs where, since when, who approved; drift
     relay history SERVICE [--app APP] [--env ENV]
+    relay logs SERVICE --env ENV [--app APP] [--since 10m] [--follow]   the service's output
     relay analysis SERVICE --env ENV [--run RUN]   a canary's recorded analysis windows
     relay analysis replay RUN [--max-error-rate X ...]   judge them again with other limits
     relay metrics [--app APP] [--env ENV] [--days 30] [--publish]   DORA delivery metrics
@@ -34,6 +35,7 @@ import getpass
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -316,6 +318,48 @@ def cmd_history(args: argparse.Namespace) -> int:
     where = f" in {args.env}" if args.env else ""
     print(format_history(records) if records else f"no deployments of {app}/{args.service}{where}")
     return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """A service's output in an environment from CloudWatch Logs, each line with the version
+    that wrote it; `--follow` keeps reading until Ctrl-C."""
+    _use_stack_environment()
+    from blocks.aws import aws_client
+    from relay.aws.logs import NoSuchGroup, read_group, service_log_group
+    from relay.ledger import Ledger
+    from relay.status import format_log_lines, parse_since
+
+    app = _app(args)
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        raise RelayError(str(exc)) from None
+    group = service_log_group(app, args.env, args.service)
+    client = aws_client("logs")
+    records = Ledger(relay_database()).history(app, args.service, args.env, limit=200)
+    start = int((time.time() - since) * 1000)
+    seen: set[str] = set()
+    try:
+        while True:
+            try:
+                lines = read_group(client, group, start)
+            except NoSuchGroup:
+                raise RelayError(
+                    f"no logs of {args.service} in {args.env}: log group {group} does not "
+                    "exist; set cloudwatch.service_logs: true in relay.yaml and deploy (docker "
+                    "environments)"
+                ) from None
+            fresh = [line for line in lines if line["event_id"] not in seen]
+            if fresh:
+                print(format_log_lines(fresh, records), flush=True)
+            seen |= {line["event_id"] for line in fresh}
+            if not args.follow:
+                return 0
+            # Read the last minute again: the driver sends in batches, late lines land behind.
+            start = max(start, int((time.time() - 60) * 1000))
+            time.sleep(2)
+    except KeyboardInterrupt:
+        return 0
 
 
 LIMIT_FLAGS = (
@@ -639,6 +683,13 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--env", default=None, help="only this environment (default: all)")
     h.add_argument("--limit", type=int, default=30, help="how many, newest first (30)")
     h.set_defaults(func=cmd_history)
+    lg = sub.add_parser("logs", help="a service's output from CloudWatch Logs, with its version")
+    lg.add_argument("service", help="the service, as named in relay.yaml")
+    lg.add_argument("--env", required=True, help="the environment")
+    lg.add_argument("--app", help="the application (default: ./relay.yaml's)")
+    lg.add_argument("--since", default="10m", help="how far back: 90s, 10m, 2h, 1d (10m)")
+    lg.add_argument("--follow", action="store_true", help="keep printing new lines (Ctrl-C)")
+    lg.set_defaults(func=cmd_logs)
     an = sub.add_parser(
         "analysis",
         help="a canary's recorded analysis windows, or replay them with other limits",

@@ -96,6 +96,11 @@ def _dockerd_env(p: Paths) -> dict[str, str]:
     env = dict(os.environ)
     # dockerd finds containerd, runc and docker-init on PATH.
     env["PATH"] = env.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+    # Its awslogs log driver (cloudwatch.service_logs) writes to the stack's moto with moto's
+    # credentials; on a real host the engine's own instance role does.
+    env["AWS_ACCESS_KEY_ID"] = "testing"
+    env["AWS_SECRET_ACCESS_KEY"] = "testing"
+    env.pop("AWS_SESSION_TOKEN", None)
     return env
 
 

@@ -40,6 +40,7 @@ from relay.settings import relay_database
 from relay.specs import deploy_spec
 from relay.stages.site import StageSite
 from tasks.deploy import current_version, serving_already, switch_back
+from tasks.events import publish_deployment_event
 from tasks.metrics import publish_delivery_metrics
 from tasks.record import record_deployment
 from tasks.secrets import resolve_config
@@ -317,6 +318,7 @@ def _publish(attempt: Attempt, saved: Record) -> None:
     notify_rollback(saved)  # only when it was one; never raises
     if attempt.cloudwatch is not None:
         publish_delivery_metrics(saved, attempt.cloudwatch, attempt.committed_at)
+        publish_deployment_event(saved, attempt.cloudwatch)
 
 
 @contextmanager

@@ -59,6 +59,7 @@ from tasks.release import RUN_SUMMARY, find_release, record_arrival
 from tasks.scan import check_image_scans
 from tasks.secrets import resolve_configs
 from tasks.security import check_security
+from tasks.service_logs import prepare_log_groups
 from tasks.source import Checkout, checkout_commit, read_manifest
 from tasks.support.labels import label_run
 from tasks.support.logs import SHIP_LOGS
@@ -125,6 +126,7 @@ async def promote(
         check_security(docker_host, manifest, environment, images)
         resolve_configs(manifest, environment, selected)
         check_cluster(manifest, environment)
+        prepare_log_groups(manifest, environment, selected)
         env = manifest.environments[environment]
         relay_attributes(
             app=manifest.app,

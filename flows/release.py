@@ -40,6 +40,7 @@ from relay.specs import release_settings
 from tasks.deploy import check_cluster
 from tasks.release import RUN_SUMMARY, record_arrival, record_release
 from tasks.secrets import resolve_configs
+from tasks.service_logs import prepare_log_groups
 from tasks.source import Checkout, checkout_commit, read_manifest
 from tasks.support.labels import label_run
 from tasks.support.notify import NOTIFY_ON_FAILURE, with_hooks
@@ -140,6 +141,7 @@ async def release(
         for environment in environments[: environments.index(target) + 1]:
             resolve_configs(manifest, environment, selected)  # every environment, before any build
             check_cluster(manifest, environment)
+            prepare_log_groups(manifest, environment, selected)
 
         built = run_over_graph(
             {name: [] for name in manifest.services},

@@ -24,6 +24,7 @@ from relay.stages.plan import stage_commands
 from tasks.deploy import check_cluster
 from tasks.record import artifact_key, publish_summary
 from tasks.secrets import resolve_configs
+from tasks.service_logs import prepare_log_groups
 from tasks.source import checkout_commit, read_manifest
 from tasks.support.logs import SHIP_LOGS
 from tasks.support.notify import NOTIFY_ON_FAILURE, with_hooks
@@ -170,6 +171,7 @@ async def service_pipeline(
         _check_target(manifest, service, environment)
         resolve_configs(manifest, environment, [service])  # a missing secret stops here
         check_cluster(manifest, environment)
+        prepare_log_groups(manifest, environment, [service])
         built = await build_service(
             repository, checkout.commit, service, environment, manifest_file
         )

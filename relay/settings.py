@@ -72,3 +72,21 @@ def prometheus_url() -> str | None:
     """The Prometheus a canary's PromQL queries go to when `analysis.prometheus.address` does
     not say: ``$RELAY_PROMETHEUS_URL`` (the local stack sets it to its own)."""
     return os.environ.get("RELAY_PROMETHEUS_URL", "").strip().rstrip("/") or None
+
+
+def aws_logs_target() -> tuple[str, str | None]:
+    """(region, endpoint) of CloudWatch Logs as the standard AWS settings name them:
+    `AWS_REGION` or `AWS_DEFAULT_REGION` (default us-east-1), and `AWS_ENDPOINT_URL_LOGS` or
+    `AWS_ENDPOINT_URL` when set (a local stand-in such as moto). Docker's awslogs driver takes
+    them as options, since it runs in the engine, not in Relay."""
+    region = (
+        os.environ.get("AWS_REGION", "").strip()
+        or os.environ.get("AWS_DEFAULT_REGION", "").strip()
+        or "us-east-1"
+    )
+    endpoint = (
+        os.environ.get("AWS_ENDPOINT_URL_LOGS", "").strip()
+        or os.environ.get("AWS_ENDPOINT_URL", "").strip()
+        or None
+    )
+    return region, endpoint

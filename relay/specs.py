@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.aws.logs import service_log_group
 from relay.aws.secrets import ServiceConfig, secret_ids
 from relay.discovery import dependency_urls
 from relay.manifest import Manifest
@@ -14,6 +15,7 @@ from relay.platforms.docker import DeploySpec
 from relay.platforms.kubernetes import ClusterAccess, KubeSpec, Neighbour
 from relay.registry import ImageRef
 from relay.releases import fingerprint
+from relay.settings import aws_logs_target
 from relay.traffic.haproxy import Route
 
 __all__ = ["deploy_spec", "kubernetes_spec", "release_settings", "run_settings"]
@@ -39,6 +41,8 @@ def run_settings(manifest: Manifest, environment: str, service: str) -> dict[str
     if env.platform == "docker":
         ports = env.ports(spec)
         settings["ports"] = {"public": ports.public, "blue": ports.blue, "green": ports.green}
+        if manifest.cloudwatch.service_logs:  # only when on: other fingerprints stay as they were
+            settings["logs"] = "cloudwatch"
         return settings
     cluster = env.cluster
     return settings | {
@@ -96,7 +100,24 @@ def deploy_spec(
         config=config,
         settings=fingerprint(run_settings(manifest, environment, service)),
         release=release,
+        log_options=_log_options(manifest, environment, service),
     )
+
+
+def _log_options(manifest: Manifest, environment: str, service: str) -> dict[str, str]:
+    """Docker's awslogs driver options, when the manifest sends the services' output to
+    CloudWatch Logs (`cloudwatch.service_logs`). Non-blocking: a slow CloudWatch drops lines
+    from a bounded buffer rather than stalling the service's writes."""
+    if not manifest.cloudwatch.service_logs:
+        return {}
+    region, endpoint = aws_logs_target()
+    options = {
+        "awslogs-group": service_log_group(manifest.app, environment, service),
+        "awslogs-region": region,
+        "mode": "non-blocking",
+        "max-buffer-size": "4m",
+    }
+    return options | ({"awslogs-endpoint": endpoint} if endpoint else {})
 
 
 def _environment(manifest: Manifest, environment: str, service: str) -> dict[str, str]:

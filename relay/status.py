@@ -1,4 +1,5 @@
-"""What the ledger's records say, in the words of `relay status`, `relay history` and drift.
+"""What the ledger's records say, in the words of `relay status`, `relay history`, drift and
+`relay logs` (which version wrote each line).
 
 Pure functions over `relay.ledger.Record`s: the ledger stores facts, this module shows them
 and compares them with what a platform reports running.
@@ -7,12 +8,19 @@ and compares them with what a platform reports running.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 from relay.ledger import Record, short_digest
 from relay.tables import table
 
-__all__ = ["drift", "format_history", "format_status"]
+__all__ = [
+    "drift",
+    "format_history",
+    "format_log_lines",
+    "format_status",
+    "parse_since",
+    "version_of_stream",
+]
 
 
 def drift(
@@ -105,3 +113,37 @@ def _short_config(config: str | None) -> str:
 
 def _minute(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M")
+
+
+SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str) -> float:
+    """Seconds in `10m`, `90s`, `2h`, `1d`.
+
+    Raises:
+        ValueError: what to write instead.
+    """
+    number, unit = text[:-1], text[-1:]
+    if unit not in SINCE_UNITS or not number.isdigit() or int(number) == 0:
+        raise ValueError(f"--since {text!r}: write a number and a unit, such as 90s, 10m, 2h or 1d")
+    return int(number) * SINCE_UNITS[unit]
+
+
+def version_of_stream(stream: str, records: Iterable[Record]) -> str:
+    """Which version wrote a stream (`<container>-<short digest>`): its slot, short digest
+    and, when the ledger knows the digest, its commit."""
+    container, _, short = stream.rpartition("-")
+    slot = container.rpartition("-")[2] or "?"
+    commit = next((r.commit[:12] for r in records if r.digest[7:19] == short), "")
+    return f"{slot} {short}" + (f" (commit {commit})" if commit else "")
+
+
+def format_log_lines(lines: Iterable[Mapping[str, object]], records: list[Record]) -> str:
+    """`relay logs`: each line with its time (UTC) and the version that wrote it."""
+    shown = []
+    for line in lines:
+        when = datetime.fromtimestamp(int(str(line["timestamp"])) / 1000, UTC)
+        version = version_of_stream(str(line["stream"]), records)
+        shown.append(f"{when:%Y-%m-%d %H:%M:%S}  {version}  {str(line['message']).rstrip()}")
+    return "\n".join(shown)

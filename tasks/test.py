@@ -87,13 +87,22 @@ def run_e2e_tests_in_cluster(
 
 def e2e_tests(manifest: Manifest, environment: str) -> StageResult | None:
     """The application's end-to-end tests against `environment`, where they can reach it: a
-    Job in the namespace on kubernetes when `e2e_image` names their image, else on the worker.
-    None when the application has none."""
+    Job in the namespace on kubernetes (in `e2e_image`), on the worker for docker. None when
+    the application has none.
+
+    Raises:
+        StageFailed: they failed, or a kubernetes environment has no `e2e_image` to run them.
+    """
     if manifest.e2e_tests is None:
         return None
     key = artifact_key(manifest.app, environment, "e2e-tests")
-    in_cluster = manifest.environments[environment].platform == "kubernetes"
-    if in_cluster and manifest.e2e_image is not None:
+    if manifest.environments[environment].platform == "kubernetes":
+        if manifest.e2e_image is None:
+            raise StageFailed(
+                f"{manifest.source}: e2e_tests run against {environment}, a kubernetes "
+                "environment, as a Job in its namespace (its Services' names resolve only "
+                "there): set e2e_image to an image that holds them"
+            )
         return run_e2e_tests_in_cluster(manifest, environment, key)
     urls = service_urls(manifest, environment)
     return run_e2e_tests(manifest.app, manifest.root, list(manifest.e2e_tests), urls, key)

@@ -219,6 +219,30 @@ def pipeline_policy(manifest: Manifest, account: str, region: str) -> Policy:
                 [arn for group in groups for arn in (group, f"{group}:log-stream:*")],
             )
         )
+    if manifest.cloudwatch.events:
+        bus = manifest.cloudwatch.event_bus
+        arn = (
+            bus
+            if bus.startswith("arn:")
+            else f"arn:{partition}:events:{region}:{account}:event-bus/{bus}"
+        )
+        statements.append(_statement("PutDeploymentEvents", ["events:PutEvents"], [arn]))
+    if manifest.cloudwatch.service_logs:
+        # Relay makes each service's group and reads it (`relay logs`); the Docker engine's own
+        # role writes the streams (CreateLogStream, PutLogEvents: see the README).
+        groups = [
+            f"arn:{partition}:logs:{region}:{account}:log-group:/{manifest.app}/{env}/{service}"
+            for env, settings in manifest.environments.items()
+            if settings.platform == "docker"
+            for service in manifest.services
+        ]
+        statements.append(
+            _statement(
+                "ServiceLogGroups",
+                ["logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:FilterLogEvents"],
+                [arn for group in groups for arn in (group, f"{group}:log-stream:*")],
+            )
+        )
     if not statements:
         raise TerminalError(
             f"{manifest.source}: Relay makes no AWS call for this manifest, so its pipeline needs "

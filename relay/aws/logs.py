@@ -16,7 +16,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.aws.errors import classify, code_of
 
-__all__ = ["LogEvent", "batches", "ship"]
+__all__ = [
+    "LogEvent",
+    "NoSuchGroup",
+    "ServiceLine",
+    "batches",
+    "ensure_group",
+    "read_group",
+    "service_log_group",
+    "ship",
+]
 
 # PutLogEvents limits (CloudWatch Logs quotas): events per call, bytes per call where each event
 # counts its UTF-8 message plus 26 bytes, bytes per event, and the time one call may span.
@@ -138,3 +147,83 @@ def _call(method: Any, doing: str, **kwargs: Any) -> Any:
         raise classify(exc, doing) from None
     except BotoCoreError as exc:
         raise classify(exc, doing) from None
+
+
+# -- the services' own logs (the awslogs driver writes them; Relay prepares and reads) ------------
+
+RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+)  # fmt: skip
+
+
+def service_log_group(app: str, environment: str, service: str) -> str:
+    """Where a service's containers log in an environment: `/<app>/<environment>/<service>`."""
+    return f"/{app}/{environment}/{service}"
+
+
+def ensure_group(client: Any, group: str, retention_days: int) -> None:
+    """The group exists with this retention: made before anything is deployed, so that a
+    group that cannot be made is an error then, not a container that cannot start.
+
+    Raises:
+        TerminalError: not allowed (what to grant).
+        TransientError: CloudWatch Logs could not be reached.
+    """
+    _create(client.create_log_group, f"log group {group}", logGroupName=group)
+    _call(
+        client.put_retention_policy,
+        f"setting the retention of log group {group}",
+        logGroupName=group,
+        retentionInDays=retention_days,
+    )
+
+
+class ServiceLine(TypedDict):
+    event_id: str
+    timestamp: int
+    stream: str
+    message: str
+
+
+class NoSuchGroup(Exception):
+    """The group does not exist (the service never logged there)."""
+
+
+def read_group(
+    client: Any, group: str, since_ms: int, until_ms: int | None = None, limit: int = 10_000
+) -> list[ServiceLine]:
+    """Every line of the group's streams from `since_ms` on, oldest first, at most `limit`.
+
+    Raises:
+        NoSuchGroup: there is no such group.
+        TerminalError / TransientError: as CloudWatch Logs answered.
+    """
+    found: list[ServiceLine] = []
+    kwargs: dict[str, Any] = {"logGroupName": group, "startTime": since_ms}
+    if until_ms is not None:
+        kwargs["endTime"] = until_ms
+    while len(found) < limit:
+        try:
+            answer = client.filter_log_events(**kwargs)
+        except ClientError as exc:
+            if code_of(exc) == "ResourceNotFoundException":
+                raise NoSuchGroup(group) from None
+            raise classify(exc, f"reading log group {group}") from None
+        except BotoCoreError as exc:
+            raise classify(exc, f"reading log group {group}") from None
+        for event in answer.get("events", []):
+            found.append(
+                ServiceLine(
+                    event_id=str(event.get("eventId", "")),
+                    timestamp=int(event["timestamp"]),
+                    stream=str(event.get("logStreamName", "")),
+                    message=str(event.get("message", "")),
+                )
+            )
+        token = answer.get("nextToken")
+        if not token:  # a page may be empty mid-scan: only the token says it is the end
+            break
+        kwargs["nextToken"] = token
+    found.sort(key=lambda line: line["timestamp"])
+    return found[:limit]

@@ -475,6 +475,17 @@ class CloudWatch(_Model):
     log_group_prefix: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./#-]*[A-Za-z0-9_#-]$")] = (
         "/relay"
     )
+    # Every deployment, rollback and rejected approval as an EventBridge event (source relay)
+    # on this bus; Prefect events are emitted either way.
+    events: bool = True
+    event_bus: Annotated[str, Field(pattern=r"^[A-Za-z0-9._\-/:]{1,1600}$")] = "default"
+    # The services' own output (docker platform): each container logs through Docker's awslogs
+    # driver to /<app>/<environment>/<service>, a group kept this many days.
+    service_logs: bool = False
+    service_log_retention_days: Literal[
+        1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+        2922, 3288, 3653,
+    ] = 30  # fmt: skip
 
 
 class Manifest(_Model):

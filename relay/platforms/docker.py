@@ -33,6 +33,7 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, NotFound
 from docker.models.containers import Container
+from docker.types import LogConfig
 
 from relay.aws.secrets import ServiceConfig
 from relay.errors import RelayError, StageFailed, TransientError
@@ -63,6 +64,9 @@ class DeploySpec:
     # with other settings (a port, a neighbour, a secret) does not serve this spec.
     settings: str = ""
     release: str = ""  # the release it belongs to (relay.releases), for people and `status`
+    # Docker's awslogs driver options (group, region, endpoint) when the service's output goes
+    # to CloudWatch Logs; each container adds its own stream. Empty: the engine's default.
+    log_options: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def config_label(self) -> str:
@@ -174,6 +178,19 @@ def _labels(spec: DeploySpec, slot: str) -> dict[str, str]:
 
 def _others(slot: str, weight: int) -> dict[str, int]:
     return {s: weight for s in SLOTS if s != slot}
+
+
+def log_stream(container: str, image: ImageRef) -> str:
+    """A container's stream in its service's log group: its name (app, environment, service,
+    slot) and the short digest of what it runs, so each line says which version wrote it."""
+    return f"{container}-{image.digest.removeprefix('sha256:')[:12]}"
+
+
+def _log_config(spec: DeploySpec, name: str) -> LogConfig | None:
+    if not spec.log_options:
+        return None
+    options = {**spec.log_options, "awslogs-stream": log_stream(name, spec.image)}
+    return LogConfig(type="awslogs", config=options)
 
 
 def container_name(app: str, environment: str, service: str, slot: str) -> str:
@@ -476,6 +493,7 @@ class DockerPlatform:
                 # A restarted engine starts it again with the same labels, so what served
                 # before serves again and the labels still say what it is.
                 restart_policy={"Name": "unless-stopped"},
+                log_config=_log_config(spec, name),
             )
             return container
         except APIError as exc:

@@ -73,6 +73,10 @@ def test_the_pipeline_policy_names_its_resources(tmp_path: Path) -> None:
         "PublishDeliveryMetrics",
         "ReadGatingAlarms",
         "ShipPipelineLogs",
+        "PutDeploymentEvents",
+    ]
+    assert by_sid["PutDeploymentEvents"]["Resource"] == [
+        f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"
     ]
     assert by_sid["EcrLogin"]["Resource"] == ["*"]
     assert by_sid["EcrPushAndScan"]["Resource"] == [
@@ -119,7 +123,9 @@ def test_approver_tokens_are_readable_where_decisions_need_them(tmp_path: Path) 
 def test_without_ecr_or_cloudwatch_there_is_nothing_of_them(tmp_path: Path) -> None:
     manifest = shop(tmp_path, "p")
     manifest = manifest.model_copy(
-        update={"cloudwatch": manifest.cloudwatch.model_copy(update={"logs": False})}
+        update={
+            "cloudwatch": manifest.cloudwatch.model_copy(update={"logs": False, "events": False})
+        }
     )
     sids = list(statements(pipeline_policy(manifest, ACCOUNT, REGION)))
     assert sids == ["ReadEnvironmentSecrets", "PublishDeliveryMetrics", "ReadGatingAlarms"]

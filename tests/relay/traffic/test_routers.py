@@ -24,7 +24,7 @@ def test_every_provider_is_made_from_what_it_needs(short_tmp: Path) -> None:
 
     assert isinstance(haproxy, HAProxyRouter) and haproxy.type == "haproxy"
     assert isinstance(replicas, ReplicaRatioRouter)
-    assert set(PROVIDERS) == {"haproxy", GatewayApiRouter.type, "replica_ratio"}
+    assert set(PROVIDERS) == {"haproxy", GatewayApiRouter.type, "replica_ratio", "alb"}
 
 
 @pytest.mark.parametrize(
@@ -33,6 +33,7 @@ def test_every_provider_is_made_from_what_it_needs(short_tmp: Path) -> None:
         ("haproxy", "the haproxy router needs name= .* and home="),
         ("gateway_api", "the gateway_api router needs store= and route="),
         ("replica_ratio", "the replica_ratio router needs pods="),
+        ("alb", "the alb router needs store= and ingress="),
         ("nginx", "traffic router 'nginx' is not known; use one of: haproxy, gateway_api, replica"),
     ],
 )
