@@ -51,15 +51,17 @@ CMD ["python3", "/srv/main.py"]
 
 
 @pytest.fixture
-def queue() -> Iterator[str]:
-    """An SQS queue that an EventBridge rule fills with every event whose source is relay."""
+def queue(app_repo: Path) -> Iterator[str]:
+    """An SQS queue that an EventBridge rule fills with the events of this test's app (other
+    tests of the session deploy other apps at the same time, on the same bus)."""
     sqs, events = boto3.client("sqs"), boto3.client("events")
     name = f"relay-events-{uuid.uuid4().hex[:8]}"
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    events.put_rule(Name=name, EventPattern=json.dumps({"source": ["relay"]}))
+    pattern = {"source": ["relay"], "detail": {"app": [app_repo.name]}}
+    events.put_rule(Name=name, EventPattern=json.dumps(pattern))
     events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": arn}])
     yield url
     events.remove_targets(Rule=name, Ids=["queue"])
@@ -108,7 +110,7 @@ def test_a_deployment_and_a_rollback_are_one_event_each(app_repo: Path, queue: s
     asyncio.run(release(str(app_repo), v2))
     asyncio.run(rollback(str(app_repo), "clock", "dev"))
 
-    events = _received(queue, 3)
+    events = sorted(_received(queue, 3), key=lambda e: str(e["detail"]["at"]))
     seen = [(e["detail-type"], e["detail"]["commit"], e["detail"]["outcome"]) for e in events]
     assert seen == [
         ("Relay Deployment", v1, "succeeded"),
